@@ -1,0 +1,72 @@
+"""Checkpoints are data, not code: tensors, numbers, strings, lists and dicts, loaded with ``weights_only=True``.
+
+Every project checkpoint is a dict with at least ``kind`` (``audio_encoder``, ``retrieval``, ``captioner``),
+``model_args`` (what the model builder needs to rebuild it) and ``state_dict``. Training checkpoints add
+``config``, ``optimizer``, ``scheduler``, ``rng``, ``epoch`` and ``history`` so a run can resume.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: a kill during the write leaves the previous file (or none), never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Load a project checkpoint safely; ``kind`` (if given) must match the checkpoint's own."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "kind" not in checkpoint:
+        raise ValueError(f"{path}: not a project checkpoint (expected a dict with 'kind' and 'state_dict')")
+    if kind is not None and checkpoint["kind"] != kind:
+        raise ValueError(f"{path}: is a '{checkpoint['kind']}' checkpoint, expected '{kind}'")
+    return checkpoint
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch random states as plain data (numpy's as its legacy tuple, made of lists)."""
+    np_state = np.random.get_state()
+    return {
+        "python": _python_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,94 @@
+"""An experiment folder: its config, the command that made it, a log, the metric history and its plot.
+
+``exp_dir/config.yaml`` fixes what the folder holds: starting a run in a folder made by a different configuration
+is refused, so a resumed run can never silently mix two experiments.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from common.config import dump_config
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def open_run(exp_dir: str | Path, config: Mapping[str, Any], name: str, main_process: bool = True) -> logging.Logger:
+    """Create or reopen ``exp_dir`` for ``config``; return a logger writing to ``exp_dir/<name>.log`` and stderr."""
+    exp_dir = Path(exp_dir)
+    saved = exp_dir / "config.yaml"
+    if saved.is_file():
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        if previous != json.loads(json.dumps(dict(config))):
+            diff = sorted(_diff(previous or {}, dict(config)))
+            raise ValueError(f"{exp_dir}: holds a run of a different configuration (differs in: {', '.join(diff)}); "
+                             "use another exp_dir or remove this one")
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    logger.propagate = False
+    if main_process:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(dump_config(config), encoding="utf-8")
+        (exp_dir / "command.sh").write_text(
+            "python -m " + name + " " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n", encoding="utf-8")
+        file_handler = logging.FileHandler(exp_dir / f"{name.split('.')[-1]}.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(file_handler)
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(console)
+    return logger
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = set(a) | set(b)
+    out = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def write_history(exp_dir: str | Path, history: Sequence[Mapping[str, Any]]) -> None:
+    """Rewrite ``history.jsonl`` (one record per epoch) and ``curves.png`` from the full history."""
+    exp_dir = Path(exp_dir)
+    lines = "".join(json.dumps(dict(record)) + "\n" for record in history)
+    (exp_dir / "history.jsonl").write_text(lines, encoding="utf-8")
+    plot_curves(history, exp_dir / "curves.png")
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key: str = "epoch") -> None:
+    """One panel per numeric metric of the history, against ``x_key``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in (history[0] if history else {}) if k != x_key
+            and isinstance(history[0][k], (int, float)) and not isinstance(history[0][k], bool)]
+    if not keys:
+        return
+    cols = min(3, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    xs = [record.get(x_key, i) for i, record in enumerate(history)]
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(xs, [record.get(key, float("nan")) for record in history], marker="o", markersize=3)
+        ax.set_title(key)
+        ax.set_xlabel(x_key)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
