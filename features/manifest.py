@@ -1,0 +1,172 @@
+"""The manifest: the one format every corpus is prepared into, and every later stage reads.
+
+One folder per split::
+
+    <out>/<split>/wav.csv        audio_id,path,duration,sample_rate,channels   (path absolute; RFC 4180 quoting)
+    <out>/<split>/captions.json  {"<audio_id>": ["caption", ...], ...}         (UTF-8, original text, stable order)
+    <out>/<split>/errors.csv     path,reason                                    (bad files; written even if empty)
+
+Rules that :func:`read_manifest` enforces: audio ids are unique and non-empty; every id in ``captions.json`` is in
+``wav.csv``; captions are non-empty strings. A clip with no captions is allowed (an unlabelled split, e.g. audio
+to caption at inference) and listed by :attr:`Manifest.uncaptioned`; preparation of a captioned corpus never writes
+one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WAV_CSV = "wav.csv"
+CAPTIONS_JSON = "captions.json"
+ERRORS_CSV = "errors.csv"
+WAV_COLUMNS = ("audio_id", "path", "duration", "sample_rate", "channels")
+ERROR_COLUMNS = ("path", "reason")
+
+
+@dataclass(frozen=True)
+class AudioEntry:
+    """One clip of a split; ``duration`` in seconds, ``path`` absolute."""
+
+    audio_id: str
+    path: str
+    duration: float
+    sample_rate: int
+    channels: int
+
+
+@dataclass
+class Manifest:
+    """A prepared split: its clips in a stable order, their captions, and the files that were refused."""
+
+    split: str
+    audio: list[AudioEntry]
+    captions: dict[str, list[str]]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def ids(self) -> list[str]:
+        """Audio ids in manifest order."""
+        return [entry.audio_id for entry in self.audio]
+
+    @property
+    def uncaptioned(self) -> list[str]:
+        """Ids of clips without any caption."""
+        return [i for i in self.ids if not self.captions.get(i)]
+
+    def entry(self, audio_id: str) -> AudioEntry:
+        """The clip with ``audio_id``; KeyError otherwise."""
+        for entry in self.audio:
+            if entry.audio_id == audio_id:
+                return entry
+        raise KeyError(f"audio_id {audio_id!r} not in split {self.split!r}")
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (audio_id, caption), clips in manifest order, captions in their stored order."""
+        return [(i, c) for i in self.ids for c in self.captions.get(i, [])]
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) so a reader sees the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, header: tuple[str, ...], rows: list[tuple]) -> None:
+    """Write a small CSV table atomically (header first; RFC 4180 quoting)."""
+    _atomic_write(Path(path), _csv_text(header, rows))
+
+
+def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
+    """Write ``manifest`` into ``<out_dir>/<manifest.split>/`` (each file atomically) and return that folder.
+
+    ``errors.csv`` is written last, so its presence means the whole split was written.
+    """
+    _validate(manifest, where=str(out_dir))
+    split_dir = Path(out_dir) / manifest.split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    rows = [(e.audio_id, os.path.abspath(e.path), f"{e.duration:.6f}", e.sample_rate, e.channels)
+            for e in manifest.audio]
+    write_csv(split_dir / WAV_CSV, WAV_COLUMNS, rows)
+    captions = {i: list(manifest.captions[i]) for i in manifest.ids if i in manifest.captions}
+    _atomic_write(split_dir / CAPTIONS_JSON, json.dumps(captions, ensure_ascii=False, indent=1) + "\n")
+    write_csv(split_dir / ERRORS_CSV, ERROR_COLUMNS, list(manifest.errors))
+    return split_dir
+
+
+def _validate(manifest: Manifest, where: str) -> None:
+    seen: set[str] = set()
+    for entry in manifest.audio:
+        if not entry.audio_id:
+            raise ValueError(f"{where}: empty audio_id for {entry.path!r}")
+        if entry.audio_id in seen:
+            raise ValueError(f"{where}: duplicate audio_id {entry.audio_id!r}")
+        seen.add(entry.audio_id)
+    unknown = [i for i in manifest.captions if i not in seen]
+    if unknown:
+        raise ValueError(f"{where}: captions for {len(unknown)} audio ids not in {WAV_CSV}, e.g. {unknown[:3]}")
+    for audio_id, caps in manifest.captions.items():
+        if not isinstance(caps, list) or not all(isinstance(c, str) and c.strip() for c in caps):
+            raise ValueError(f"{where}: captions of {audio_id!r} must be a list of non-empty strings, found {caps!r}")
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (expected a manifest file with columns {','.join(columns)})")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        absent = [c for c in columns if c not in (reader.fieldnames or [])]
+        if absent:
+            raise ValueError(f"{path}: missing columns {absent} (expected {','.join(columns)}, "
+                             f"found {','.join(reader.fieldnames or [])})")
+        return list(reader)
+
+
+def read_manifest(split_dir: str | os.PathLike) -> Manifest:
+    """Read and validate the split in ``split_dir``; its folder name is the split name.
+
+    ``errors.csv`` is optional on reading (a hand-made manifest may lack it). Raises ValueError naming the file for
+    a missing file, missing columns, a malformed value, duplicate ids, or captions for unknown ids.
+    """
+    split_dir = Path(split_dir)
+    wav_path = split_dir / WAV_CSV
+    audio = []
+    for line, row in enumerate(_read_csv(wav_path, WAV_COLUMNS), start=2):
+        try:
+            audio.append(AudioEntry(row["audio_id"], row["path"], float(row["duration"]),
+                                    int(row["sample_rate"]), int(row["channels"])))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{wav_path}, line {line}: bad value ({err})") from None
+    cap_path = split_dir / CAPTIONS_JSON
+    if not cap_path.is_file():
+        raise ValueError(f"{cap_path}: missing (expected {{audio_id: [caption, ...]}})")
+    try:
+        captions = json.loads(cap_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{cap_path}: not valid UTF-8 JSON ({err})") from None
+    if not isinstance(captions, dict):
+        raise ValueError(f"{cap_path}: expected a JSON object {{audio_id: [caption, ...]}}")
+    errors_path = split_dir / ERRORS_CSV
+    errors = ([(r["path"], r["reason"]) for r in _read_csv(errors_path, ERROR_COLUMNS)]
+              if errors_path.exists() else [])
+    manifest = Manifest(split_dir.name, audio, captions, errors)
+    _validate(manifest, where=str(split_dir))
+    return manifest

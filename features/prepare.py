@@ -1,0 +1,233 @@
+"""Prepare a corpus into manifests (see :mod:`features.manifest`): ``<out>/<split>/{wav.csv,captions.json,errors.csv}``.
+
+Every clip is probed (read in full, in a process pool): bad files are reported with their reason, printed and in
+``errors.csv``, and the good ones are prepared. Nothing is downloaded.
+
+    python -m features.prepare clotho --root DIR --out OUT [--splits development,validation,evaluation]
+    python -m features.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
+    python -m features.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
+    python -m features.prepare synth --root DIR --out OUT
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import fire
+from tqdm import tqdm
+
+from features.audio import AudioError, AudioInfo, check_duration, probe
+from features.corpora import audiocaps, clotho
+from features.corpora.source import SplitSource
+from features.manifest import AudioEntry, Manifest, write_csv, write_manifest
+
+MISSING_CSV = "missing.csv"
+SYNTH_SPLITS = clotho.SPLITS  # the synthetic corpus is written in Clotho's layout
+
+
+@dataclass
+class SplitReport:
+    """What preparing one split did."""
+
+    split: str
+    out_dir: Path
+    clips: int
+    captions: int
+    errors: list[tuple[str, str]]  # (path, reason) of refused files
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (audio_id, detail), AudioCaps only
+    dropped: list[str] = field(default_factory=list)  # dropped-caption notes
+    silent: list[str] = field(default_factory=list)  # ids of kept, silent clips
+
+    def summary(self) -> str:
+        lines = [f"[{self.split}] {self.clips} clips, {self.captions} captions -> {self.out_dir}"]
+        lines += [f"  bad file: {path}: {reason}" for path, reason in self.errors]
+        lines += [f"  dropped caption: {note}" for note in self.dropped]
+        lines += [f"  silent (kept): {audio_id}" for audio_id in self.silent]
+        if self.missing:
+            lines.append(f"  {len(self.missing)} clips absent on disk, listed in {self.out_dir / MISSING_CSV}")
+        lines.append(f"  {len(self.errors)} bad files, listed in {self.out_dir / 'errors.csv'}")
+        return "\n".join(lines)
+
+
+def _check_one(path: str, min_duration: float, max_duration: float | None) -> AudioInfo | str:
+    """Probe one file in a worker: its info, or the reason it is refused (exceptions don't cross cleanly)."""
+    try:
+        info = probe(path)
+        check_duration(path, info.duration, min_duration, max_duration)
+        return info
+    except AudioError as err:
+        return err.reason
+    except Exception as err:  # an unexpected failure on one file must not lose the others
+        return f"unexpected error: {type(err).__name__}: {err}"
+
+
+def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0.1,
+              max_duration: float | None = None, desc: str = "probing") -> list[AudioInfo | str]:
+    """Probe ``paths`` (in order) with ``workers`` processes; each result is an AudioInfo or a refusal reason."""
+    check = functools.partial(_check_one, min_duration=min_duration, max_duration=max_duration)
+    results: list[AudioInfo | str] = []
+    with tqdm(total=len(paths), desc=desc, unit="file", file=sys.stderr) as progress:
+        if workers <= 1 or len(paths) <= 1:
+            for result in map(check, paths):
+                results.append(result)
+                progress.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                chunk = max(1, min(32, len(paths) // (4 * workers)))  # few round trips, still a smooth bar
+                for result in pool.map(check, paths, chunksize=chunk):
+                    results.append(result)
+                    progress.update()
+    return results
+
+
+def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int = 2, min_duration: float = 0.1,
+                  max_duration: float | None = None) -> SplitReport:
+    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/``, report."""
+    results = probe_all([c.path for c in source.clips], workers=workers, min_duration=min_duration,
+                        max_duration=max_duration, desc=source.split)
+    audio, captions, silent = [], {}, []
+    errors = list(source.errors)
+    for clip, result in zip(source.clips, results):
+        if isinstance(result, str):
+            errors.append((os.path.abspath(clip.path), result))
+            continue
+        audio.append(AudioEntry(clip.audio_id, os.path.abspath(clip.path), result.duration,
+                                result.sample_rate, result.channels))
+        captions[clip.audio_id] = list(clip.captions)
+        if result.silent:
+            silent.append(clip.audio_id)
+    split_dir = write_manifest(Manifest(source.split, audio, captions, errors), out)
+    if source.missing is not None:
+        write_csv(split_dir / MISSING_CSV, ("audio_id", "start_time"), source.missing)
+    return SplitReport(source.split, split_dir, len(audio), sum(map(len, captions.values())), errors,
+                       list(source.missing or []), list(source.dropped), silent)
+
+
+def _split_names(splits: str | Sequence[str]) -> list[str]:
+    """Accept "a,b" or a sequence (fire turns "a,b" into a tuple)."""
+    names = splits.split(",") if isinstance(splits, str) else list(splits)
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if not names:
+        raise ValueError("no splits given")
+    return names
+
+
+def prepare_clotho(out: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                   splits: str | Sequence[str] = clotho.SPLITS, audio_dir: str | os.PathLike | None = None,
+                   captions_csv: str | os.PathLike | None = None, split: str | None = None, workers: int = 2,
+                   min_duration: float = 0.1, max_duration: float | None = None) -> list[SplitReport]:
+    """Prepare Clotho from ``root`` (as distributed) or from one explicit ``audio_dir`` + ``captions_csv`` + ``split``.
+
+    All caption tables are read before any audio is probed, so a broken table stops the run before anything is
+    written.
+    """
+    if audio_dir is not None or captions_csv is not None or split is not None:
+        if root is not None or audio_dir is None or captions_csv is None or split is None:
+            raise ValueError("give either root (with splits) or all of audio_dir, captions_csv and split")
+        sources = [clotho.read_split(audio_dir, captions_csv, str(split))]
+    elif root is not None:
+        if not Path(root).is_dir():
+            raise ValueError(f"{root}: Clotho root not found")
+        sources = [clotho.read_split(*clotho.split_paths(root, name), name) for name in _split_names(splits)]
+    else:
+        raise ValueError("give root, or audio_dir + captions_csv + split")
+    return [prepare_split(s, out, workers=workers, min_duration=min_duration, max_duration=max_duration)
+            for s in sources]
+
+
+def prepare_audiocaps(out: str | os.PathLike, *, csv_dir: str | os.PathLike, audio_dir: str | os.PathLike,
+                      splits: str | Sequence[str] = audiocaps.SPLITS, workers: int = 2, min_duration: float = 0.1,
+                      max_duration: float | None = None) -> list[SplitReport]:
+    """Prepare AudioCaps from its caption tables in ``csv_dir`` and whatever clips ``audio_dir`` holds."""
+    index = audiocaps.index_audio(audio_dir)
+    sources = [audiocaps.read_split(csv_dir, index, name) for name in _split_names(splits)]
+    return [prepare_split(s, out, workers=workers, min_duration=min_duration, max_duration=max_duration)
+            for s in sources]
+
+
+def prepare_synth(out: str | os.PathLike, *, root: str | os.PathLike, workers: int = 2) -> list[SplitReport]:
+    """Prepare the built-in synthetic corpus, already written under ``root`` in Clotho's layout."""
+    missing = [str(p) for name in SYNTH_SPLITS for p in clotho.split_paths(root, name) if not p.exists()]
+    if missing:
+        raise ValueError(f"{root}: no synthetic corpus there (missing {', '.join(missing)}); write it first")
+    return prepare_clotho(out, root=root, splits=SYNTH_SPLITS, workers=workers)
+
+
+def _finish(reports: list[SplitReport]) -> None:
+    for report in reports:
+        print(report.summary())
+    if any(r.clips == 0 for r in reports):
+        raise SystemExit("error: a split has no usable clip (see the bad files above)")
+
+
+class Commands:
+    """Prepare a corpus into manifests: <out>/<split>/wav.csv, captions.json, errors.csv (+ missing.csv for AudioCaps).
+
+    Every clip is read in full; bad files (missing, empty, not audio, truncated, NaN samples, too short) are
+    printed with their reason and listed in errors.csv, and the good ones are prepared. Nothing is downloaded.
+    """
+
+    def clotho(self, out: str, root: str | None = None, splits: str = ",".join(clotho.SPLITS),
+               audio_dir: str | None = None, captions_csv: str | None = None, split: str | None = None,
+               workers: int = 2, min_duration: float = 0.1, max_duration: float | None = None) -> None:
+        """Clotho: --root DIR (holding clotho_audio_<split>/ and clotho_captions_<split>.csv), or one split from
+        --audio-dir DIR --captions-csv FILE --split NAME.
+
+        Args:
+            out: output folder; each split goes into <out>/<split>/.
+            root: Clotho as distributed.
+            splits: comma-separated split names under root.
+            audio_dir: folder of one split's clips (instead of root).
+            captions_csv: that split's caption table (header file_name,caption_1..caption_5).
+            split: name of that split in the output.
+            workers: processes probing audio.
+            min_duration: clips shorter than this (seconds) are refused.
+            max_duration: clips longer than this (seconds) are refused; none by default.
+        """
+        _finish(prepare_clotho(out, root=root, splits=splits, audio_dir=audio_dir, captions_csv=captions_csv,
+                               split=split, workers=workers, min_duration=min_duration, max_duration=max_duration))
+
+    def audiocaps(self, out: str, csv_dir: str, audio_dir: str, splits: str = ",".join(audiocaps.SPLITS),
+                  workers: int = 2, min_duration: float = 0.1, max_duration: float | None = None) -> None:
+        """AudioCaps: caption tables <split>.csv or audiocaps_v2_<split>.csv in --csv-dir, clips under --audio-dir
+        named <yid>, Y<yid>, <yid>_<start> or <yid>_<start>_<end> (.wav/.flac/.ogg). Absent clips are listed in
+        missing.csv, not fatal.
+
+        Args:
+            out: output folder; each split goes into <out>/<split>/.
+            csv_dir: folder of the caption tables.
+            audio_dir: folder (searched recursively) of the downloaded clips.
+            splits: comma-separated split names.
+            workers: processes probing audio.
+            min_duration: clips shorter than this (seconds) are refused.
+            max_duration: clips longer than this (seconds) are refused; none by default.
+        """
+        _finish(prepare_audiocaps(out, csv_dir=csv_dir, audio_dir=audio_dir, splits=splits, workers=workers,
+                                  min_duration=min_duration, max_duration=max_duration))
+
+    def synth(self, out: str, root: str, workers: int = 2) -> None:
+        """The built-in synthetic corpus in --root (Clotho layout; splits development, validation, evaluation).
+
+        Args:
+            out: output folder; each split goes into <out>/<split>/.
+            root: folder the synthetic corpus was written into.
+            workers: processes probing audio.
+        """
+        _finish(prepare_synth(out, root=root, workers=workers))
+
+
+def main() -> None:
+    """Command-line entry: input errors end the run with their message, not a traceback."""
+    try:
+        fire.Fire(Commands(), name="features.prepare")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

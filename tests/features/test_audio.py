@@ -1,0 +1,160 @@
+"""Audio reading: formats, resampling, down-mixing, and a clear AudioError for every kind of bad file."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from features.audio import AudioError, load_audio, probe
+
+
+def sine(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(sr * seconds))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def dominant_freq(x: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / sr)[spectrum.argmax()])
+
+
+def test_resample_keeps_frequency_amplitude_and_length(tmp_path: Path) -> None:
+    path = tmp_path / "sine.wav"
+    sf.write(path, sine(1000, 44100, 2.0), 44100, subtype="FLOAT")
+    y = load_audio(path, 16000)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert len(y) == round(2.0 * 16000)
+    assert abs(dominant_freq(y, 16000) - 1000) <= 1.0
+    middle = y[1600:-1600]  # away from the filter's edge transients
+    assert np.abs(middle).max() == pytest.approx(0.5, rel=5e-3)
+    assert np.sqrt(np.mean(middle ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=5e-3)
+
+
+def test_no_resampling_at_native_rate_is_exact(tmp_path: Path) -> None:
+    x = sine(440, 16000, 0.5)
+    sf.write(tmp_path / "a.wav", x, 16000, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(tmp_path / "a.wav", 16000), x)
+
+
+def test_channels_are_averaged(tmp_path: Path) -> None:
+    left, right = sine(300, 16000, 0.5, 0.8), sine(700, 16000, 0.5, 0.2)
+    sf.write(tmp_path / "st.wav", np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "st.wav", 16000), (left + right) / 2, atol=1e-7)
+
+
+def test_96k_six_channels(tmp_path: Path) -> None:
+    x = np.stack([sine(1000, 96000, 0.5, 0.1 * (c + 1)) for c in range(6)], axis=1)
+    sf.write(tmp_path / "hi.wav", x, 96000, subtype="PCM_24")
+    info = probe(tmp_path / "hi.wav")
+    assert (info.sample_rate, info.channels, info.num_frames, info.subtype) == (96000, 6, 48000, "PCM_24")
+    y = load_audio(tmp_path / "hi.wav", 32000)
+    assert len(y) == 16000
+    assert np.abs(y[1000:-1000]).max() == pytest.approx(0.35, rel=1e-2)  # mean of 0.1..0.6
+    assert abs(dominant_freq(y, 32000) - 1000) <= 2.0
+
+
+@pytest.mark.parametrize("subtype, tol", [("PCM_U8", 1 / 64), ("PCM_16", 1 / 16384), ("PCM_24", 1e-6),
+                                          ("PCM_32", 1e-7), ("FLOAT", 0.0), ("DOUBLE", 1e-7)])
+def test_wav_subtypes_load(tmp_path: Path, subtype: str, tol: float) -> None:
+    x = sine(500, 8000, 0.25)
+    sf.write(tmp_path / "s.wav", x, 8000, subtype=subtype)
+    assert probe(tmp_path / "s.wav").subtype == subtype
+    np.testing.assert_allclose(load_audio(tmp_path / "s.wav", 8000), x, atol=tol)
+
+
+def test_flac_round_trip(tmp_path: Path) -> None:
+    x = sine(1000, 22050, 1.0)
+    sf.write(tmp_path / "a.flac", x, 22050, subtype="PCM_16")
+    info = probe(tmp_path / "a.flac")
+    assert (info.format, info.num_frames) == ("FLAC", 22050)
+    np.testing.assert_allclose(load_audio(tmp_path / "a.flac", 22050), x, atol=1 / 16384)
+
+
+def test_ogg_round_trip(tmp_path: Path) -> None:
+    x = sine(1000, 32000, 1.0)
+    sf.write(tmp_path / "a.ogg", x, 32000, format="OGG", subtype="VORBIS")
+    y = load_audio(tmp_path / "a.ogg", 16000)
+    assert len(y) == 16000
+    assert abs(dominant_freq(y, 16000) - 1000) <= 1.0
+    assert np.sqrt(np.mean(y[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.05)  # lossy codec
+
+
+def test_silence_is_valid_and_flagged(tmp_path: Path) -> None:
+    sf.write(tmp_path / "quiet.wav", np.zeros(8000, np.float32), 16000)
+    sf.write(tmp_path / "loud.wav", sine(100, 16000, 0.5), 16000)
+    assert probe(tmp_path / "quiet.wav").silent and probe(tmp_path / "quiet.wav").peak == 0.0
+    assert not probe(tmp_path / "loud.wav").silent
+    assert load_audio(tmp_path / "quiet.wav", 16000).shape == (8000,)
+
+
+def test_probe_matches_real_clip(shared_data: Path) -> None:
+    path = sorted((shared_data / "clotho_mini" / "audio").glob("*.wav"))[0]
+    info, ref = probe(path), sf.info(str(path))
+    assert (info.num_frames, info.sample_rate, info.channels) == (ref.frames, ref.samplerate, ref.channels)
+    assert info.duration == pytest.approx(ref.frames / ref.samplerate)
+    assert 0 < info.peak <= 1.0
+    y = load_audio(path, 16000)
+    assert abs(len(y) - ref.frames * 16000 / ref.samplerate) <= 1
+
+
+def _wav_bytes(tmp_path: Path) -> bytes:
+    sf.write(tmp_path / "src.wav", sine(440, 16000, 1.0), 16000, subtype="PCM_16")
+    return (tmp_path / "src.wav").read_bytes()
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path, expected reason fragment)."""
+    good = _wav_bytes(tmp_path)
+    cases = {}
+    cases["missing"] = (tmp_path / "nope.wav", "file not found")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    cases["empty"] = (tmp_path / "empty.wav", "empty file")
+    (tmp_path / "text.wav").write_text("this is not audio\n")
+    cases["text"] = (tmp_path / "text.wav", "not a readable audio file")
+    (tmp_path / "header.wav").write_bytes(good[:30])
+    cases["truncated header"] = (tmp_path / "header.wav", "not a readable audio file")
+    (tmp_path / "cut.wav").write_bytes(good[: len(good) // 2])
+    cases["truncated data"] = (tmp_path / "cut.wav", "truncated")
+    sf.write(tmp_path / "full.flac", sine(440, 16000, 3.0), 16000)
+    flac = (tmp_path / "full.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(flac[: len(flac) // 2])
+    cases["truncated flac"] = (tmp_path / "cut.flac", "corrupt data")
+    sf.write(tmp_path / "nosamples.wav", np.zeros(0, np.float32), 16000)
+    cases["no samples"] = (tmp_path / "nosamples.wav", "no samples")
+    nan = sine(440, 16000, 0.5)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    cases["nan"] = (tmp_path / "nan.wav", "non-finite")
+    inf = sine(440, 16000, 0.5)
+    inf[-1] = np.inf
+    sf.write(tmp_path / "inf.wav", inf, 16000, subtype="FLOAT")
+    cases["inf"] = (tmp_path / "inf.wav", "non-finite")
+    return cases
+
+
+def test_bad_files_raise_audio_error_naming_file_and_reason(tmp_path: Path) -> None:
+    for name, (path, reason) in _bad_files(tmp_path).items():
+        with pytest.raises(AudioError) as err:
+            load_audio(path, 16000)
+        assert str(path) in str(err.value) and reason in err.value.reason, name
+        assert isinstance(err.value, ValueError)
+        if name not in ("missing",):
+            with pytest.raises(AudioError, match=reason):
+                probe(path)
+
+
+def test_duration_limits(tmp_path: Path) -> None:
+    sf.write(tmp_path / "short.wav", sine(440, 16000, 0.05), 16000)
+    sf.write(tmp_path / "long.wav", sine(440, 16000, 3.0), 16000)
+    with pytest.raises(AudioError, match="too short"):
+        load_audio(tmp_path / "short.wav", 16000)
+    assert len(load_audio(tmp_path / "short.wav", 16000, min_duration=0.0)) == 800
+    with pytest.raises(AudioError, match="too long"):
+        load_audio(tmp_path / "long.wav", 16000, max_duration=2.0)
+    assert len(load_audio(tmp_path / "long.wav", 16000, max_duration=3.0)) == 48000
+
+
+def test_invalid_sample_rate(tmp_path: Path) -> None:
+    sf.write(tmp_path / "a.wav", sine(440, 16000, 0.5), 16000)
+    with pytest.raises(ValueError, match="sample_rate"):
+        load_audio(tmp_path / "a.wav", 0)

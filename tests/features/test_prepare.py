@@ -1,0 +1,224 @@
+"""Corpus preparation into manifests: real Clotho clips, a corpus of bad files, AudioCaps naming, manifest I/O."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
+from features.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
+
+REPO = Path(__file__).resolve().parents[2]
+HEADER = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
+
+
+def tone(sr: int, seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
+
+
+def write_table(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def caps(name: str) -> list[str]:
+    return [f"{name} caption {i}" for i in range(1, 6)]
+
+
+# --- Clotho -----------------------------------------------------------------------------------------------------
+
+def test_clotho_mini_prepares(shared_data: Path, tmp_path: Path) -> None:
+    mini = shared_data / "clotho_mini"
+    reports = prepare_clotho(tmp_path, audio_dir=mini / "audio", captions_csv=mini / "clotho_captions_mini.csv",
+                             split="evaluation", workers=2)
+    assert [(r.split, r.clips, r.captions, r.errors) for r in reports] == [("evaluation", 7, 35, [])]
+    manifest = read_manifest(tmp_path / "evaluation")
+    assert len(manifest) == 7 and len(manifest.pairs()) == 35
+    with open(mini / "clotho_captions_mini.csv", encoding="utf-8", newline="") as f:
+        table = {row["file_name"]: [row[f"caption_{i}"] for i in range(1, 6)] for row in csv.DictReader(f)}
+    assert manifest.captions == table  # original text, original order
+    for entry in manifest.audio:
+        ref = sf.info(entry.path)
+        assert Path(entry.path).is_absolute() and Path(entry.path).name == entry.audio_id
+        assert abs(entry.duration - ref.frames / ref.samplerate) < 0.01
+        assert (entry.sample_rate, entry.channels) == (44100, 1)
+    assert (tmp_path / "evaluation" / "errors.csv").read_text() == "path,reason\n"
+
+
+def make_bad_corpus(root: Path) -> dict[str, str]:
+    """A Clotho-layout root whose development split holds good and bad files; returns bad name -> reason."""
+    audio = root / "clotho_audio_development"
+    audio.mkdir(parents=True)
+    sf.write(audio / "good, one.wav", tone(16000, 1.0), 16000)
+    sf.write(audio / "hi 96k 6ch.wav", tone(96000, 0.5, channels=6), 96000, subtype="PCM_24")
+    sf.write(audio / "eight bit.wav", tone(8000, 0.5), 8000, subtype="PCM_U8")
+    data = (audio / "good, one.wav").read_bytes()
+    (audio / "truncated.wav").write_bytes(data[:30])
+    (audio / "zero.wav").write_bytes(b"")
+    (audio / "text.wav").write_text("not audio at all\n")
+    nan = tone(16000, 0.5)
+    nan[10] = np.nan
+    sf.write(audio / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(audio / "no captions.wav", tone(16000, 0.5), 16000)
+    rows = [[name, *caps(name)] for name in
+            ["good, one.wav", "hi 96k 6ch.wav", "eight bit.wav", "truncated.wav", "zero.wav", "text.wav",
+             "nan.wav", "gone.wav"]]
+    rows[0][3] = "  "  # an empty caption cell: dropped, clip kept
+    rows.append(["no captions.wav", "", "", "", "", ""])
+    write_table(root / "clotho_captions_development.csv", rows)
+    return {"truncated.wav": "not a readable audio file", "zero.wav": "empty file", "text.wav": "not a readable",
+            "nan.wav": "non-finite", "gone.wav": "file not found", "no captions.wav": "no non-empty caption"}
+
+
+def test_bad_files_are_reported_and_good_ones_prepared(tmp_path: Path) -> None:
+    bad = make_bad_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="clotho_captions_validation.csv: caption table not found"):
+        prepare_clotho(out, root=tmp_path / "corpus", splits="development,validation")  # no validation here
+    assert not out.exists()  # every table is read before anything is written
+    (report,) = prepare_clotho(out, root=tmp_path / "corpus", splits="development", workers=2)
+    assert {Path(p).name: r for p, r in report.errors}.keys() == bad.keys()
+    for path, reason in report.errors:
+        assert bad[Path(path).name] in reason, (path, reason)
+    manifest = read_manifest(out / "development")
+    assert manifest.ids == ["good, one.wav", "hi 96k 6ch.wav", "eight bit.wav"]
+    assert manifest.entry("hi 96k 6ch.wav").channels == 6 and manifest.entry("hi 96k 6ch.wav").sample_rate == 96000
+    assert manifest.entry("eight bit.wav").duration == pytest.approx(0.5)
+    assert len(manifest.captions["good, one.wav"]) == 4 and report.dropped  # empty cell dropped and noted
+    assert "caption_3" in report.dropped[0] and "line 2" in report.dropped[0]
+    with open(out / "development" / "errors.csv", encoding="utf-8", newline="") as f:
+        listed = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(f)}
+    assert listed == {Path(p).name: r for p, r in report.errors}
+    assert sorted(manifest.errors) == sorted(report.errors)
+
+
+def test_clotho_cli_reports_bad_files(tmp_path: Path) -> None:
+    bad = make_bad_corpus(tmp_path / "corpus")
+    run = subprocess.run([sys.executable, "-m", "features.prepare", "clotho", "--root", str(tmp_path / "corpus"),
+                          "--splits", "development", "--out", str(tmp_path / "out"), "--workers", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "3 clips" in run.stdout and all(name in run.stdout for name in bad)
+    assert read_manifest(tmp_path / "out" / "development").ids[0] == "good, one.wav"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "caption table not found"),
+    ("name,caption_1\nx.wav,hello\n", "row 1: wrong header"),
+    ("file_name,caption_1,caption_3\nx.wav,a,b\n", "row 1: wrong header"),
+    ("file_name,caption_1,caption_2\nx.wav,a,b\ny.wav,a\n", "line 3: 2 fields, expected 3"),
+    ("file_name,caption_1\nx.wav,a\nx.wav,b\n", "line 3: duplicate file_name"),
+])
+def test_broken_caption_table_stops_before_writing(tmp_path: Path, content: str | None, message: str) -> None:
+    (tmp_path / "audio").mkdir()
+    table = tmp_path / "captions.csv"
+    if content is not None:
+        table.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as err:
+        prepare_clotho(tmp_path / "out", audio_dir=tmp_path / "audio", captions_csv=table, split="dev")
+    assert str(table) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_synth_layout_prepares_three_splits(tmp_path: Path) -> None:
+    root = tmp_path / "synth"
+    for split in ("development", "validation", "evaluation"):
+        (root / f"clotho_audio_{split}").mkdir(parents=True)
+        sf.write(root / f"clotho_audio_{split}" / f"{split}_0.wav", tone(16000, 0.5), 16000)
+        write_table(root / f"clotho_captions_{split}.csv", [[f"{split}_0.wav", *caps(split)]])
+    reports = prepare_synth(tmp_path / "out", root=root, workers=1)
+    assert [(r.split, r.clips, r.captions) for r in reports] == [
+        ("development", 1, 5), ("validation", 1, 5), ("evaluation", 1, 5)]
+    with pytest.raises(ValueError, match="no synthetic corpus"):
+        prepare_synth(tmp_path / "out2", root=tmp_path / "absent")
+
+
+# --- AudioCaps --------------------------------------------------------------------------------------------------
+
+def test_audiocaps_finds_downloader_names_and_counts_missing(tmp_path: Path) -> None:
+    ids = {  # youtube id -> (start_time, file name on disk or None)
+        "vfY_TJq7n_U": (130, "vfY_TJq7n_U.wav"),
+        "-0DLPzsiXXE": (30, "Y-0DLPzsiXXE.flac"),
+        "Yab_cd-EF12": (0, "Yab_cd-EF12_0.wav"),  # an id that itself starts with Y
+        "tw76HGONaKg": (570, "tw76HGONaKg_570000_580000.ogg"),  # milliseconds
+        "a1b2c3d4e5f": (20, "a1b2c3d4e5f_20.000_30.000.wav"),
+        "zzzzzzzzzzz": (40, None),  # never downloaded
+        "qqqqqqqqqqq": (50, "qqqqqqqqqqq_60.wav"),  # another segment of the video: not this clip
+    }
+    audio = tmp_path / "audio" / "sub"
+    audio.mkdir(parents=True)
+    for name in [n for _, n in ids.values() if n]:
+        fmt = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}[name.rsplit(".", 1)[1]]
+        sf.write(audio / name, tone(16000, 1.0), 16000, format=fmt)
+    rows = [[str(1000 + 10 * k + j), yid, str(start), f"{yid} says {j}"]
+            for k, (yid, (start, _)) in enumerate(ids.items()) for j in range(2)]
+    write_table(tmp_path / "train.csv", rows, header=["audiocap_id", "youtube_id", "start_time", "caption"])
+    write_table(tmp_path / "audiocaps_v2_val.csv", rows[:2], header=["audiocap_id", "youtube_id", "start_time",
+                                                                     "caption"])
+    reports = prepare_audiocaps(tmp_path / "out", csv_dir=tmp_path, audio_dir=tmp_path / "audio",
+                                splits="train,val", workers=2)
+    train, val = reports
+    assert (train.clips, train.captions, train.errors) == (5, 10, [])
+    assert sorted(a for a, _ in train.missing) == ["qqqqqqqqqqq", "zzzzzzzzzzz"]
+    manifest = read_manifest(tmp_path / "out" / "train")
+    assert manifest.ids == [y for y, (_, n) in ids.items() if n and y != "qqqqqqqqqqq"]
+    assert manifest.captions["tw76HGONaKg"] == ["tw76HGONaKg says 0", "tw76HGONaKg says 1"]
+    assert Path(manifest.entry("Yab_cd-EF12").path).name == "Yab_cd-EF12_0.wav"
+    with open(tmp_path / "out" / "train" / "missing.csv", newline="") as f:
+        assert sorted(tuple(r) for r in csv.reader(f)) == [
+            ("audio_id", "start_time"), ("qqqqqqqqqqq", "50"), ("zzzzzzzzzzz", "40")]
+    assert (val.clips, val.missing) == (1, [])
+    with pytest.raises(ValueError, match="no AudioCaps caption table for split 'test'"):
+        prepare_audiocaps(tmp_path / "out", csv_dir=tmp_path, audio_dir=tmp_path / "audio", splits="test")
+
+
+def test_audiocaps_real_table_header(shared_data: Path, tmp_path: Path) -> None:
+    """The real v2 tables parse: val has 495 clips with 5 captions each (all absent on disk here)."""
+    (tmp_path / "audio").mkdir()
+    (report,) = prepare_audiocaps(tmp_path / "out", csv_dir=shared_data / "captions", audio_dir=tmp_path / "audio",
+                                  splits="val", workers=1)
+    assert (report.clips, len(report.missing)) == (0, 495)
+
+
+# --- manifest I/O -----------------------------------------------------------------------------------------------
+
+def test_manifest_round_trip_with_awkward_ids(tmp_path: Path) -> None:
+    ids = ["plain", "with space.wav", 'comma, and "quote".wav', "ünïcödé, 音.flac", "new\nline"]
+    manifest = Manifest(
+        split="dev",
+        audio=[AudioEntry(i, str(tmp_path / f"{k}.wav"), 1.5 + k, 16000, 1 + k % 2) for k, i in enumerate(ids)],
+        captions={i: [f"a caption for {i}", "second, with comma"] for i in ids[:-1]},
+        errors=[("/x/bad, file.wav", "empty file (0 bytes)")])
+    split_dir = write_manifest(manifest, tmp_path / "out")
+    assert split_dir == tmp_path / "out" / "dev"
+    back = read_manifest(split_dir)
+    assert back == manifest
+    assert back.uncaptioned == ["new\nline"] and back.pairs()[:2] == [
+        ("plain", "a caption for plain"), ("plain", "second, with comma")]
+    assert "ünïcödé" in (split_dir / "captions.json").read_text(encoding="utf-8")  # UTF-8, not escaped
+    assert not list(split_dir.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_read_manifest_refuses_broken_splits(tmp_path: Path) -> None:
+    manifest = Manifest("dev", [AudioEntry("a", "/a.wav", 1.0, 16000, 1)], {"a": ["x"]})
+    split_dir = write_manifest(manifest, tmp_path)
+    (split_dir / "captions.json").write_text(json.dumps({"a": ["x"], "b": ["y"]}))
+    with pytest.raises(ValueError, match="not in wav.csv"):
+        read_manifest(split_dir)
+    (split_dir / "captions.json").write_text(json.dumps({"a": [""]}))
+    with pytest.raises(ValueError, match="non-empty strings"):
+        read_manifest(split_dir)
+    (split_dir / "wav.csv").write_text("audio_id,path,duration\na,/a.wav,1.0\n")
+    with pytest.raises(ValueError, match=r"wav.csv: missing columns \['sample_rate', 'channels'\]"):
+        read_manifest(split_dir)
+    (split_dir / "wav.csv").unlink()
+    with pytest.raises(ValueError, match="wav.csv: missing"):
+        read_manifest(split_dir)
+    with pytest.raises(ValueError, match="duplicate audio_id"):
+        write_manifest(Manifest("d", [manifest.audio[0], manifest.audio[0]], {}), tmp_path)
