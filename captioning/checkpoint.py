@@ -1,0 +1,36 @@
+"""Captioner checkpoints as plain data: ``kind="captioner"``, ``model_args``, ``vocab`` (list of words),
+``feature_attrs`` (what made the features it was trained on) and ``state_dict``; training checkpoints add more."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from captioning.models import Captioner, build_captioner
+from captioning.vocab import Vocabulary
+from common import load_checkpoint
+
+FEATURE_KEYS = ("encoder", "checkpoint_sha256", "frame_dim")
+
+
+def model_checkpoint(model: nn.Module, model_args: dict[str, Any], vocab: Vocabulary,
+                     feature_attrs: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The minimal checkpoint that :func:`load_captioner` rebuilds a model from (plus ``extra`` entries)."""
+    return {"kind": "captioner", "model_args": dict(model_args), "vocab": list(vocab.words),
+            "feature_attrs": {k: feature_attrs[k] for k in FEATURE_KEYS if k in feature_attrs},
+            "state_dict": model.state_dict(), **extra}
+
+
+def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, Any]]:
+    """Rebuild a captioner in eval mode from a checkpoint; returns ``(model, vocab, checkpoint)``.
+
+    Weights load strictly: a missing or unexpected key is a ValueError naming the file.
+    """
+    checkpoint = load_checkpoint(path, kind="captioner")
+    model = build_captioner(checkpoint["model_args"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the model they describe ({err})") from None
+    return model.eval(), Vocabulary(checkpoint["vocab"]), checkpoint

@@ -1,0 +1,124 @@
+"""Caption a feature store with one model or an ensemble: JSON predictions, a DCASE submission CSV, scores.
+
+    python -m captioning.decode --checkpoints exp/a/averaged.pt,exp/b/averaged.pt --features eval.h5 \
+        --out pred.json --csv submission.csv --beam_size 3 --references data/eval/captions.json
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import fire
+import torch
+from torch.utils.data import DataLoader
+
+from captioning.checkpoint import load_captioner
+from captioning.data import Clips, collate, load_captions, open_checked_store
+from captioning.search import Ensemble, beam_search
+from captioning.vocab import Vocabulary, tokenize
+from features.store import FeatureStore
+
+
+def caption_clips(scorer: Ensemble, store: FeatureStore, vocab: Vocabulary, audio_ids: Sequence[str] | None = None,
+                  *, beam_size: int = 3, max_len: int = 30, min_len: int = 1, length_norm: float = 0.0,
+                  batch_size: int = 32) -> dict[str, str]:
+    """``{audio_id: caption}`` for ``audio_ids`` (default: every clip of ``store``), decoded in batches."""
+    for model in scorer.models:
+        model.eval()
+    loader = DataLoader(Clips(store, audio_ids), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    out: dict[str, str] = {}
+    for batch in loader:
+        words = beam_search(scorer, batch["frames"], batch["frame_lengths"], bos=vocab.bos, eos=vocab.eos,
+                            pad=vocab.pad, beam_size=beam_size, max_len=max_len, min_len=min_len,
+                            length_norm=length_norm)
+        out.update({audio_id: vocab.decode(w) for audio_id, w in zip(batch["audio_ids"], words)})
+    return out
+
+
+def score_cider(predictions: dict[str, str], references: dict[str, list[str]]) -> float:
+    """Corpus CIDEr-D of ``predictions`` against ``references``, both tokenized like the vocabulary."""
+    from eval.cider_d import cider_d
+
+    ids = list(predictions)
+    corpus, _ = cider_d([" ".join(tokenize(predictions[i])) for i in ids],
+                        [[" ".join(tokenize(r)) for r in references[i]] for i in ids], tokenize=False)
+    return corpus["cider_d"]
+
+
+def load_ensemble(checkpoints: Sequence[str | Path]) -> tuple[Ensemble, Vocabulary, dict]:
+    """Load checkpoints that share one vocabulary and one kind of features; returns the ensemble, the vocabulary
+    and the first checkpoint's ``feature_attrs``."""
+    models, vocab, attrs = [], None, None
+    for path in checkpoints:
+        model, v, checkpoint = load_captioner(path)
+        if vocab is None:
+            vocab, attrs = v, checkpoint["feature_attrs"]
+        elif v != vocab:
+            raise ValueError(f"{path}: its vocabulary differs from {checkpoints[0]}'s; an ensemble needs one vocabulary")
+        elif checkpoint["feature_attrs"] != attrs:
+            raise ValueError(f"{path}: trained on other features ({checkpoint['feature_attrs']}) than "
+                             f"{checkpoints[0]} ({attrs})")
+        models.append(model)
+    return Ensemble(models), vocab, attrs
+
+
+def write_predictions(predictions: dict[str, str], out_json: str | Path, out_csv: str | Path | None = None) -> None:
+    """``[{"audio_id", "caption"}]`` as JSON and, if asked, the DCASE CSV ``file_name,caption_predicted``."""
+    rows = [{"audio_id": i, "caption": c} for i, c in predictions.items()]
+    _atomic_text(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    if out_csv is not None:
+        tmp = Path(str(out_csv) + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name", "caption_predicted"])
+            writer.writerows([i, c] for i, c in predictions.items())
+        os.replace(tmp, out_csv)
+
+
+def _atomic_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str | None = None, beam_size: int = 3,
+           max_len: int = 30, min_len: int = 1, length_norm: float = 0.0, batch_size: int = 32,
+           references: str | None = None) -> dict[str, object]:
+    """Caption every clip of the feature store ``features`` and write ``out`` (JSON) and ``csv`` (DCASE format).
+
+    Args:
+        checkpoints: one captioner checkpoint, or several (comma-separated) sharing a vocabulary: their
+            log-probabilities are averaged at every step of one beam search (decoders may differ).
+        features: HDF5 feature store; it must come from the encoder the checkpoints were trained on.
+        out: predictions as JSON ``[{"audio_id", "caption"}]``.
+        csv: optional DCASE submission CSV ``file_name,caption_predicted``.
+        beam_size: beams per clip (1 = greedy). max_len/min_len: words per caption.
+        length_norm: alpha of ``score / length ** alpha`` when choosing among finished beams (0 = none).
+        references: optional ``captions.json`` or split folder; when given, CIDEr-D is computed and returned.
+    Returns ``{"clips": n, "cider_d": score or None}``.
+    """
+    paths = checkpoints.split(",") if isinstance(checkpoints, str) else list(checkpoints)
+    scorer, vocab, attrs = load_ensemble(paths)
+    store = open_checked_store(features, expect={k: v for k, v in attrs.items() if k != "checkpoint_sha256"
+                                                 or v})
+    with torch.inference_mode():
+        predictions = caption_clips(scorer, store, vocab, beam_size=beam_size, max_len=max_len, min_len=min_len,
+                                    length_norm=length_norm, batch_size=batch_size)
+    write_predictions(predictions, out, csv)
+    result: dict[str, object] = {"clips": len(predictions), "cider_d": None}
+    if references is not None:
+        refs = load_captions(references)
+        absent = [i for i in predictions if i not in refs]
+        if absent:
+            raise ValueError(f"{references}: no references for {len(absent)} clip(s), e.g. {absent[:3]}")
+        result["cider_d"] = score_cider(predictions, refs)
+    return result
+
+
+if __name__ == "__main__":
+    fire.Fire(decode)

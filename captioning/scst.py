@@ -1,0 +1,58 @@
+"""Self-critical sequence training: sampled captions rewarded by CIDEr-D, the greedy caption as baseline."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from captioning.models import Captioner
+from captioning.search import beam_search, tree_map
+from captioning.vocab import Vocabulary
+from eval.fast_cider import FastCiderD
+
+
+def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch.Tensor, vocab: Vocabulary,
+                    num_samples: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample ``num_samples`` captions per clip (rows ``b*num_samples + s``), with gradient.
+
+    Returns ``tokens`` [B*S, max_len] (``<eos>`` then ``<pad>``), ``log_probs`` [B*S, max_len] of the sampled
+    tokens, and ``mask`` [B*S, max_len], True up to and including each caption's ``<eos>``.
+    """
+    ctx = model.decoder.prepare(model.encode(frames, frame_lengths))
+    ctx = tree_map(lambda x: x.repeat_interleave(num_samples, dim=0), ctx)  # (B*S, ...)
+    state = model.decoder.init_state(ctx)
+    N = frames.shape[0] * num_samples
+    inputs = torch.full((N,), vocab.bos, dtype=torch.long)
+    alive = torch.ones(N, dtype=torch.bool)
+    tokens, log_probs, masks = [], [], []
+    for t in range(max_len):
+        logits, state = model.decoder.step(ctx, state, inputs)  # (N, V)
+        logits = logits.index_fill(1, torch.tensor([vocab.bos, vocab.pad]), float("-inf"))
+        if t == max_len - 1:  # the last position can only end the caption
+            logits = torch.full_like(logits, float("-inf")).index_fill(1, torch.tensor([vocab.eos]), 0.0)
+        logp = logits.log_softmax(-1)
+        token = torch.multinomial(logp.detach().exp(), 1)[:, 0]
+        masks.append(alive)
+        tokens.append(torch.where(alive, token, torch.full_like(token, vocab.pad)))
+        log_probs.append(logp.gather(1, token[:, None])[:, 0])
+        alive = alive & (token != vocab.eos)
+        inputs = token
+        if not bool(alive.any()):
+            break
+    return torch.stack(tokens, 1), torch.stack(log_probs, 1), torch.stack(masks, 1)
+
+
+def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab: Vocabulary, num_samples: int,
+              max_len: int) -> torch.Tensor:
+    """``-(CIDEr-D(sample) - CIDEr-D(greedy)) * log p(sample)``, averaged over the sampled tokens up to ``<eos>``."""
+    frames, lengths, ids = batch["frames"], batch["frame_lengths"], batch["audio_ids"]
+    model.eval()  # the baseline is what the model writes at test time
+    greedy = beam_search(model, frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=1,
+                         max_len=max_len)
+    model.train()
+    tokens, log_probs, mask = sample_captions(model, frames, lengths, vocab, num_samples, max_len)
+    sampled_ids = [i for i in ids for _ in range(num_samples)]
+    sampled = reward.score([vocab.decode(row).split() for row in tokens.tolist()], sampled_ids)
+    baseline = reward.score([vocab.decode(w).split() for w in greedy], ids).repeat(num_samples)
+    advantage = torch.as_tensor(sampled - baseline, dtype=log_probs.dtype)[:, None]  # (B*S, 1)
+    return -(advantage * log_probs * mask).sum() / mask.sum()
