@@ -1,0 +1,226 @@
+"""The synthetic corpus on disk: splits, held-out combinations, per-clip generation and Clotho-layout writing.
+
+Layout written under ``out``::
+
+    clotho_audio_<split>/synth_000123.wav      mono PCM 16-bit, for split in development, validation, evaluation
+    clotho_captions_<split>.csv                file_name,caption_1..caption_5
+    synth_metadata_<split>.json                file_name -> scene (events with type, attributes, onset/offset)
+    synth_compositional_evaluation.csv         file_name,unseen_combinations: evaluation clips holding a
+                                               combination (event-attribute or event pair) absent from development
+    synth_corpus.json                          the settings and held-out combinations that made the corpus
+
+Every clip depends only on (seed, clip index): its scene, audio and captions come from independent RNG streams
+spawned from ``SeedSequence(seed, spawn_key=(index, stream))``, so the output is byte-identical for any number of
+worker processes. Files are written atomically (temporary file, then rename); a rerun with the same settings
+keeps finished clips and completes the rest.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .captions import caption_scene, words
+from .events import EVENT_TYPES
+from .scene import combinations, render_scene, sample_scene
+
+SPLITS = ("development", "validation", "evaluation")
+SPLIT_SHARES = (0.70, 0.15, 0.15)
+FORCED_SHARE = 0.4  # share of evaluation clips made to hold an unseen combination
+N_HELDOUT_ATTRIBUTES, N_HELDOUT_PAIRS = 6, 6
+FORMAT_VERSION = 1
+SCENE, AUDIO, CAPTIONS = 0, 1, 2  # RNG streams of a clip
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def all_combinations() -> list[str]:
+    """Every combination a scene can hold, in the format of `scene.combinations`."""
+    out = []
+    for name, et in sorted(EVENT_TYPES.items()):
+        values = [("loudness", "loud"), ("loudness", "quiet")]
+        if et.pitched:
+            values += [("pitch", "low"), ("pitch", "high")]
+        if et.countable:
+            values += [("count", c) for c in ("1", "2", "3", "several")]
+        else:
+            values += [("length", "short"), ("length", "long"), ("fade", "in"), ("fade", "out")]
+        out += [f"{name}:{k}={v}" for k, v in values]
+    names = sorted(EVENT_TYPES)
+    out += [f"{a}+{b}" for i, a in enumerate(names) for b in names[i + 1:]]
+    return out
+
+
+def choose_heldout(seed: int) -> list[str]:
+    """The combinations kept out of development and validation: attribute ones on distinct types, and pairs."""
+    rng = _rng(seed, 0)  # a 1-element key never collides with the 2-element keys of clips
+    combos = all_combinations()
+    attrs = [c for c in combos if ":" in c]
+    pairs = [c for c in combos if "+" in c]
+    chosen, used_types = [], set()
+    for i in rng.permutation(len(attrs)):
+        t = attrs[i].split(":")[0]
+        if t not in used_types and len(chosen) < N_HELDOUT_ATTRIBUTES:
+            chosen.append(attrs[i])
+            used_types.add(t)
+    chosen += [pairs[i] for i in rng.permutation(len(pairs))[:N_HELDOUT_PAIRS]]
+    return sorted(chosen)
+
+
+def assign_splits(n_clips: int, seed: int) -> list[tuple[str, bool]]:
+    """(split, forced) per clip index: 70/15/15 by a seeded permutation; forced = must hold a held-out combination."""
+    n_dev = round(SPLIT_SHARES[0] * n_clips)
+    n_val = round(SPLIT_SHARES[1] * n_clips)
+    n_eval = n_clips - n_dev - n_val
+    n_forced = int(np.ceil(FORCED_SHARE * n_eval))
+    roles = [("development", False)] * n_dev + [("validation", False)] * n_val
+    roles += [("evaluation", True)] * n_forced + [("evaluation", False)] * (n_eval - n_forced)
+    perm = _rng(seed, 1).permutation(n_clips)
+    return [roles[i] for i in perm]
+
+
+def plan_clip(seed: int, index: int, forced: bool, heldout: list[str]) -> tuple[dict, list[str]]:
+    """(scene, 5 captions) of clip index: forced clips hold a held-out combination, all others hold none."""
+    rng = _rng(seed, index, SCENE)
+    held = set(heldout)
+    for _ in range(1000):
+        if forced:
+            combo = heldout[int(rng.integers(len(heldout)))]
+            if "+" in combo:
+                types = combo.split("+")
+                fixed = None
+            else:
+                t, kv = combo.split(":")
+                types, fixed = [t], dict([kv.split("=")])
+            extra = [x for x in sorted(EVENT_TYPES) if x not in types]
+            types += [str(x) for x in rng.choice(extra, size=int(rng.integers(0, 4 - len(types))), replace=False)]
+            scene = sample_scene(rng, types, fixed)
+            if combo in combinations(scene):
+                break
+        else:
+            scene = sample_scene(rng)
+            if not held.intersection(combinations(scene)):
+                break
+    else:  # pragma: no cover - rejection rates are a few percent
+        raise RuntimeError(f"clip {index}: could not sample a scene that satisfies the held-out rule")
+    return scene, caption_scene(scene, _rng(seed, index, CAPTIONS))
+
+
+def file_name(index: int) -> str:
+    return f"synth_{index:06d}.wav"
+
+
+def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
+    """Write float samples [n] in [-1, 1] as mono PCM 16-bit, atomically (temporary file, then rename)."""
+    pcm = np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(pcm.tobytes())
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def make_clip(job: tuple) -> dict:
+    """Plan, render and write one clip; returns its row: file_name, split, captions, scene, unseen combinations."""
+    seed, index, split, forced, heldout, sr, out = job
+    scene, caps = plan_clip(seed, index, forced, heldout)
+    path = Path(out) / f"clotho_audio_{split}" / file_name(index)
+    if not path.exists():  # finished by an earlier run with the same settings
+        write_wav(path, render_scene(_rng(seed, index, AUDIO), scene, sr), sr)
+    unseen = sorted(set(heldout).intersection(combinations(scene)))
+    return {"file_name": file_name(index), "split": split, "captions": caps, "scene": scene, "unseen": unseen}
+
+
+def _rounded(obj):
+    """Floats rounded to 4 decimals, recursively, so metadata stays readable."""
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+def _csv(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / "synth_corpus.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != settings:
+            raise ValueError(f"{out} already holds a synthetic corpus made with other settings "
+                             f"({path}); choose another --out or delete it")
+    for split in SPLITS:
+        folder = out / f"clotho_audio_{split}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by a killed run
+            stale.unlink()
+    _write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int = 16000, workers: int = 2,
+                progress: bool = True) -> dict:
+    """Generate the synthetic corpus under out (see module docstring) and return a summary.
+
+    Returns {"clips": {split: n}, "compositional": n, "duration_s": total audio seconds,
+    "vocabulary": distinct caption words, "seconds": wall time}.
+    """
+    if n_clips < 1:
+        raise ValueError(f"n_clips must be >= 1, got {n_clips}")
+    if sample_rate < 16000:
+        raise ValueError(f"sample_rate must be >= 16000 Hz (bird calls reach 5 kHz), got {sample_rate}")
+    t0 = time.time()
+    out = Path(out)
+    heldout = choose_heldout(seed)
+    roles = assign_splits(n_clips, seed)
+    settings = {"generator": "features.synth", "format_version": FORMAT_VERSION, "seed": seed, "n_clips": n_clips,
+                "sample_rate": sample_rate, "heldout_combinations": heldout,
+                "splits": {s: sum(r == s for r, _ in roles) for s in SPLITS}}
+    _check_settings(out, settings)
+    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out)) for i, (split, forced) in enumerate(roles)]
+    bar = dict(total=n_clips, desc="synth clips", unit="clip", disable=not progress)
+    if workers <= 1:
+        rows = [make_clip(j) for j in tqdm(jobs, **bar)]
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            rows = list(tqdm(pool.imap(make_clip, jobs, chunksize=8), **bar))
+
+    vocab: set[str] = set()
+    for split in SPLITS:
+        mine = [r for r in rows if r["split"] == split]
+        table = [["file_name"] + [f"caption_{k}" for k in range(1, 6)]] + [[r["file_name"]] + r["captions"]
+                                                                          for r in mine]
+        _write_text(out / f"clotho_captions_{split}.csv", _csv(table))
+        meta = {r["file_name"]: _rounded({**r["scene"], "combinations": combinations(r["scene"])}) for r in mine}
+        _write_text(out / f"synth_metadata_{split}.json", json.dumps(meta, indent=1) + "\n")
+        for r in mine:
+            for c in r["captions"]:
+                vocab.update(words(c))
+    comp = [[r["file_name"], ";".join(r["unseen"])] for r in rows if r["split"] == "evaluation" and r["unseen"]]
+    _write_text(out / "synth_compositional_evaluation.csv", _csv([["file_name", "unseen_combinations"]] + comp))
+    return {"clips": settings["splits"], "compositional": len(comp),
+            "duration_s": round(sum(r["scene"]["duration"] for r in rows), 1), "vocabulary": len(vocab),
+            "seconds": round(time.time() - t0, 1)}

@@ -1,0 +1,209 @@
+"""The synthetic corpus: determinism, Clotho layout, audible attributes, held-out combinations."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from features.synth import (EVENT_TYPES, SPLITS, assign_splits, choose_heldout, combinations, make_corpus,
+                            plan_clip, render_scene, sample_scene)
+from features.synth.captions import words
+from features.synth.scene import render_event, sample_event
+from features.synth.signals import active_level_db
+
+N_SMALL = 30
+SR = 16000
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int, int, int]:
+    with wave.open(str(path)) as w:
+        return (np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate(), w.getnchannels(),
+                w.getsampwidth())
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def corpus_w1(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_w1")
+    make_corpus(out, N_SMALL, seed=3, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_w2(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_w2")
+    make_corpus(out, N_SMALL, seed=3, workers=2, progress=False)
+    return out
+
+
+def test_same_seed_is_byte_identical_for_any_worker_count(corpus_w1, corpus_w2):
+    a, b = _tree(corpus_w1), _tree(corpus_w2)
+    assert len([k for k in a if k.endswith(".wav")]) == N_SMALL
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_different_seed_differs(corpus_w1, tmp_path):
+    make_corpus(tmp_path, N_SMALL, seed=4, workers=1, progress=False)
+    a, b = _tree(corpus_w1), _tree(tmp_path)
+    assert a["clotho_captions_development.csv"] != b["clotho_captions_development.csv"]
+    common_wavs = [k for k in a.keys() & b.keys() if k.endswith(".wav")]
+    assert all(a[k] != b[k] for k in common_wavs)
+
+
+def test_rerun_completes_an_interrupted_corpus_and_refuses_other_settings(corpus_w1, tmp_path):
+    out = tmp_path / "c"
+    shutil.copytree(corpus_w1, out)
+    victim = next((out / "clotho_audio_development").glob("*.wav"))
+    victim.unlink()
+    (out / "clotho_captions_evaluation.csv").unlink()
+    make_corpus(out, N_SMALL, seed=3, workers=1, progress=False)
+    assert _tree(out) == _tree(corpus_w1)
+    with pytest.raises(ValueError, match="other settings"):
+        make_corpus(out, N_SMALL, seed=5, workers=1, progress=False)
+
+
+def test_clotho_layout_captions_and_wav_format(corpus_w1):
+    counts = {}
+    for split in SPLITS:
+        rows = _rows(corpus_w1 / f"clotho_captions_{split}.csv")
+        counts[split] = len(rows)
+        with open(corpus_w1 / f"clotho_captions_{split}.csv", encoding="utf-8") as f:
+            assert f.readline().strip() == "file_name,caption_1,caption_2,caption_3,caption_4,caption_5"
+        meta = json.loads((corpus_w1 / f"synth_metadata_{split}.json").read_text())
+        assert sorted(meta) == sorted(r["file_name"] for r in rows)
+        for r in rows:
+            caps = [r[f"caption_{k}"] for k in range(1, 6)]
+            assert all(c.strip() and c[0].isupper() and c.endswith(".") for c in caps), caps
+            assert len(set(caps)) >= 3, caps  # varied phrasing, not one sentence five times
+            x, sr, channels, width = _read_wav(corpus_w1 / f"clotho_audio_{split}" / r["file_name"])
+            assert (sr, channels, width) == (SR, 1, 2)
+            assert 3.0 <= x.size / sr <= 20.0
+            assert abs(x.size / sr - meta[r["file_name"]]["duration"]) < 1e-3
+            assert np.abs(x.astype(np.int32)).max() < 32767  # never clipped
+            assert np.abs(x).max() > 300  # and not silent
+            for ev in meta[r["file_name"]]["events"]:
+                assert 0.0 <= ev["onset"] < ev["offset"] <= meta[r["file_name"]]["duration"] + 1e-6
+    assert counts == {"development": 21, "validation": 4, "evaluation": 5}
+    first = next((corpus_w1 / "clotho_audio_development").glob("*.wav"))
+    y, sr = soundfile.read(first, dtype="int16")  # the reader the preparation path uses agrees
+    assert sr == SR and np.array_equal(y, _read_wav(first)[0])
+
+
+def test_compositional_list_holds_only_combinations_unseen_in_development(corpus_w1):
+    meta = {s: json.loads((corpus_w1 / f"synth_metadata_{s}.json").read_text()) for s in SPLITS}
+    seen = {c for m in meta["development"].values() for c in m["combinations"]}
+    listed = _rows(corpus_w1 / "synth_compositional_evaluation.csv")
+    assert listed, "expected at least one compositional evaluation clip"
+    for row in listed:
+        assert row["file_name"] in meta["evaluation"]
+        unseen = row["unseen_combinations"].split(";")
+        assert set(unseen) <= set(meta["evaluation"][row["file_name"]]["combinations"])
+        assert not set(unseen) & seen
+
+
+def test_heldout_rule_over_a_planned_corpus():
+    """Over 300 planned clips: development and validation never hold a held-out combination, forced ones do."""
+    seed, n = 11, 300
+    heldout = set(choose_heldout(seed))
+    assert len(heldout) == 12
+    per_split: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for i, (split, forced) in enumerate(assign_splits(n, seed)):
+        scene, _ = plan_clip(seed, i, forced, sorted(heldout))
+        combos = set(combinations(scene))
+        assert bool(combos & heldout) == forced, (i, split, combos & heldout)
+        per_split[split] |= combos
+    assert not (per_split["development"] | per_split["validation"]) & heldout
+    assert per_split["evaluation"] & heldout
+
+
+def test_event_types_and_vocabulary_over_300_clips():
+    seed, n = 0, 300
+    heldout = choose_heldout(seed)
+    types, vocab, durations = set(), set(), []
+    for i, (split, forced) in enumerate(assign_splits(n, seed)):
+        scene, caps = plan_clip(seed, i, forced, heldout)
+        assert len(caps) == 5
+        types |= {ev["type"] for ev in scene["events"]}
+        durations.append(scene["duration"])
+        assert 1 <= len(scene["events"]) <= 3
+        for c in caps:
+            vocab |= set(words(c))
+    assert len(EVENT_TYPES) >= 12 and types == set(EVENT_TYPES)
+    assert len(vocab) >= 200, len(vocab)
+    assert 3.0 <= min(durations) and max(durations) <= 20.0 and np.std(durations) > 2.0
+
+
+def _onsets(x: np.ndarray, sr: int) -> int:
+    """Number of audible attacks: 10 ms frames rising > 6 dB within 50 ms, within 20 dB of the peak."""
+    hop = sr // 100
+    level = 20 * np.log10(np.sqrt(np.mean(x[: x.size // hop * hop].reshape(-1, hop) ** 2, axis=1)) + 1e-9)
+    floor = level.max() - 20
+    hits = [t for t in range(5, level.size) if level[t] > floor and level[t] - level[t - 5:t].min() > 6]
+    merged = [h for k, h in enumerate(hits) if k == 0 or h - hits[k - 1] > 10]  # one attack per 100 ms
+    return len(merged) + int(level[:5].max() > floor)  # an attack in the very first frames
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in EVENT_TYPES.items() if e.countable))
+def test_counts_are_audible(name):
+    rng = np.random.default_rng(7)
+    for label, expected in (("1", 1), ("2", 2), ("3", 3)):
+        ev = sample_event(rng, name, {"count": label, "loudness": "normal"})
+        x = np.concatenate([np.zeros(SR // 10), render_event(rng, ev, SR)])
+        assert _onsets(x, SR) == expected, (name, label)
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_loud_and_quiet_differ_by_at_least_12_db(name):
+    rng = np.random.default_rng(1)
+    loud = render_event(rng, sample_event(rng, name, {"loudness": "loud", "count": "2", "length": "long"}), SR)
+    quiet = render_event(rng, sample_event(rng, name, {"loudness": "quiet", "count": "2", "length": "long"}), SR)
+    assert active_level_db(loud, SR) - active_level_db(quiet, SR) >= 12.0
+
+
+def _dominant_hz(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / sr)[np.argmax(spec)])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in EVENT_TYPES.items() if e.pitched))
+def test_high_and_low_pitch_are_over_an_octave_apart(name):
+    rng = np.random.default_rng(2)
+    fixed = {"count": "2", "length": "medium", "fade": None, "loudness": "normal"}
+    low = render_event(rng, sample_event(rng, name, {**fixed, "pitch": "low"}), SR)
+    high = render_event(rng, sample_event(rng, name, {**fixed, "pitch": "high"}), SR)
+    assert _dominant_hz(high, SR) / _dominant_hz(low, SR) >= 2.0
+
+
+def test_rendered_scenes_are_finite_and_below_full_scale():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        scene = sample_scene(rng)
+        x = render_scene(rng, scene, SR)
+        assert x.shape == (round(scene["duration"] * SR),)
+        assert np.isfinite(x).all() and np.abs(x).max() <= 0.98
+
+
+def test_cli_help_explains_the_arguments():
+    out = subprocess.run([sys.executable, "-m", "features.synth", "--help"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr  # fire writes help to stderr when not on a terminal
+    for word in ("n_clips", "seed", "sample_rate", "workers", "clotho_captions"):
+        assert word in text
