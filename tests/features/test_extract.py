@@ -1,0 +1,206 @@
+"""Feature extraction on real clips: one entry per clip, bad clips skipped, resumable after SIGKILL, shardable."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from features.audio import probe
+from features.encoders import build_audio_encoder
+from features.extract import errors_csv_of, extract, merge, parts_dir_of
+from features.manifest import AudioEntry, Manifest, write_manifest
+from features.store import open_store
+from features.weights import checkpoint_sha256, save_audio_encoder
+
+REPO = Path(__file__).resolve().parents[2]
+# the three shortest clips of clotho_mini (15.7-19 s), under awkward ids
+CLIPS = {"Tenerife_bazaar_2": "bazaar, Tenerife/2", "Flipping Pages": "pages ü 1",
+         "01 barreau bunker original": "bunker \"original\""}
+BAD_ID = "bad clip, text"
+SETTINGS = dict(batch_size=1, chunk_seconds=10.0, dtype="float32")
+
+
+def _encoder_ckpt(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    save_audio_encoder(build_audio_encoder("cnn14", width=0.25, sample_rate=16000), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, shared_data: Path) -> dict:
+    root = tmp_path_factory.mktemp("extract")
+    audio = []
+    for stem, audio_id in CLIPS.items():
+        info = probe(shared_data / "clotho_mini" / "audio" / f"{stem}.wav", scan=False)
+        audio.append(AudioEntry(audio_id, info.path, info.duration, info.sample_rate, info.channels))
+    bad = root / "not audio.wav"
+    bad.write_text("this is a text file, not a wav\n")
+    audio.insert(1, AudioEntry(BAD_ID, str(bad), 3.0, 16000, 1))
+    split = write_manifest(Manifest("mini", audio, {e.audio_id: ["a caption"] for e in audio}), root / "manifest")
+    ckpt = _encoder_ckpt(root / "encoder.pt", seed=0)
+    reference = root / "reference" / "mini.h5"
+    extract(str(split), str(ckpt), str(reference), workers=1, progress=False, **SETTINGS)
+    return {"root": root, "split": split, "ckpt": ckpt, "reference": reference, "audio": audio}
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Every dataset and attribute equal (then the bytes too: the writer is deterministic)."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert dict(fa.attrs) == dict(fb.attrs)
+        assert sorted(fa.keys()) == sorted(fb.keys())
+        for key in fa:
+            assert fa[key].dtype == fb[key].dtype and fa[key].shape == fb[key].shape, key
+            np.testing.assert_array_equal(fa[key][()], fb[key][()], err_msg=key)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_one_entry_per_clip(work: dict) -> None:
+    sha = checkpoint_sha256(work["ckpt"])
+    store = open_store(work["reference"], expect={"encoder": "cnn14", "checkpoint_sha256": sha,
+                                                  "sample_rate": 16000})
+    good = [e for e in work["audio"] if e.audio_id != BAD_ID]
+    assert store.ids == [e.audio_id for e in good]  # manifest order
+    encoder = build_audio_encoder("cnn14", width=0.25, sample_rate=16000, chunk_seconds=10.0)
+    assert store.attrs["frame_hop"] == encoder.frame_hop == 5120 and store.attrs["frame_dim"] == 512
+    for entry in good:
+        frames, clip = store.frames(entry.audio_id), store.clip(entry.audio_id)
+        n = round(entry.duration * 16000)
+        expected = entry.duration * 16000 / encoder.frame_hop
+        assert frames.shape == (int(encoder.num_frames(torch.tensor([n]))), 512)
+        assert abs(len(frames) - expected) <= 2  # up to one frame lost per 10 s window
+        assert clip.shape == (512,) and np.isfinite(frames).all() and frames.std() > 0
+    assert store.missing == {BAD_ID: store.missing[BAD_ID]} and "not a readable audio file" in store.missing[BAD_ID]
+    errors = errors_csv_of(work["reference"]).read_text(encoding="utf-8")
+    assert BAD_ID in errors and "not audio.wav" in errors
+    assert not parts_dir_of(work["reference"]).exists()
+    assert sorted(p.name for p in work["reference"].parent.iterdir()) == ["mini.h5", "mini.h5.errors.csv"]
+
+
+def test_batch_padding_does_not_change_features(work: dict, tmp_path: Path) -> None:
+    out = tmp_path / "b3.h5"
+    extract(str(work["split"]), str(work["ckpt"]), str(out), workers=0, progress=False,
+            **{**SETTINGS, "batch_size": 3})
+    ref, got = open_store(work["reference"]), open_store(out)
+    for audio_id in ref.ids:
+        np.testing.assert_allclose(got.frames(audio_id), ref.frames(audio_id), rtol=1e-4, atol=1e-4)
+
+
+def test_rerun_of_finished_store_changes_nothing(work: dict, capsys) -> None:
+    before = work["reference"].stat().st_mtime_ns
+    assert extract(str(work["split"]), str(work["ckpt"]), str(work["reference"]), progress=False,
+                   **SETTINGS) == work["reference"]
+    assert work["reference"].stat().st_mtime_ns == before and "already complete" in capsys.readouterr().err
+
+
+def _command(work: dict, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "features.extract", "--manifest", str(work["split"]), "--checkpoint",
+            str(work["ckpt"]), "--out", str(out), "--batch-size", "1", "--chunk-seconds", "10", "--dtype",
+            "float32", "--workers", "1", "--progress", "False", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_equals_uninterrupted(work: dict, tmp_path: Path) -> None:
+    out = tmp_path / "killed.h5"
+    parts = parts_dir_of(out)
+    proc = subprocess.Popen(_command(work, out), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("part-*.npz")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no part file appeared"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the extractor and its audio-reading worker
+    proc.wait()
+    assert not out.exists(), "the kill came too late to test anything"
+    done = sorted(p.name for p in parts.glob("part-*.npz"))
+    assert 1 <= len(done) < 4
+    result = subprocess.run(_command(work, out), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_store(out, work["reference"])
+    assert errors_csv_of(out).read_text() == errors_csv_of(work["reference"]).read_text()
+    assert not parts.exists()
+
+
+def test_leftovers_of_a_kill_are_ignored(work: dict, tmp_path: Path) -> None:
+    """Half-written files from a kill (part tmp, store tmp) never count as done, and are cleaned up."""
+    out = tmp_path / "s.h5"
+    extract(str(work["split"]), str(work["ckpt"]), str(out), num_shards=2, shard_id=0, workers=0, progress=False,
+            **SETTINGS)
+    parts = parts_dir_of(out)
+    dead_pid = "4194303"  # above Linux's pid_max: no live process has it
+    (parts / f"part-000001.npz.tmp{dead_pid}").write_bytes(b"PK\x03\x04 half a zip")
+    (tmp_path / f"s.h5.tmp{dead_pid}").write_bytes(b"\x89HDF\r\n half a store")
+    extract(str(work["split"]), str(work["ckpt"]), str(out), num_shards=2, shard_id=1, workers=0, progress=False,
+            **SETTINGS)
+    assert_same_store(out, work["reference"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "s.h5.errors.csv"]
+
+
+def test_two_shards_then_merge_equal_one_run(work: dict, tmp_path: Path) -> None:
+    out = tmp_path / "sharded.h5"
+    args = (str(work["split"]), str(work["ckpt"]), str(out))
+    assert extract(*args, num_shards=2, shard_id=1, workers=0, progress=False, **SETTINGS) is None
+    assert not out.exists()
+    with pytest.raises(ValueError, match="batch 0 has no finished part"):
+        merge(out)
+    # a rerun of the same shard redoes nothing and still waits for the other
+    assert extract(*args, num_shards=2, shard_id=1, workers=0, progress=False, **SETTINGS) is None
+    assert extract(*args, num_shards=2, shard_id=0, workers=1, progress=False, **SETTINGS) == out
+    assert_same_store(out, work["reference"])
+
+
+@pytest.mark.slow
+def test_merge_command_from_parts_folders(work: dict, tmp_path: Path) -> None:
+    """Shards made in two places, merged by the command from both parts folders."""
+    out = tmp_path / "m.h5"
+    elsewhere = tmp_path / "machine2" / "m.h5"
+    for shard, target in ((0, out), (1, elsewhere)):
+        assert extract(str(work["split"]), str(work["ckpt"]), str(target), num_shards=2, shard_id=shard,
+                       workers=0, progress=False, **SETTINGS) is None
+    result = subprocess.run([sys.executable, "-m", "features.extract", "merge", "--out", str(out),
+                             str(parts_dir_of(out)), str(parts_dir_of(elsewhere))],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_store(out, work["reference"])
+    assert not parts_dir_of(out).exists() and parts_dir_of(elsewhere).exists()  # only its own folder is removed
+
+
+def test_refuses_to_mix_checkpoints(work: dict, tmp_path: Path) -> None:
+    other = _encoder_ckpt(tmp_path / "other.pt", seed=1)
+    out = tmp_path / "s.h5"
+    extract(str(work["split"]), str(work["ckpt"]), str(out), num_shards=2, shard_id=0, workers=0, progress=False,
+            **SETTINGS)
+    with pytest.raises(ValueError, match=r"s\.h5\.parts: holds partial features made differently.*checkpoint_sha256"):
+        extract(str(work["split"]), str(other), str(out), num_shards=2, shard_id=1, workers=0, progress=False,
+                **SETTINGS)
+    with pytest.raises(ValueError, match="batch_size"):
+        extract(str(work["split"]), str(work["ckpt"]), str(out), num_shards=2, shard_id=1, workers=0,
+                progress=False, **{**SETTINGS, "batch_size": 2})
+    # a finished store made by another checkpoint is refused too, not overwritten
+    done = tmp_path / "done.h5"
+    shutil.copy(work["reference"], done)
+    with pytest.raises(ValueError, match=r"done\.h5: .*checkpoint_sha256: expected"):
+        extract(str(work["split"]), str(other), str(done), workers=0, progress=False, **SETTINGS)
+    assert done.read_bytes() == work["reference"].read_bytes()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_run(work: dict, tmp_path: Path) -> None:
+    out = tmp_path / "ddp.h5"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               *_command(work, out)[1:]]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ref, got = open_store(work["reference"]), open_store(out)
+    assert got.ids == ref.ids and got.missing == ref.missing
+    for audio_id in ref.ids:  # torchrun runs each process single-threaded: same features up to rounding
+        np.testing.assert_allclose(got.frames(audio_id), ref.frames(audio_id), rtol=1e-5, atol=1e-5)
