@@ -25,10 +25,12 @@ def model_checkpoint(model: nn.Module, model_args: dict[str, Any], vocab: Vocabu
 def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, Any]]:
     """Rebuild a captioner in eval mode from a checkpoint; returns ``(model, vocab, checkpoint)``.
 
-    Weights load strictly: a missing or unexpected key is a ValueError naming the file.
+    Weights load strictly: a missing or unexpected key is a ValueError naming the file. The model keeps the
+    arguments it was built from as ``model.model_args`` (as audio encoders keep ``spec``), so it can be saved again.
     """
     checkpoint = load_checkpoint(path, kind="captioner")
     model = build_captioner(checkpoint["model_args"])
+    model.model_args = dict(checkpoint["model_args"])
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:

@@ -9,7 +9,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import fire
 import torch
@@ -31,11 +31,18 @@ def caption_clips(scorer: Ensemble, store: FeatureStore, vocab: Vocabulary, audi
     loader = DataLoader(Clips(store, audio_ids), batch_size=batch_size, shuffle=False, collate_fn=collate)
     out: dict[str, str] = {}
     for batch in loader:
-        words = beam_search(scorer, batch["frames"], batch["frame_lengths"], bos=vocab.bos, eos=vocab.eos,
-                            pad=vocab.pad, beam_size=beam_size, max_len=max_len, min_len=min_len,
-                            length_norm=length_norm)
-        out.update({audio_id: vocab.decode(w) for audio_id, w in zip(batch["audio_ids"], words)})
+        captions = caption_frames(scorer, batch["frames"], batch["frame_lengths"], vocab, beam_size=beam_size,
+                                  max_len=max_len, min_len=min_len, length_norm=length_norm)
+        out.update(zip(batch["audio_ids"], captions))
     return out
+
+
+def caption_frames(scorer: Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, vocab: Vocabulary, *,
+                   beam_size: int = 3, max_len: int = 30, min_len: int = 1, length_norm: float = 0.0) -> list[str]:
+    """One caption per clip of a padded batch: ``frames`` [B, T, D], ``frame_lengths`` [B] -> B captions."""
+    words = beam_search(scorer, frames, frame_lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad,
+                        beam_size=beam_size, max_len=max_len, min_len=min_len, length_norm=length_norm)
+    return [vocab.decode(w) for w in words]
 
 
 def score_cider(predictions: dict[str, str], references: dict[str, list[str]]) -> float:
@@ -65,11 +72,16 @@ def load_ensemble(checkpoints: Sequence[str | Path]) -> tuple[Ensemble, Vocabula
     return Ensemble(models), vocab, attrs
 
 
-def write_predictions(predictions: dict[str, str], out_json: str | Path, out_csv: str | Path | None = None) -> None:
-    """``[{"audio_id", "caption"}]`` as JSON and, if asked, the DCASE CSV ``file_name,caption_predicted``."""
-    rows = [{"audio_id": i, "caption": c} for i, c in predictions.items()]
-    _atomic_text(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+def write_predictions(predictions: dict[str, str], out_json: str | Path | None,
+                      out_csv: str | Path | None = None, *, paths: Mapping[str, str] | None = None) -> None:
+    """``[{"audio_id", "caption"}]`` as JSON (if ``out_json``) and, if asked, the DCASE CSV
+    ``file_name,caption_predicted``. With ``paths`` (audio_id -> audio file), JSON rows also hold ``"path"``."""
+    if out_json is not None:
+        rows = [{"audio_id": i, **({"path": paths[i]} if paths else {}), "caption": c}
+                for i, c in predictions.items()]
+        _atomic_text(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     if out_csv is not None:
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(out_csv) + ".tmp")
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)

@@ -1,0 +1,210 @@
+"""The captioning pipeline (frozen audio encoder + captioner ensemble), from separate checkpoints or one bundle.
+
+    python -m captioning.bundle --audio-encoder exp/retrieval/best.pt \
+        --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt --out model/caption_bundle.pt [--beam-size 3]
+
+A bundle is one plain-data checkpoint (``torch.load(..., weights_only=True)``) holding everything
+``python -m captioning.infer --bundle`` needs::
+
+    kind                  "caption_bundle"
+    model_args            {"audio_encoder": encoder spec, "captioners": [captioner model_args, ...]}
+    state_dict            {"audio_encoder.<key>": ..., "captioners.<i>.<key>": ...}
+    vocab                 [word, ...] shared by the captioners
+    feature_attrs         what made the features the captioners were trained on (encoder, checkpoint_sha256,
+                          frame_dim)
+    audio_encoder_sha256  SHA-256 of the audio-encoder checkpoint file the bundle was made from
+    decoding              {"beam_size", "max_len", "min_len", "length_norm"} defaults for inference
+    sources               file names of the checkpoints it was made from
+
+Captioners are checked against the audio encoder when a pipeline is assembled: the frame dimension must match, and
+when a captioner records the encoder name and checkpoint hash of its training features, those must be this
+encoder's; a mismatch is refused with a message naming both.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import fire
+import torch
+from torch import nn
+
+from captioning.decode import load_ensemble
+from captioning.models import build_captioner
+from captioning.search import Ensemble
+from captioning.vocab import Vocabulary
+from common import load_checkpoint, save_checkpoint
+from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
+from features.weights import checkpoint_sha256, load_audio_encoder, load_state_dict_checked
+
+KIND = "caption_bundle"
+DECODING: dict[str, Any] = {"beam_size": 3, "max_len": 30, "min_len": 1, "length_norm": 0.0}
+CHUNK_SECONDS = 10.0  # default window for long audio, as in feature extraction
+ENCODER_PREFIX, CAPTIONER_PREFIX = "audio_encoder.", "captioners."
+
+
+@dataclass
+class Pipeline:
+    """What captioning raw audio needs; ``encoder`` is frozen and in eval mode, ``scorer`` holds the captioners."""
+
+    encoder: AudioEncoder
+    scorer: Ensemble
+    vocab: Vocabulary
+    encoder_sha256: str
+    feature_attrs: dict[str, Any]
+    decoding: dict[str, Any] = field(default_factory=lambda: dict(DECODING))
+
+
+def check_decoding(decoding: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate beam-search settings where they enter; returns them with their declared types."""
+    out = {**DECODING, **{k: v for k, v in decoding.items() if v is not None}}
+    unknown = set(out) - set(DECODING)
+    if unknown:
+        raise KeyError(f"unknown decoding setting(s) {sorted(unknown)} (valid: {sorted(DECODING)})")
+    for key in ("beam_size", "max_len", "min_len"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int):
+            raise ValueError(f"Invalid {key}. (expected an integer, found {out[key]!r})")
+    if out["beam_size"] < 1 or out["max_len"] < 1 or not 0 <= out["min_len"] <= out["max_len"]:
+        raise ValueError(f"Invalid decoding settings. (expected beam_size >= 1, max_len >= 1 and "
+                         f"0 <= min_len <= max_len, found {out})")
+    out["length_norm"] = float(out["length_norm"])
+    return out
+
+
+def with_chunking(encoder: AudioEncoder, chunk_seconds: float | None) -> AudioEncoder:
+    """The same encoder (same weights) windowing long audio every ``chunk_seconds`` (0/None: whole clips).
+
+    Encoders without that argument (AST windows at its own input length) are returned unchanged.
+    """
+    spec = dict(encoder.spec)
+    if "chunk_seconds" not in inspect.signature(AUDIO_ENCODERS[spec["name"]]).parameters:
+        return encoder
+    chunk = float(chunk_seconds) if chunk_seconds else None
+    if spec.get("chunk_seconds") == chunk:
+        return encoder
+    rebuilt = build_audio_encoder(**{**spec, "chunk_seconds": chunk})
+    rebuilt.load_state_dict(encoder.state_dict(), strict=True)
+    return rebuilt.eval().requires_grad_(False)
+
+
+def check_compatible(captioner_args: Mapping[str, Any], feature_attrs: Mapping[str, Any], encoder: AudioEncoder,
+                     encoder_sha256: str, captioner_source: str, encoder_source: str) -> None:
+    """Refuse a captioner that was not trained on this encoder's features (ValueError naming both)."""
+    name = encoder.spec["name"]
+    if int(captioner_args["frame_dim"]) != int(encoder.frame_dim):
+        raise ValueError(f"{captioner_source}: captioner reads {captioner_args['frame_dim']}-d frames, but audio "
+                         f"encoder {encoder_source} ('{name}') writes {encoder.frame_dim}-d frames; use the encoder "
+                         "its training features were extracted with")
+    trained_name, trained_sha = feature_attrs.get("encoder"), feature_attrs.get("checkpoint_sha256")
+    if (trained_name and trained_name != name) or (trained_sha and trained_sha != encoder_sha256):
+        raise ValueError(f"{captioner_source}: captioner was trained on features of encoder '{trained_name}' "
+                         f"(checkpoint sha256 {trained_sha or 'not recorded'}), but audio encoder {encoder_source} "
+                         f"is '{name}' (checkpoint sha256 {encoder_sha256}); use the encoder its training "
+                         "features were extracted with")
+
+
+def _paths(captioners: str | Sequence[str]) -> list[str]:
+    paths = [p.strip() for p in captioners.split(",")] if isinstance(captioners, str) else [str(p) for p in captioners]
+    if not paths or not all(paths):
+        raise ValueError(f"Invalid captioners. (expected one or more checkpoint paths, found {captioners!r})")
+    return paths
+
+
+def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *, encoder: str | None = None,
+                  chunk_seconds: float | None = CHUNK_SECONDS) -> Pipeline:
+    """Load a stage-1 audio-encoder checkpoint (retrieval, audio-encoder or official PANNs format; ``encoder`` names
+    the architecture of an official one) and captioner checkpoints (comma-separated or a list: an ensemble)."""
+    paths = _paths(captioners)
+    model = with_chunking(load_audio_encoder(audio_encoder, encoder).requires_grad_(False), chunk_seconds)
+    sha = checkpoint_sha256(audio_encoder)
+    scorer, vocab, attrs = load_ensemble(paths)
+    for path, captioner in zip(paths, scorer.models):
+        check_compatible(captioner.model_args, attrs, model, sha, str(path), str(audio_encoder))
+    return Pipeline(model, scorer, vocab, sha, dict(attrs))
+
+
+# ---- the bundle -----------------------------------------------------------------------------------------------
+def bundle_checkpoint(pipeline: Pipeline, sources: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The pipeline as one plain-data checkpoint (layout in the module docstring)."""
+    spec = dict(pipeline.encoder.spec)
+    if hasattr(pipeline.encoder, "rebuild_spec"):
+        spec = pipeline.encoder.rebuild_spec(spec)  # e.g. AST from a local folder: its config, not the folder
+    state = {ENCODER_PREFIX + k: v.detach().cpu() for k, v in pipeline.encoder.state_dict().items()}
+    for i, captioner in enumerate(pipeline.scorer.models):
+        state.update({f"{CAPTIONER_PREFIX}{i}.{k}": v.detach().cpu() for k, v in captioner.state_dict().items()})
+    return {"kind": KIND,
+            "model_args": {"audio_encoder": spec, "captioners": [dict(m.model_args) for m in pipeline.scorer.models]},
+            "state_dict": state, "vocab": list(pipeline.vocab.words), "feature_attrs": dict(pipeline.feature_attrs),
+            "audio_encoder_sha256": pipeline.encoder_sha256, "decoding": check_decoding(pipeline.decoding),
+            "sources": dict(sources or {})}
+
+
+def load_bundle(path: str | Path, *, chunk_seconds: float | None = None) -> Pipeline:
+    """Rebuild the pipeline a bundle holds; ``chunk_seconds`` (if given) replaces the encoder's saved window."""
+    ckpt = load_checkpoint(path, kind=KIND)
+    try:
+        args, state = ckpt["model_args"], ckpt["state_dict"]
+        enc_spec, cap_args = dict(args["audio_encoder"]), list(args["captioners"])
+        vocab, attrs, sha = Vocabulary(ckpt["vocab"]), dict(ckpt["feature_attrs"]), str(ckpt["audio_encoder_sha256"])
+        decoding = check_decoding(ckpt["decoding"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a complete caption bundle (lacks {err})") from None
+    model = build_audio_encoder(**enc_spec)
+    load_state_dict_checked(model, _under(state, ENCODER_PREFIX), f"{path} (audio encoder)")
+    model = model.eval().requires_grad_(False)
+    if chunk_seconds is not None:
+        model = with_chunking(model, chunk_seconds)
+    models: list[nn.Module] = []
+    for i, margs in enumerate(cap_args):
+        captioner = build_captioner(margs)
+        load_state_dict_checked(captioner, _under(state, f"{CAPTIONER_PREFIX}{i}."), f"{path} (captioner {i})")
+        captioner.model_args = dict(margs)
+        check_compatible(margs, attrs, model, sha, f"{path} (captioner {i})", f"{path} (audio encoder)")
+        models.append(captioner.eval())
+    return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding)
+
+
+def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def make_bundle(audio_encoder: str, captioners: str | Sequence[str], out: str, encoder: str | None = None,
+                chunk_seconds: float | None = CHUNK_SECONDS, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
+                length_norm: float = 0.0) -> Path:
+    """Write one self-contained captioning checkpoint for ``python -m captioning.infer --bundle``.
+
+    Args:
+        audio_encoder: stage-1 retrieval checkpoint, project audio-encoder checkpoint or official PANNs checkpoint
+            (then give ``encoder``, e.g. cnn14): the encoder the captioners' training features came from.
+        captioners: one captioner checkpoint or several (comma-separated, sharing a vocabulary): an ensemble.
+        out: the bundle file to write (atomically).
+        encoder: architecture name for an official PANNs checkpoint.
+        chunk_seconds: window for long audio saved with the encoder (0 = whole clips).
+        beam_size: beams per clip (1 = greedy), saved as the bundle's default.
+        max_len: most words per caption, saved as the bundle's default.
+        min_len: fewest words per caption, saved as the bundle's default.
+        length_norm: alpha of ``score / length ** alpha`` among finished beams, saved as the bundle's default.
+    Returns the bundle's path.
+    """
+    pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, chunk_seconds=chunk_seconds)
+    pipeline.decoding = check_decoding({"beam_size": beam_size, "max_len": max_len, "min_len": min_len,
+                                        "length_norm": length_norm})
+    sources = {"audio_encoder": Path(audio_encoder).name, "captioners": [Path(p).name for p in _paths(captioners)]}
+    save_checkpoint(bundle_checkpoint(pipeline, sources), out)
+    return Path(out)
+
+
+def main(audio_encoder: str, captioners: str, out: str, encoder: str | None = None,
+         chunk_seconds: float | None = CHUNK_SECONDS, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
+         length_norm: float = 0.0) -> None:
+    path = make_bundle(audio_encoder, captioners, out, encoder=encoder, chunk_seconds=chunk_seconds,
+                       beam_size=beam_size, max_len=max_len, min_len=min_len, length_norm=length_norm)
+    print(f"{path}: caption bundle written ({path.stat().st_size / 2**20:.1f} MB)")
+
+
+main.__doc__ = make_bundle.__doc__  # --help explains every argument
+
+if __name__ == "__main__":
+    fire.Fire(main, name="captioning.bundle")

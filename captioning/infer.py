@@ -1,0 +1,191 @@
+"""Caption raw audio files: frozen audio encoder -> frame features -> captioner(s) -> beam search.
+
+    python -m captioning.infer clips/ "my recording.flac" --audio-encoder exp/retrieval/best.pt \
+        --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt [--out pred.json] [--csv submission.csv]
+    python -m captioning.infer clips/ --bundle model/caption_bundle.pt
+
+Inputs are files (any format and length ``features.audio.load_audio`` reads, resampled to the encoder's rate) and
+folders, which stand for their own audio files (``.wav``, ``.flac``, ``.ogg``; not sub-folders nor hidden files),
+sorted by name. Clips are batched longest first (little padding); the encoder runs padded batches with lengths, so a
+clip gets the same features alone or in any batch, and windows long audio every ``chunk_seconds``. The captioners
+(an ensemble when several) decode each batch with one batched beam search.
+
+Outputs: JSON ``[{"audio_id": file name, "path", "caption"}]`` (``--out``) and/or the DCASE CSV
+``file_name,caption_predicted`` (``--csv``), in input order; with neither, ``file name<TAB>caption`` lines go to
+stdout. A bad file (unreadable, not audio, too short, ...) is reported on stderr with its reason and skipped; the
+others are captioned. Two inputs with the same file name are refused (their ids would clash).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import fire
+import torch
+from tqdm import tqdm
+
+from captioning.bundle import Pipeline, check_decoding, load_bundle, load_pipeline
+from captioning.decode import caption_frames, write_predictions
+from features.audio import AudioError, load_audio, probe
+from features.encoders import AudioEncoder
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def list_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given (any extension, missing ones too: they are reported when read), folders expanded to their
+    audio files sorted by name; the same file named twice is kept once. ValueError when two files share a name."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and p.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            files.append(path)
+    unique = list({os.path.realpath(p): p for p in reversed(files)}.values())[::-1]  # first mention wins
+    by_name: dict[str, Path] = {}
+    for path in unique:
+        if path.name in by_name:
+            raise ValueError(f"Two inputs share the file name {path.name!r} ({by_name[path.name]} and {path}); "
+                             "captions are identified by file name, so caption them in separate runs")
+        by_name[path.name] = path
+    return unique
+
+
+def plan_batches(durations: Sequence[float], batch_size: int) -> list[list[int]]:
+    """Indices in batches of ``batch_size``, longest first (ties in input order): similar lengths share a batch."""
+    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def encode_waveforms(encoder: AudioEncoder, waves: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mono waveforms [N_i] at the encoder's rate -> ``frames`` [B, T, D] float32 and ``frame_lengths`` [B].
+
+    One zero-padded batch with its lengths: the encoder ignores the padding, so each clip's frames equal those it
+    gets alone. Call under ``torch.inference_mode()`` with the encoder in eval mode.
+    """
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    waveform = torch.zeros(len(waves), int(lengths.max()))  # (B, N), zero padding past each length
+    for row, w in enumerate(waves):
+        waveform[row, :len(w)] = w
+    out = encoder(waveform, lengths)  # frames (B, T, D), frame_lengths (B,)
+    return {"frames": out["frames"].float(), "frame_lengths": out["frame_lengths"]}
+
+
+def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
+                  min_duration: float = 0.1, progress: bool = False,
+                  **decoding: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """Caption audio files with a pipeline; ``decoding`` overrides ``pipeline.decoding`` (beam_size, max_len, ...).
+
+    Returns ``(captions, errors)``: ``{path: caption}`` for the files captioned, in the order given, and
+    ``{path: reason}`` for the files skipped (also printed on stderr).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Invalid batch_size. (expected a positive integer, found {batch_size!r})")
+    options = check_decoding({**pipeline.decoding, **decoding})
+    encoder, rate = pipeline.encoder, int(pipeline.encoder.sample_rate)
+    encoder.eval()
+    for model in pipeline.scorer.models:
+        model.eval()
+    paths = [str(f) for f in files]
+    errors: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    for path in paths:  # headers only: lengths for batching, and the cheap failures early
+        try:
+            durations[path] = probe(path, scan=False).duration
+        except AudioError as err:
+            errors[path] = err.reason
+    readable = [p for p in paths if p in durations]
+    captions: dict[str, str] = {}
+    bar = tqdm(total=len(paths), unit="clip", desc="caption", disable=not progress, file=sys.stderr)
+    for path in errors:
+        bar.write(f"skipping {path}: {errors[path]}", file=sys.stderr)
+    bar.update(len(errors))
+    with torch.inference_mode():
+        for batch in plan_batches([durations[p] for p in readable], batch_size):
+            names, waves = [], []
+            for i in batch:
+                try:
+                    waves.append(torch.from_numpy(load_audio(readable[i], rate, min_duration=min_duration)))
+                    names.append(readable[i])
+                except AudioError as err:
+                    errors[readable[i]] = err.reason
+                    bar.write(f"skipping {readable[i]}: {err.reason}", file=sys.stderr)
+            if waves:
+                out = encode_waveforms(encoder, waves)
+                texts = caption_frames(pipeline.scorer, out["frames"], out["frame_lengths"], pipeline.vocab,
+                                       **options)
+                captions.update(zip(names, texts))
+            bar.update(len(batch))
+    bar.close()
+    return {p: captions[p] for p in paths if p in captions}, {p: errors[p] for p in paths if p in errors}
+
+
+def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequence[str] | None = None,
+          bundle: str | None = None, encoder: str | None = None, out: str | None = None, csv: str | None = None,
+          beam_size: int | None = None, max_len: int | None = None, min_len: int | None = None,
+          length_norm: float | None = None, batch_size: int = 8, chunk_seconds: float | None = None,
+          min_duration: float = 0.1, progress: bool = True) -> dict[str, Any]:
+    """Caption audio files and folders with an audio encoder and captioner(s), or with one bundle.
+
+    Args:
+        inputs: audio files (any readable format) and folders (their .wav/.flac/.ogg files, sorted).
+        audio_encoder: stage-1 retrieval, project audio-encoder or official PANNs checkpoint; it must be the encoder
+            the captioners' training features were extracted with.
+        captioners: captioner checkpoint(s), comma-separated; several sharing a vocabulary decode as an ensemble.
+        bundle: a checkpoint made by ``python -m captioning.bundle`` (instead of audio_encoder and captioners).
+        encoder: architecture of an official PANNs audio_encoder checkpoint (e.g. cnn14).
+        out: JSON predictions ``[{"audio_id", "path", "caption"}]``.
+        csv: DCASE submission CSV ``file_name,caption_predicted``.
+        beam_size: beams per clip, 1 = greedy (default: the bundle's, else 3).
+        max_len: at most this many words per caption (default: the bundle's, else 30).
+        min_len: at least this many words per caption (default: the bundle's, else 1).
+        length_norm: alpha of ``score / length ** alpha`` among finished beams (default: the bundle's, else 0).
+        batch_size: clips per encoder and beam-search batch.
+        chunk_seconds: window for long audio (default: the bundle's, else 10; 0 = whole clips).
+        min_duration: shorter files (seconds) are reported and skipped.
+        progress: show a progress bar on stderr.
+    Returns ``{"captions": {audio_id: caption}, "paths": {audio_id: path}, "errors": {path: reason}}``.
+    """
+    if not inputs:
+        raise ValueError("No inputs. (expected audio files or folders)")
+    if bundle is not None:
+        if audio_encoder is not None or captioners is not None or encoder is not None:
+            raise ValueError("Give either --bundle or --audio-encoder with --captioners, not both")
+        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds)
+    elif audio_encoder is not None and captioners is not None:
+        pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder,
+                                 chunk_seconds=10.0 if chunk_seconds is None else chunk_seconds)
+    else:
+        raise ValueError("Missing model. (expected --bundle, or --audio-encoder and --captioners)")
+    files = list_audio(inputs)
+    if not files:
+        raise ValueError(f"No audio files in {', '.join(map(str, inputs))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    by_path, errors = caption_files(pipeline, files, batch_size=batch_size, min_duration=min_duration,
+                                    progress=progress, beam_size=beam_size, max_len=max_len, min_len=min_len,
+                                    length_norm=length_norm)
+    captions = {Path(p).name: c for p, c in by_path.items()}
+    paths = {Path(p).name: p for p in by_path}
+    if out is not None or csv is not None:
+        write_predictions(captions, out, csv, paths=paths)
+    else:
+        for audio_id, caption in captions.items():
+            print(f"{audio_id}\t{caption}")
+    print(f"captioned {len(captions)} of {len(files)} files" + (f"; skipped {len(errors)}" if errors else ""),
+          file=sys.stderr)
+    return {"captions": captions, "paths": paths, "errors": errors}
+
+
+@functools.wraps(infer)
+def main(*inputs: str, **options: Any) -> None:
+    """The command: ``infer``, exiting with status 1 when no file could be captioned."""
+    if not infer(*map(str, inputs), **options)["captions"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    fire.Fire(main, name="captioning.infer")
