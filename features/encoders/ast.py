@@ -17,7 +17,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import ASTConfig, ASTModel
 
 from features.encoders.panns import check_input
 from features.frontend import LogMelFrontend, MelConfig, time_mask
@@ -44,6 +43,8 @@ class AstEncoder(nn.Module):
                  hop_size: int = 160, fmin: float = 20.0, fmax: float | None = None, spec_augment: bool = False,
                  **config: object) -> None:
         super().__init__()
+        from transformers import ASTConfig, ASTModel  # here, not at import: transformers takes seconds to import
+
         if pretrained is not None:
             if config:
                 raise ValueError(f"AST config fields {sorted(config)} cannot be combined with pretrained={pretrained!r}")

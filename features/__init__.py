@@ -1,0 +1,16 @@
+"""Audio in, features out: everything before the two training stages.
+
+- ``features.audio``: ``load_audio``, ``probe``, ``AudioError`` (reading, validation, resampling)
+- ``features.manifest``: ``Manifest``, ``read_manifest``, ``write_manifest`` (the per-split corpus format)
+- ``features.prepare``: ``python -m features.prepare clotho|audiocaps|synth``
+- ``features.synth``: ``python -m features.synth``, the built-in synthetic corpus
+- ``features.frontend``: the log-mel front end (torchlibrosa) and SpecAugment
+- ``features.encoders``: ``build_audio_encoder`` and the registry ``AUDIO_ENCODERS`` (cnn14, cnn10, cnn6,
+  wavegram_logmel_cnn14, ast)
+- ``features.weights``: ``load_audio_encoder``, ``save_audio_encoder``, ``checkpoint_sha256``
+- ``features.store``: ``open_store``, ``create_store`` (the HDF5 feature store)
+- ``features.extract``: ``python -m features.extract`` (resumable, shardable extraction)
+
+Submodules are imported where used, so that light commands don't pay for torch or transformers.
+"""
+__all__ = ["audio", "manifest", "prepare", "synth", "frontend", "encoders", "weights", "store", "extract"]
