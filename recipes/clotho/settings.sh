@@ -1,0 +1,31 @@
+# Clotho v2.1. Nothing is downloaded: get the archives yourself (Clotho v2.1, DOI 10.5281/zenodo.4783391), unpack
+# them so that one folder holds clotho_audio_<split>/ and clotho_captions_<split>.csv, and point CLOTHO_ROOT there.
+# For the AudioCaps -> Clotho schedule, train recipes/audiocaps first and set init_from in conf/retrieval_*.yaml.
+train_split=development
+val_split=validation
+eval_split=evaluation
+clotho_root=${CLOTHO_ROOT:-downloads/clotho}
+retrieval_models="cnn14 wavegram_logmel_cnn14"
+feature_model=cnn14
+caption_models="transformer gru"
+beam_size=3
+
+prepare_corpus_stage() {
+  local split missing=0
+  for split in $train_split $val_split $eval_split; do
+    for need in "$clotho_root/clotho_audio_$split" "$clotho_root/clotho_captions_$split.csv"; do
+      [ -e "$need" ] || { log "  missing $need"; missing=1; }
+    done
+  done
+  if [ $missing -ne 0 ]; then
+    log "  Clotho v2.1 is not at CLOTHO_ROOT=$clotho_root: download and unpack it there (see recipes/clotho/settings.sh)"
+    exit 1
+  fi
+  mkdir -p "$data"
+  ln -sfn "$(cd "$clotho_root" && pwd)" "$data/raw"
+}
+
+prepare_manifest_stage() {
+  step manifests python -m features.prepare clotho --root "$data/raw" --out "$data" \
+    --splits "$train_split,$val_split,$eval_split"
+}

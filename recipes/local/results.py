@@ -1,0 +1,78 @@
+"""Collect a recipe's scores into one table: retrieval metrics per model and ensemble, caption metrics per system.
+
+    python recipes/local/results.py --exp exp/synth [--out exp/synth/results.md]
+
+Reads ``<exp>/retrieval_*/eval.json``, ``<exp>/retrieval_ensemble.json`` and ``<exp>/decode/*/scores.json``; writes a
+Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per captioning system.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fire
+
+RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
+CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
+
+
+def _table(title: str, rows: dict[str, dict[str, float]], keys: tuple[str, ...], notes: dict[str, str]) -> list[str]:
+    lines = [f"## {title}", "", "| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, scores in rows.items():
+        cells = [f"{scores[k]:.3f}" if k in scores else "n/a" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {metric}: not available: {reason}" for metric, reason in notes.items()] + [""]
+    return lines
+
+
+def collect(exp: str | Path) -> tuple[dict, dict, dict]:
+    """(retrieval rows, captioning rows, unavailable-metric notes) found under ``exp``."""
+    exp = Path(exp)
+    retrieval = {p.parent.name: json.loads(p.read_text())["metrics"] for p in sorted(exp.glob("retrieval_*/eval.json"))}
+    ensemble = exp / "retrieval_ensemble.json"
+    if ensemble.is_file():
+        retrieval["retrieval_ensemble"] = json.loads(ensemble.read_text())["metrics"]
+    captioning, notes = {}, {}
+    for path in sorted(exp.glob("decode/*/scores.json")):
+        scores = json.loads(path.read_text())
+        captioning[path.parent.name] = scores["corpus"]
+        notes.update(scores.get("unavailable", {}))
+    return retrieval, captioning, notes
+
+
+def results(exp: str, out: str | None = None) -> str:
+    """Write (and return) the Markdown results table of the recipe run in ``exp``."""
+    retrieval, captioning, notes = collect(exp)
+    lines = [f"# Results: {exp}", ""]
+    lines += _table("Retrieval (evaluation split)", retrieval, RETRIEVAL_KEYS, {})
+    lines += _table("Captioning (evaluation split)", captioning, CAPTION_KEYS, notes)
+    lines += ["Training curves: " + ", ".join(str(p.relative_to(exp)) for p in sorted(Path(exp).glob("*/curves.png"))),
+              ""]
+    text = "\n".join(lines)
+    out_path = Path(out or Path(exp) / "results.md")
+    out_path.write_text(text, encoding="utf-8")
+    if captioning:
+        _plot(captioning, out_path.with_suffix(".png"))
+    print(text)
+    return text
+
+
+def _plot(captioning: dict[str, dict[str, float]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(captioning)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(names), 3.2))
+    ax.bar(names, [captioning[n].get("cider_d", 0.0) for n in names], color="tab:blue")
+    ax.set_ylabel("CIDEr-D")
+    ax.set_title("Captioning systems, evaluation split")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    fire.Fire(results)

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# From a raw corpus to scored captions, Kaldi-style: numbered stages, each a `python -m <package>.<command>` call.
+#
+#   bash recipes/run.sh [--corpus synth|clotho|audiocaps] [--stage N] [--stop_stage M] [--data DIR] [--exp DIR]
+#                       [--conf DIR (default recipes/<corpus>/conf)]
+#
+# Stages: 0 corpus (generate the built-in one, or check a downloaded one), 1 manifests, 2 retrieval training,
+# 3 retrieval evaluation (each model and the ensemble), 4 feature extraction with the frozen stage-1 audio encoder,
+# 5 captioner cross-entropy training, 6 SCST, 7 decoding and scoring of single models, 8 ensemble decoding and
+# scoring, 9 results table.
+# The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
+# recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
+# step whose command or config changed since is refused (use another --exp, or delete the old outputs).
+# Killed in any stage, the same command resumes: training and extraction pick up where they stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+corpus=synth
+stage=0
+stop_stage=100
+data=
+exp=
+conf=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --corpus) corpus=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
+    --conf) conf=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+recipe=recipes/$corpus
+[ -f "$recipe/settings.sh" ] || { echo "run.sh: no recipe for corpus '$corpus' ($recipe/settings.sh)" >&2; exit 2; }
+data=${data:-data/$corpus}
+exp=${exp:-exp/$corpus}
+conf=${conf:-$recipe/conf}
+# shellcheck source=/dev/null
+. "$recipe/settings.sh"
+. recipes/lib.sh
+mkdir -p "$data" "$exp"
+log_file=$exp/run.log
+echo "$(date '+%F %T') run.sh --corpus $corpus --stage $stage --stop_stage $stop_stage --data $data --exp $exp" >> "$log_file"
+
+if begin_stage 0 "corpus: $corpus -> $data/raw"; then
+  prepare_corpus_stage
+  end_stage
+fi
+
+if begin_stage 1 "manifests: $data/raw -> $data/{$train_split,$val_split,$eval_split}"; then
+  prepare_manifest_stage
+  end_stage
+fi
+
+if begin_stage 2 "retrieval training: $data/$train_split -> $exp/retrieval_{${retrieval_models// /,}}"; then
+  for name in $retrieval_models; do
+    step "retrieval_train_$name" python -m retrieval.train --config "$conf/retrieval_$name.yaml" \
+      --train_manifest "$data/$train_split" --val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_$name"
+  done
+  end_stage
+fi
+
+retrieval_ckpts=$(for name in $retrieval_models; do printf '%s,' "$exp/retrieval_$name/best.pt"; done)
+retrieval_ckpts=${retrieval_ckpts%,}
+if begin_stage 3 "retrieval evaluation: $data/$eval_split -> $exp/retrieval_*/eval.json, $exp/retrieval_ensemble.json"; then
+  for name in $retrieval_models; do
+    step "retrieval_eval_$name" python -m retrieval.evaluate --checkpoints "$exp/retrieval_$name/best.pt" \
+      --manifest "$data/$eval_split" --out "$exp/retrieval_$name/eval.json"
+  done
+  step retrieval_eval_ensemble python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" \
+    --manifest "$data/$eval_split" --out "$exp/retrieval_ensemble.json"
+  end_stage
+fi
+
+encoder_ckpt=$exp/retrieval_$feature_model/best.pt
+if begin_stage 4 "features: $data/* + $encoder_ckpt -> $exp/features/*.h5"; then
+  for split in $train_split $val_split $eval_split; do
+    step "extract_$split" python -m features.extract --manifest "$data/$split" --checkpoint "$encoder_ckpt" \
+      --out "$exp/features/$split.h5"
+  done
+  end_stage
+fi
+
+caption_data=(--data.train_features "$exp/features/$train_split.h5" --data.train_captions "$data/$train_split"
+              --data.val_features "$exp/features/$val_split.h5" --data.val_captions "$data/$val_split")
+if begin_stage 5 "captioner cross-entropy: $exp/features -> $exp/caption_{${caption_models// /,}}_xe"; then
+  for name in $caption_models; do
+    step "caption_xe_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" "${caption_data[@]}" \
+      --exp_dir "$exp/caption_${name}_xe"
+  done
+  end_stage
+fi
+
+if begin_stage 6 "SCST: $exp/caption_*_xe/averaged.pt -> $exp/caption_{${caption_models// /,}}_scst"; then
+  for name in $caption_models; do
+    step "caption_scst_$name" python -m captioning.train --config "$conf/caption_scst.yaml" "${caption_data[@]}" \
+      --train.init "$exp/caption_${name}_xe/averaged.pt" --exp_dir "$exp/caption_${name}_scst"
+  done
+  end_stage
+fi
+
+decode() {  # decode <name> <checkpoints>: predictions (JSON, DCASE CSV) and scores for the evaluation split
+  local out=$exp/decode/$1
+  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "$exp/features/$eval_split.h5" \
+    --out "$out/predictions.json" --csv "$out/submission.csv" --beam_size "$beam_size"
+  step "score_$1" python -m eval.captions --predictions "$out/predictions.json" \
+    --references "$data/$eval_split/captions.json" --out "$out/scores.json"
+}
+if begin_stage 7 "decode and score single models: $exp/caption_* -> $exp/decode/*/scores.json"; then
+  for name in $caption_models; do
+    for mode in xe scst; do
+      decode "${name}_$mode" "$exp/caption_${name}_$mode/averaged.pt"
+    done
+  done
+  end_stage
+fi
+
+if begin_stage 8 "decode and score the ensemble: $exp/caption_*_scst -> $exp/decode/ensemble_scst/scores.json"; then
+  ensemble=$(for name in $caption_models; do printf '%s,' "$exp/caption_${name}_scst/averaged.pt"; done)
+  decode ensemble_scst "${ensemble%,}"
+  end_stage
+fi
+
+if begin_stage 9 "results: $exp -> $exp/results.md"; then
+  python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
+  end_stage
+fi
+print_times

@@ -1,0 +1,18 @@
+# The built-in synthetic corpus: generated from a seed, so the whole recipe runs offline on a CPU.
+train_split=development
+val_split=validation
+eval_split=evaluation
+n_clips=${SYNTH_CLIPS:-600}
+seed=0
+retrieval_models="cnn10 cnn6"   # conf/retrieval_<name>.yaml; their ensemble is evaluated in stage 3
+feature_model=cnn10              # whose frozen audio encoder writes the feature stores
+caption_models="transformer gru" # conf/caption_<name>_xe.yaml; their SCST models are ensembled in stage 8
+beam_size=3
+
+prepare_corpus_stage() {
+  step synth python -m features.synth --out "$data/raw" --n-clips "$n_clips" --seed "$seed"
+}
+
+prepare_manifest_stage() {
+  step manifests python -m features.prepare synth --root "$data/raw" --out "$data"
+}

@@ -1,0 +1,23 @@
+"""Stage 1: audio-text retrieval. A bi-encoder (audio encoder from ``features`` + a ``transformers`` text encoder)
+trained with symmetric InfoNCE; evaluation (R@k, mAP@10, ensembles), search and zero-shot classification.
+
+Commands: ``python -m retrieval.train``, ``python -m retrieval.evaluate``, ``python -m retrieval.search``.
+Public pieces are imported on first use, so running a command module does not import it twice.
+"""
+from importlib import import_module
+
+_PUBLIC = {
+    "BiEncoder": "model", "build_model": "model", "load_model": "model",
+    "info_nce": "loss",
+    "TextEncoder": "text", "TEXT_ENCODERS": "text", "build_text_encoder": "text",
+    "train": "train",
+    "evaluate": "evaluate", "evaluate_model": "evaluate", "ensemble_similarity": "evaluate",
+    "search_text": "search", "search_audio": "search", "classify": "search",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'retrieval' has no attribute {name!r}")
+    return getattr(import_module(f"retrieval.{_PUBLIC[name]}"), name)

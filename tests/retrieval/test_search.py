@@ -1,0 +1,72 @@
+"""Text-to-audio and audio-to-text search and zero-shot classification with the model trained on the tiny corpus."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.manifest import read_manifest
+from retrieval.search import classify, search_audio, search_text
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = {"low": "low hum", "high": "high pitched beep", "noise": "hissing noise", "clicks": "rapid clicks",
+          "chirp": "rising siren", "pulse": "repeated beeps"}
+
+
+@pytest.mark.slow
+def test_text_search_ranks_matching_sounds_first(trained, tiny_corpus):
+    result = search_text(str(trained / "best.pt"), str(tiny_corpus["val"]), "static hisses loudly", top=18)
+    ids = [audio_id for audio_id, _ in result["results"]]
+    scores = [score for _, score in result["results"]]
+    assert sorted(ids) == sorted(read_manifest(tiny_corpus["val"]).ids) and scores == sorted(scores, reverse=True)
+    noise_ranks = [rank for rank, audio_id in enumerate(ids) if "_noise_" in audio_id]
+    assert sum(noise_ranks) / 3 < (18 - 1) / 2  # better than the mean rank of a random order
+
+
+@pytest.mark.slow
+def test_audio_search_and_unreadable_files_are_skipped(trained, tiny_corpus, tmp_path):
+    val = read_manifest(tiny_corpus["val"])
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(val.entry("val_high_0").path, folder / "sub" / "beep.wav")
+    (folder / "broken.wav").write_bytes(b"RIFF not audio")
+    result = search_text(str(trained / "best.pt"), str(folder), "a beep")
+    assert [r[0] for r in result["results"]] == ["sub/beep.wav"]
+    assert len(result["skipped"]) == 1 and "broken.wav" in result["skipped"][0]
+
+    captions = search_audio(str(trained / "best.pt"), str(folder / "sub" / "beep.wav"), str(tiny_corpus["val"]),
+                            top=54)
+    assert len(captions["results"]) == 54  # every caption of the split, ranked
+    lines = tmp_path / "captions.txt"
+    lines.write_text("a sharp high tone\nwhite noise rushes\n", encoding="utf-8")
+    two = search_audio(str(trained / "best.pt"), str(folder / "sub" / "beep.wav"), str(lines))
+    assert {c for c, _ in two["results"]} == {"a sharp high tone", "white noise rushes"}
+
+
+@pytest.mark.slow
+def test_zero_shot_classification_beats_chance(trained, tiny_corpus, tmp_path):
+    truth = tmp_path / "truth.csv"
+    ids = read_manifest(tiny_corpus["val"]).ids
+    truth.write_text("audio_id,label\n" + "".join(f"{i},{LABELS[i.split('_')[1]]}\n" for i in ids), encoding="utf-8")
+    out = tmp_path / "zs.json"
+    result = classify(str(trained / "best.pt"), str(tiny_corpus["val"]), ",".join(LABELS.values()),
+                      template="{label}", truth=str(truth), out=str(out))
+    assert result["n_scored"] == 18 and result["chance"] == pytest.approx(1 / 6)
+    assert result["accuracy"] > 2 / 6
+    assert json.loads(out.read_text())["accuracy"] == result["accuracy"]
+    with pytest.raises(ValueError, match="template"):
+        classify(str(trained / "best.pt"), str(tiny_corpus["val"]), "a,b", template="no slot")
+
+
+def test_cli_help_explains_commands():
+    for module in ("retrieval.train", "retrieval.evaluate", "retrieval.search"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                              env={"PAGER": "cat", "PATH": "/usr/bin:/bin"}, timeout=120)
+        text = done.stdout + done.stderr  # fire shows help on stderr when not on a terminal
+        assert done.returncode == 0 and len(text) > 200, module
+    assert "crop_seconds" in subprocess.run([sys.executable, "-m", "retrieval.train", "--help"], cwd=REPO,
+                                            capture_output=True, text=True, timeout=120).stdout

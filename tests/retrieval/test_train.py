@@ -1,0 +1,129 @@
+"""Training end to end on the tiny corpus: it learns, resumes bit-exactly after SIGKILL, evaluates and ensembles."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import load_checkpoint
+from retrieval.evaluate import evaluate
+from retrieval.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def as_cli(settings: dict) -> list[str]:
+    return [arg for key, value in settings.items() for arg in (f"--{key}", str(value))]
+
+
+@pytest.mark.slow
+def test_training_reduces_loss_and_beats_chance(trained):
+    history = [json.loads(line) for line in (trained / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.3
+    # val: 18 clips, one relevant each: chance R@1 = 1/18, chance mAP@10 = H(10)/18 = 0.163
+    best = max(h["val_t2a_mAP10"] for h in history)
+    assert best > 2 * 0.163
+    assert max(h["val_t2a_R1"] for h in history) > 3 / 18
+    for name in ("best.pt", "last.pt", "curves.png", "train.log", "config.yaml"):
+        assert (trained / name).is_file(), name
+    best_ckpt = load_checkpoint(trained / "best.pt", kind="retrieval")
+    assert best_ckpt["history"][-1]["val_t2a_mAP10"] == best
+    assert "optimizer" not in best_ckpt and best_ckpt["model_args"]["audio_encoder"]["name"] == "cnn6"
+
+
+@pytest.mark.slow
+def test_evaluate_and_ensemble_of_one_is_the_model(trained, tiny_corpus, tmp_path):
+    ckpt = str(trained / "best.pt")
+    out = tmp_path / "single.json"
+    single = evaluate(ckpt, str(tiny_corpus["val"]), out=str(out))
+    assert json.loads(out.read_text()) == single
+    assert single["n_clips"] == 18 and single["n_captions"] == 54
+    saved = load_checkpoint(ckpt)["history"][-1]
+    for key, value in single["metrics"].items():  # the numbers training logged for this epoch
+        assert value == pytest.approx(saved[f"val_{key}"], abs=1e-9), key
+    twice = evaluate(f"{ckpt},{ckpt}", str(tiny_corpus["val"]))
+    assert twice["metrics"] == single["metrics"]
+
+
+@pytest.mark.slow
+def test_init_from_and_errors(trained, tiny_corpus, tiny_settings, tmp_path):
+    exp = tmp_path / "finetune"
+    record = train(None, **tiny_settings(tiny_corpus, exp, epochs=1, init_from=str(trained / "last.pt")))
+    scratch = load_checkpoint(trained / "last.pt")["history"][0]
+    assert record["train_loss"] < scratch["train_loss"]  # starts where the first run ended
+    # pretrained audio weights in the official PANNs format ({"model": state_dict}) must fit the configured encoder
+    from features.encoders import build_audio_encoder
+    panns = tmp_path / "panns_cnn6.pth"
+    torch.save({"model": build_audio_encoder("cnn6", width=0.25, sample_rate=16000).state_dict()}, panns)
+    with pytest.raises(ValueError, match="panns_cnn6.pth"):  # width 0.25 weights, width 0.125 model
+        train(None, **tiny_settings(tiny_corpus, tmp_path / "panns", epochs=1, audio_init=str(panns)))
+    with pytest.raises(KeyError, match="unknown setting"):
+        train(None, **tiny_settings(tiny_corpus, tmp_path / "x", learning_rate=1.0))
+    with pytest.raises(ValueError, match="wav.csv"):
+        train(None, **tiny_settings(tiny_corpus, tmp_path / "y", train_manifest=str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_same_weights(tiny_corpus, tiny_settings, tmp_path):
+    settings = tiny_settings(tiny_corpus, tmp_path / "killed", epochs=3, caption_sampling="one",
+                             **{"model.audio_encoder.spec_augment": True})
+    cmd = [sys.executable, "-m", "retrieval.train", *as_cli(settings)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    while not last.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # right after epoch 1's checkpoint, in the middle of epoch 2
+    proc.wait()
+    assert load_checkpoint(last)["epoch"] < 3, "the run ended before it could be killed"
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)  # the same command resumes and finishes
+
+    train(None, **{**settings, "exp_dir": str(tmp_path / "straight")})
+    resumed = load_checkpoint(last)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert resumed["epoch"] == straight["epoch"] == 3
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key  # bitwise
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+
+
+@pytest.mark.slow
+def test_ensemble_of_different_architectures_averages_similarities(trained, tiny_corpus, tmp_path):
+    from common import save_checkpoint
+    from features.manifest import read_manifest
+    from features.weights import load_audio_encoder
+    from retrieval.evaluate import ensemble_similarity
+    from retrieval.model import build_model
+
+    # a second member with another encoder and sample rate (untrained weights are enough for the arithmetic)
+    args = {"audio_encoder": {"name": "cnn10", "width": 0.125, "sample_rate": 32000},
+            "text_encoder": {"name": "minilm", "freeze_layers": -1}, "embed_dim": 32}
+    other = tmp_path / "cnn10_32k.pt"
+    torch.manual_seed(3)
+    save_checkpoint({"kind": "retrieval", "model_args": args, "state_dict": build_model(args).state_dict()}, other)
+    split = read_manifest(tiny_corpus["val"])
+    a = ensemble_similarity([str(trained / "best.pt")], split)
+    b = ensemble_similarity([str(other)], split)
+    both = ensemble_similarity([str(trained / "best.pt"), str(other)], split)
+    assert both.shape == (54, 18)
+    assert abs(both - (a + b) / 2).max() < 1e-6
+    # the audio encoder of a retrieval checkpoint loads for feature extraction (features.weights)
+    encoder = load_audio_encoder(other)
+    assert encoder.sample_rate == 32000 and encoder.spec["name"] == "cnn10"
+
+
+def test_recipe_configs_are_valid():
+    from common import load_config
+    from retrieval.train import DEFAULTS
+
+    configs = sorted((REPO / "recipes" / "synth" / "conf").glob("retrieval*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        cfg = load_config(DEFAULTS, path)  # unknown keys or wrong types raise
+        assert cfg["model"]["audio_encoder"]["name"] in path.stem
