@@ -18,8 +18,15 @@ SOUNDS = [
     ("birds chirp in the trees", "birds are singing", "many birds chirping outside"),
 ]
 FRAME_DIM = 16
-# Small models: one thread is fastest, and stays fast when other jobs share the machine.
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models: one thread is fastest; restored after each test so other packages' tests are unaffected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_split(folder: Path, name: str, n_clips: int, seed: int, encoder: str = "toy") -> tuple[Path, Path]:

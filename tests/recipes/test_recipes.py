@@ -1,0 +1,111 @@
+"""Every config in recipes/ builds, and the default recipe runs stage by stage on a tiny corpus."""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(REPO.glob("recipes/*/conf/*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_every_recipe_config_builds(path):
+    if path.name.startswith("retrieval"):
+        from retrieval.model import build_model
+        from retrieval.train import DEFAULTS, _model_args
+
+        config = load_config(DEFAULTS, path)
+        model = build_model(_model_args(config["model"]))
+        assert sum(p.numel() for p in model.parameters()) > 0
+    else:
+        from captioning.models import build_captioner
+        from captioning.train import DEFAULTS
+
+        config = load_config(DEFAULTS, path)
+        assert config["train"]["mode"] in ("xe", "scst")
+        if config["train"]["mode"] == "xe":
+            model = build_captioner({**config["model"], "encoder_args": config["model"]["encoder_args"] or {},
+                                     "decoder_args": config["model"]["decoder_args"] or {},
+                                     "frame_dim": 64, "vocab_size": 50})
+            assert sum(p.numel() for p in model.parameters()) > 0
+
+
+TINY = {  # settings that make each stage of the default recipe take seconds
+    "retrieval": {"epochs": 1, "batch_size": 8, "crop_seconds": 2.0, "warmup_steps": 1,
+                  "model": {"audio_encoder": {"width": 0.125}, "embed_dim": 32}},
+    "caption_xe": {"train": {"epochs": 2, "average_last": 1},
+                   "model": {"encoder_args": {"hidden": 32, "n_layers": 1}},
+                   "val": {"beam_size": 2, "max_len": 12}},
+    "caption_scst": {"train": {"epochs": 1, "average_last": 1}, "scst": {"num_samples": 2, "max_len": 12},
+                     "val": {"beam_size": 2, "max_len": 12}},
+}
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        base[key] = _deep_update(dict(base.get(key) or {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def _tiny_conf(folder: Path) -> Path:
+    folder.mkdir()
+    for path in sorted((REPO / "recipes/synth/conf").glob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        kind = "retrieval" if path.name.startswith("retrieval") else (
+            "caption_scst" if "scst" in path.name else "caption_xe")
+        if kind == "caption_xe" and config["model"]["decoder"] == "transformer":
+            config["model"]["decoder_args"].update({"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64})
+        elif kind == "caption_xe":
+            config["model"]["decoder_args"].update({"d_model": 32, "embed_dim": 32, "attn_dim": 32})
+        (folder / path.name).write_text(yaml.safe_dump(_deep_update(config, TINY[kind])))
+    return folder
+
+
+def _run(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "SYNTH_CLIPS": "24"}
+    cmd = ["bash", str(REPO / "recipes/run.sh"), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+           "--conf", str(tmp_path / "conf"), *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+@pytest.mark.slow
+def test_default_recipe_runs_resumes_and_skips(tmp_path):
+    _tiny_conf(tmp_path / "conf")
+    exp = tmp_path / "exp"
+    # Killed during retrieval training, the same command finishes the job.
+    proc = _run(tmp_path)
+    deadline = time.time() + 300
+    while not (exp / ".done" / "manifests").exists() or not list(exp.glob("retrieval_cnn10/*.log")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "recipe did not reach stage 2"
+        time.sleep(0.5)
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc = _run(tmp_path)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    results = (exp / "results.md").read_text()
+    for system in ("retrieval_cnn10", "retrieval_cnn6", "retrieval_ensemble", "transformer_xe", "transformer_scst",
+                   "gru_xe", "gru_scst", "ensemble_scst"):
+        assert f"| {system} |" in results, results
+    predictions = yaml.safe_load((exp / "decode/ensemble_scst/predictions.json").read_text())
+    evaluation = yaml.safe_load((tmp_path / "data/evaluation/captions.json").read_text())
+    assert sorted(p["audio_id"] for p in predictions) == sorted(evaluation)
+    submission = (exp / "decode/ensemble_scst/submission.csv").read_text().splitlines()
+    assert submission[0] == "file_name,caption_predicted" and len(submission) == len(evaluation) + 1
+    assert (exp / "results.png").stat().st_size > 0
+    # Rerun after it finished: nothing is done again.
+    proc = _run(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    ran = [line for line in out.splitlines() if ": python -m " in line]
+    assert ran == [], ran
+    assert out.count("already done, skipped") >= 15
