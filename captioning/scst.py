@@ -10,6 +10,8 @@ from captioning.search import beam_search, tree_map
 from captioning.vocab import Vocabulary
 from eval.fast_cider import FastCiderD
 
+SCST_BASELINES = ("greedy", "mean")
+
 
 def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch.Tensor, vocab: Vocabulary,
                     num_samples: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -43,16 +45,29 @@ def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch
 
 
 def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab: Vocabulary, num_samples: int,
-              max_len: int) -> torch.Tensor:
-    """``-(CIDEr-D(sample) - CIDEr-D(greedy)) * log p(sample)``, averaged over the sampled tokens up to ``<eos>``."""
+              max_len: int, baseline: str = "greedy") -> torch.Tensor:
+    """``-(CIDEr-D(sample) - b) * log p(sample)``, averaged over the sampled tokens up to ``<eos>``.
+
+    ``baseline`` b: ``"greedy"``, the CIDEr-D of the greedy caption (what the model writes at test time), or
+    ``"mean"``, the mean CIDEr-D of the clip's other samples (no extra decoding; needs ``num_samples`` >= 2).
+    """
+    if baseline not in SCST_BASELINES:
+        raise ValueError(f"scst.baseline: unknown '{baseline}' (valid: {', '.join(SCST_BASELINES)})")
+    if baseline == "mean" and num_samples < 2:
+        raise ValueError(f"scst.baseline 'mean' needs num_samples >= 2, found {num_samples}")
     frames, lengths, ids = batch["frames"], batch["frame_lengths"], batch["audio_ids"]
-    model.eval()  # the baseline is what the model writes at test time
-    greedy = beam_search(model, frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=1,
-                         max_len=max_len)
-    model.train()
+    if baseline == "greedy":
+        model.eval()  # the baseline is what the model writes at test time
+        greedy = beam_search(model, frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=1,
+                             max_len=max_len)
+        model.train()
     tokens, log_probs, mask = sample_captions(model, frames, lengths, vocab, num_samples, max_len)
     sampled_ids = [i for i in ids for _ in range(num_samples)]
-    sampled = reward.score([vocab.decode(row).split() for row in tokens.tolist()], sampled_ids)
-    baseline = reward.score([vocab.decode(w).split() for w in greedy], ids).repeat(num_samples)
-    advantage = torch.as_tensor(sampled - baseline, dtype=log_probs.dtype)[:, None]  # (B*S, 1)
+    sampled = reward.score([vocab.decode(row).split() for row in tokens.tolist()], sampled_ids)  # (B*S,)
+    if baseline == "greedy":
+        base = reward.score([vocab.decode(w).split() for w in greedy], ids).repeat(num_samples)
+    else:
+        per_clip = sampled.reshape(-1, num_samples)  # (B, S)
+        base = ((per_clip.sum(1, keepdims=True) - per_clip) / (num_samples - 1)).reshape(-1)
+    advantage = torch.as_tensor(sampled - base, dtype=log_probs.dtype)[:, None]  # (B*S, 1)
     return -(advantage * log_probs * mask).sum() / mask.sum()

@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from captioning.checkpoint import load_captioner, model_checkpoint
-from captioning.data import CaptionPairs, collate, load_captions, open_checked_store
+from captioning.data import CaptionPairs, Clips, collate, load_captions, open_checked_store
 from captioning.decode import caption_clips, score_cider
 from captioning.models import build_captioner
 from captioning.search import Ensemble
@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "tf_start": 1.0, "tf_end": 0.7,  # teacher forcing probability, linear over training (scheduled sampling)
         "average_last": 5,  # averaged.pt = mean of the last N epochs' weights
     },
-    "scst": {"num_samples": 5, "max_len": 20},
+    "scst": {"num_samples": 5, "max_len": 20, "baseline": "greedy"},  # baseline: greedy | mean (of other samples)
     "val": {"beam_size": 3, "max_len": 30, "batch_size": 64},
 }
 MODES = ("xe", "scst")
@@ -93,11 +93,13 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None,
                       "frame_dim": int(train_store.attrs["frame_dim"]), "vocab_size": len(vocab)}
         model = build_captioner(model_args)
     model.train()
-    dataset = CaptionPairs(train_store, train_caps, vocab, d["max_words"])
+    # XE learns from every (clip, caption) pair; SCST samples per clip and is rewarded against all its captions
+    dataset = (CaptionPairs(train_store, train_caps, vocab, d["max_words"]) if cfg["train"]["mode"] == "xe"
+               else Clips(train_store, list(train_caps)))
     steps_per_epoch = math.ceil(len(dataset) / d["batch_size"])
     t = cfg["train"]
     total_steps = t["epochs"] * steps_per_epoch
-    log.info("vocabulary %d words; %d training pairs; %d validation clips; %d parameters",
+    log.info("vocabulary %d words; %d training items; %d validation clips; %d parameters",
              len(vocab), len(dataset), len(val_caps), sum(p.numel() for p in model.parameters()))
 
     # -- optimizer, schedule (warm-up then exponential decay, per step), weight averaging --------------------------
@@ -144,7 +146,8 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None,
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
                                        ignore_index=vocab.pad, label_smoothing=t["label_smoothing"])
             else:
-                loss = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"], cfg["scst"]["max_len"])
+                loss = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"], cfg["scst"]["max_len"],
+                                 cfg["scst"]["baseline"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_grad"])

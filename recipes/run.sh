@@ -102,14 +102,20 @@ if begin_stage 6 "SCST: $exp/caption_*_xe/averaged.pt -> $exp/caption_{${caption
   end_stage
 fi
 
-decode() {  # decode <name> <checkpoints>: predictions (JSON, DCASE CSV) and scores for the evaluation split
-  local out=$exp/decode/$1
-  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "$exp/features/$eval_split.h5" \
-    --out "$out/predictions.json" --csv "$out/submission.csv" --beam_size "$beam_size"
-  step "score_$1" python -m eval.captions --predictions "$out/predictions.json" \
-    --references "$data/$eval_split/captions.json" --out "$out/scores.json"
+score() {  # score <name>: caption metrics of $exp/decode/<name>/predictions.json on the evaluation split
+  step "score_$1" python -m eval.captions --predictions "$exp/decode/$1/predictions.json" \
+    --references "$data/$eval_split/captions.json" --out "$exp/decode/$1/scores.json"
 }
-if begin_stage 7 "decode and score single models: $exp/caption_* -> $exp/decode/*/scores.json"; then
+decode() {  # decode <name> <checkpoints>: beam search predictions (JSON, DCASE CSV) for the evaluation split
+  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "$exp/features/$eval_split.h5" \
+    --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size"
+  score "$1"
+}
+if begin_stage 7 "decode and score single models and the nearest-neighbour baseline: -> $exp/decode/*/scores.json"; then
+  step decode_nearest_neighbour python -m captioning.baseline --features "$exp/features/$eval_split.h5" \
+    --train_features "$exp/features/$train_split.h5" --train_captions "$data/$train_split" \
+    --out "$exp/decode/nearest_neighbour/predictions.json" --csv "$exp/decode/nearest_neighbour/submission.csv"
+  score nearest_neighbour
   for name in $caption_models; do
     for mode in xe scst; do
       decode "${name}_$mode" "$exp/caption_${name}_$mode/averaged.pt"

@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "exp_dir": "exp/retrieval",
     "model": {
         "audio_encoder": {"name": "cnn10", "width": 0.25, "sample_rate": 16000, "spec_augment": True,
-                          "chunk_seconds": None, "hop_size": None},  # None: the encoder's own default
+                          "chunk_seconds": None, "hop_size": None, "dropout": None},  # None: the encoder's own default
         "text_encoder": {"name": "minilm", "pooling": "mean", "max_length": 32, "freeze_layers": 0,
                          "dropout": None},
         "embed_dim": 256,

@@ -110,13 +110,16 @@ class PannsCnn(nn.Module):
         chunk_seconds: if set, clips longer than this are processed in windows of about this length (rounded
             down to whole output frames so window boundaries fall on frame boundaries).
         spec_augment: apply PANNs' SpecAugment in training mode.
+        dropout: of the clip embedding's input and output (PANNs: 0.5, made for AudioSet's two million clips;
+            small corpora trained from scratch learn much faster with less).
     """
 
     def __init__(self, arch: str, sample_rate: int = 32000, width: float = 1.0, classes_num: int = 527,
                  chunk_seconds: float | None = None, spec_augment: bool = False, window_size: int | None = None,
                  hop_size: int | None = None, mel_bins: int | None = None, fmin: float | None = None,
-                 fmax: float | None = None) -> None:
+                 fmax: float | None = None, dropout: float = 0.5) -> None:
         super().__init__()
+        self.dropout = dropout
         if arch not in PANNS_ARCHS:
             raise KeyError(f"Unknown PANNs architecture {arch!r}; valid: {sorted(PANNS_ARCHS)}")
         if width <= 0:
@@ -256,10 +259,10 @@ class PannsCnn(nn.Module):
             # avg_pool counts padding as zeros, like the zero padding of a clip alone
             frames = F.max_pool1d(x_low, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
             frames = frames.masked_fill(~valid, 0.0)  # padded steps are -inf after the max
-        h = F.dropout(x_max + x_mean, p=0.5, training=self.training)
+        h = F.dropout(x_max + x_mean, p=self.dropout, training=self.training)
         h = F.relu_(self.fc1(h))  # (B, D)
         return {"frames": frames.transpose(1, 2), "frame_lengths": lengths,
-                "clip": F.dropout(h, p=0.5, training=self.training),
+                "clip": F.dropout(h, p=self.dropout, training=self.training),
                 "clipwise": torch.sigmoid(self.fc_audioset(h))}
 
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:

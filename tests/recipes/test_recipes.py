@@ -94,7 +94,7 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     assert proc.returncode == 0, out
     results = (exp / "results.md").read_text()
     for system in ("retrieval_cnn10", "retrieval_cnn6", "retrieval_ensemble", "transformer_xe", "transformer_scst",
-                   "gru_xe", "gru_scst", "ensemble_scst"):
+                   "gru_xe", "gru_scst", "ensemble_scst", "nearest_neighbour"):
         assert f"| {system} |" in results, results
     predictions = yaml.safe_load((exp / "decode/ensemble_scst/predictions.json").read_text())
     evaluation = yaml.safe_load((tmp_path / "data/evaluation/captions.json").read_text())
