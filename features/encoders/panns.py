@@ -269,6 +269,8 @@ class PannsCnn(nn.Module):
         """waveform (B, N) float, lengths (B,) valid samples or None -> dict with
         ``frames`` (B, T, D), ``frame_lengths`` (B,) long, ``clip`` (B, D), ``clipwise`` (B, classes)."""
         lengths = check_input(waveform, lengths)
+        if lengths is not None and bool((lengths == waveform.shape[1]).all()):
+            lengths = None  # nothing is padded: the unmasked path computes the same, about 5% faster
         if lengths is not None:
             waveform = waveform * time_mask(lengths, waveform.shape[1]).to(waveform.dtype)  # padding must be 0
         if self.chunk_samples is None or waveform.shape[1] <= self.chunk_samples:
