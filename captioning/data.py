@@ -6,7 +6,6 @@ Batches are dicts with fixed keys: ``audio_ids`` (list[str]), ``frames`` [B, T, 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from captioning.vocab import Vocabulary
-from features.manifest import read_manifest
+from features.manifest import read_captions, read_manifest
 from features.store import FeatureStore, open_store
 
 
@@ -25,14 +24,7 @@ def load_captions(path: str | Path) -> dict[str, list[str]]:
         return read_manifest(path).captions
     if not path.is_file():
         raise ValueError(f"{path}: captions not found (expected a split folder or a captions.json file)")
-    try:
-        captions = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid UTF-8 JSON ({err})") from None
-    if not isinstance(captions, dict) or not all(
-            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in captions.values()):
-        raise ValueError(f"{path}: expected a mapping {{audio_id: [caption, ...]}}")
-    return captions
+    return read_captions(path)
 
 
 def open_checked_store(path: str | Path, expect: Mapping[str, Any] | None = None,

@@ -5,9 +5,7 @@
 """
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -19,6 +17,7 @@ from captioning.checkpoint import load_captioner
 from captioning.data import Clips, collate, load_captions, open_checked_store
 from captioning.search import Ensemble, beam_search
 from captioning.vocab import Vocabulary, tokenize
+from features.manifest import write_csv, write_text_atomic
 from features.store import FeatureStore
 
 
@@ -79,23 +78,11 @@ def write_predictions(predictions: dict[str, str], out_json: str | Path | None,
     if out_json is not None:
         rows = [{"audio_id": i, **({"path": paths[i]} if paths else {}), "caption": c}
                 for i, c in predictions.items()]
-        _atomic_text(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     if out_csv is not None:
         Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(out_csv) + ".tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["file_name", "caption_predicted"])
-            writer.writerows([i, c] for i, c in predictions.items())
-        os.replace(tmp, out_csv)
-
-
-def _atomic_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        write_csv(out_csv, ("file_name", "caption_predicted"), list(predictions.items()))
 
 
 def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str | None = None, beam_size: int = 3,

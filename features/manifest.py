@@ -72,8 +72,9 @@ class Manifest:
         return len(self.audio)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) so a reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
@@ -90,9 +91,24 @@ def _csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
     return buf.getvalue()
 
 
+def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
+    """``{audio_id: [caption, ...]}`` from a ``captions.json`` file, its shape checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (expected {{audio_id: [caption, ...]}})")
+    try:
+        captions = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid UTF-8 JSON ({err})") from None
+    if not isinstance(captions, dict) or not all(
+            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in captions.values()):
+        raise ValueError(f"{path}: expected a mapping {{audio_id: [caption, ...]}}")
+    return captions
+
+
 def write_csv(path: str | os.PathLike, header: tuple[str, ...], rows: list[tuple]) -> None:
     """Write a small CSV table atomically (header first; RFC 4180 quoting)."""
-    _atomic_write(Path(path), _csv_text(header, rows))
+    write_text_atomic(Path(path), _csv_text(header, rows))
 
 
 def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
@@ -107,7 +123,7 @@ def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
             for e in manifest.audio]
     write_csv(split_dir / WAV_CSV, WAV_COLUMNS, rows)
     captions = {i: list(manifest.captions[i]) for i in manifest.ids if i in manifest.captions}
-    _atomic_write(split_dir / CAPTIONS_JSON, json.dumps(captions, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(split_dir / CAPTIONS_JSON, json.dumps(captions, ensure_ascii=False, indent=1) + "\n")
     write_csv(split_dir / ERRORS_CSV, ERROR_COLUMNS, list(manifest.errors))
     return split_dir
 
@@ -155,15 +171,7 @@ def read_manifest(split_dir: str | os.PathLike) -> Manifest:
                                     int(row["sample_rate"]), int(row["channels"])))
         except (TypeError, ValueError) as err:
             raise ValueError(f"{wav_path}, line {line}: bad value ({err})") from None
-    cap_path = split_dir / CAPTIONS_JSON
-    if not cap_path.is_file():
-        raise ValueError(f"{cap_path}: missing (expected {{audio_id: [caption, ...]}})")
-    try:
-        captions = json.loads(cap_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{cap_path}: not valid UTF-8 JSON ({err})") from None
-    if not isinstance(captions, dict):
-        raise ValueError(f"{cap_path}: expected a JSON object {{audio_id: [caption, ...]}}")
+    captions = read_captions(split_dir / CAPTIONS_JSON)
     errors_path = split_dir / ERRORS_CSV
     errors = ([(r["path"], r["reason"]) for r in _read_csv(errors_path, ERROR_COLUMNS)]
               if errors_path.exists() else [])
