@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -260,12 +261,14 @@ def extract(manifest: str, checkpoint: str, out: str, encoder: str | None = None
     num_shards, shard_id, torchrun = _resolve_shard(num_shards, shard_id)
     out_path, ckpt_path = Path(out), Path(checkpoint)
     split = read_manifest(manifest)
-    model = load_audio_encoder(ckpt_path, encoder, **_encoder_kwargs(encoder, ckpt_path, encoder_args,
-                                                                        chunk_seconds))
+    with ThreadPoolExecutor(1) as pool:  # hash the checkpoint while it loads (hashlib releases the GIL)
+        checkpoint_hash = pool.submit(checkpoint_sha256, ckpt_path)
+        kwargs = _encoder_kwargs(encoder, ckpt_path, encoder_args, chunk_seconds)
+        model = load_audio_encoder(ckpt_path, encoder, **kwargs)
     model.eval().requires_grad_(False)
     spec = model.spec
     fingerprint = {"encoder": spec["name"], "encoder_spec": json.dumps(spec, sort_keys=True),
-                   "checkpoint_sha256": checkpoint_sha256(ckpt_path), "sample_rate": int(model.sample_rate),
+                   "checkpoint_sha256": checkpoint_hash.result(), "sample_rate": int(model.sample_rate),
                    "frame_hop": int(model.frame_hop), "frame_dim": int(model.frame_dim),
                    "clip_dim": int(model.clip_dim), "dtype": dtype, "batch_size": int(batch_size),
                    "manifest_sha256": manifest_digest(split.audio)}

@@ -54,7 +54,16 @@ def panns_mel_config(sample_rate: int = 32000, **overrides: float) -> MelConfig:
 
 
 def build_extractors(cfg: MelConfig) -> tuple[Spectrogram, LogmelFilterBank]:
-    """Frozen torchlibrosa STFT and mel filter bank (state-dict compatible with PANNs')."""
+    """Frozen torchlibrosa STFT and mel filter bank (state-dict compatible with PANNs').
+
+    Always built on the CPU, even inside ``torch.device("meta")``: torchlibrosa assigns their fixed weights with
+    ``.data =``, which a meta module refuses.
+    """
+    with torch.device("cpu"):
+        return _build_extractors(cfg)
+
+
+def _build_extractors(cfg: MelConfig) -> tuple[Spectrogram, LogmelFilterBank]:
     spectrogram = Spectrogram(n_fft=cfg.window_size, hop_length=cfg.hop_size, win_length=cfg.window_size,
                               window="hann", center=False, pad_mode="reflect", freeze_parameters=True)
     logmel = LogmelFilterBank(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,

@@ -110,6 +110,21 @@ def test_project_and_retrieval_formats(tmp_path: Path) -> None:
     assert _same_outputs(enc, from_retrieval, 32000)
 
 
+def test_strict_load_holds_real_float32_tensors(tmp_path: Path) -> None:
+    """Strict loads skip random init (built on the meta device); a half-precision file still gives float32."""
+    torch.manual_seed(0)
+    enc = build_audio_encoder("cnn10", width=0.25)
+    torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in enc.state_dict().items()}},
+               tmp_path / "half.pth")
+    loaded = load_audio_encoder(tmp_path / "half.pth", "cnn10", width=0.25)
+    tensors = list(loaded.parameters()) + list(loaded.buffers())
+    assert not any(t.is_meta for t in tensors)
+    assert {t.dtype for t in loaded.parameters()} == {torch.float32}
+    assert {n: p.requires_grad for n, p in loaded.named_parameters()} == \
+        {n: p.requires_grad for n, p in enc.named_parameters()}
+    assert torch.equal(loaded.fc1.weight, enc.fc1.weight.half().float())
+
+
 def test_checkpoint_sha256(tmp_path: Path) -> None:
     path = tmp_path / "blob.bin"
     data = bytes(range(256)) * 10_000
