@@ -45,8 +45,9 @@ def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch
 
 
 def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab: Vocabulary, num_samples: int,
-              max_len: int, baseline: str = "greedy") -> torch.Tensor:
-    """``-(CIDEr-D(sample) - b) * log p(sample)``, averaged over the sampled tokens up to ``<eos>``.
+              max_len: int, baseline: str = "greedy") -> tuple[torch.Tensor, float]:
+    """``-(CIDEr-D(sample) - b) * log p(sample)``, averaged over the sampled tokens up to ``<eos>``, and the mean
+    CIDEr-D of the samples (the reward SCST raises, logged per epoch).
 
     ``baseline`` b: ``"greedy"``, the CIDEr-D of the greedy caption (what the model writes at test time), or
     ``"mean"``, the mean CIDEr-D of the clip's other samples (no extra decoding; needs ``num_samples`` >= 2).
@@ -70,4 +71,4 @@ def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab
         per_clip = sampled.reshape(-1, num_samples)  # (B, S)
         base = ((per_clip.sum(1, keepdims=True) - per_clip) / (num_samples - 1)).reshape(-1)
     advantage = torch.as_tensor(sampled - base, dtype=log_probs.dtype)[:, None]  # (B*S, 1)
-    return -(advantage * log_probs * mask).sum() / mask.sum()
+    return -(advantage * log_probs * mask).sum() / mask.sum(), float(sampled.mean())

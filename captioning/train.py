@@ -137,7 +137,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None,
         order = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
         loader = DataLoader(dataset, batch_size=d["batch_size"], shuffle=True, generator=order,
                             num_workers=d["num_workers"], collate_fn=collate)
-        started, loss_sum, n_batches, tf_prob = time.time(), 0.0, 0, 1.0
+        started, loss_sum, reward_sum, n_batches, tf_prob = time.time(), 0.0, 0.0, 0, 1.0
         for batch in loader:
             if t["mode"] == "xe":
                 tf_prob = t["tf_start"] + (t["tf_end"] - t["tf_start"]) * min(1.0, step / max(1, total_steps - 1))
@@ -146,8 +146,9 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None,
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
                                        ignore_index=vocab.pad, label_smoothing=t["label_smoothing"])
             else:
-                loss = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"], cfg["scst"]["max_len"],
-                                 cfg["scst"]["baseline"])
+                loss, mean_reward = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"],
+                                              cfg["scst"]["max_len"], cfg["scst"]["baseline"])
+                reward_sum += mean_reward
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_grad"])
@@ -167,9 +168,12 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None,
             averaged.update_parameters(model)
         record = {"epoch": epoch, "loss": loss_sum / max(1, n_batches), "val_cider_d": cider,
                   "lr": scheduler.get_last_lr()[0], "tf_prob": tf_prob, "epoch_seconds": train_time}
+        if t["mode"] == "scst":
+            record["train_reward"] = reward_sum / max(1, n_batches)  # mean CIDEr-D of the sampled captions
         history.append(record)
-        log.info("epoch %d: loss %.4f, val CIDEr-D %.4f, lr %.2e, teacher forcing %.2f, %.1fs", epoch,
-                 record["loss"], cider, record["lr"], tf_prob, train_time)
+        log.info("epoch %d: loss %.4f, val CIDEr-D %.4f, lr %.2e, teacher forcing %.2f, %.1fs%s", epoch,
+                 record["loss"], cider, record["lr"], tf_prob, train_time,
+                 f", train reward {record['train_reward']:.4f}" if "train_reward" in record else "")
 
         # -- checkpoint: best, last (resumable), averaged ---------------------------------------------------------
         meta = {"config": cfg, "epoch": epoch}

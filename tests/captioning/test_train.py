@@ -71,6 +71,7 @@ def test_scst_from_xe_checkpoint(toy_data, tiny, tmp_path):
         "scst.num_samples": 2, "scst.max_len": 8}))
     (record,) = result["history"]
     assert torch.isfinite(torch.tensor(record["loss"]))
+    assert 0.0 <= record["train_reward"] <= 10.0  # mean CIDEr-D of the samples (CIDEr-D is at most 10)
     xe = load_checkpoint(tmp_path / "xe" / "last.pt")
     scst = load_checkpoint(tmp_path / "scst" / "last.pt")
     assert scst["vocab"] == xe["vocab"] and scst["model_args"] == xe["model_args"]
