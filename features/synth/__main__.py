@@ -1,12 +1,14 @@
-"""Command line: ``python -m features.synth --out DIR --n-clips N --seed S [--sample-rate 16000] [--workers 2]``."""
+"""Command line: ``python -m features.synth --out DIR --n-clips N --seed S [--shares 0.7,0.15,0.15]
+[--sample-rate 16000] [--workers 2]``."""
 from __future__ import annotations
 
 import fire
 
-from .corpus import make_corpus
+from .corpus import SPLIT_SHARES, make_corpus
 
 
-def main(out: str, n_clips: int = 3000, seed: int = 0, sample_rate: int = 16000, workers: int = 2) -> None:
+def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...] = SPLIT_SHARES,
+         sample_rate: int = 16000, workers: int = 2) -> None:
     """Generate the synthetic audio-caption corpus in Clotho's layout.
 
     Writes DIR/clotho_audio_{development,validation,evaluation}/synth_NNNNNN.wav (mono, 16-bit),
@@ -17,12 +19,13 @@ def main(out: str, n_clips: int = 3000, seed: int = 0, sample_rate: int = 16000,
 
     Args:
         out: output folder (created if missing).
-        n_clips: number of clips over all splits (70/15/15 development/validation/evaluation).
+        n_clips: number of clips over all splits.
         seed: random seed of everything: scenes, audio, captions, splits and held-out combinations.
+        shares: fractions of the clips in development, validation and evaluation (summing to 1).
         sample_rate: sample rate in Hz of the wav files (>= 16000).
         workers: processes rendering clips in parallel (1 renders in this process).
     """
-    s = make_corpus(out, n_clips, seed=seed, sample_rate=sample_rate, workers=workers)
+    s = make_corpus(out, n_clips, seed=seed, sample_rate=sample_rate, workers=workers, shares=shares)
     clips = ", ".join(f"{k} {v}" for k, v in s["clips"].items())
     print(f"clips: {clips} ({s['compositional']} evaluation clips with unseen combinations)")
     print(f"audio: {s['duration_s'] / 3600:.2f} h; caption vocabulary: {s['vocabulary']} words; "

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import time
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,23 @@ def choose_heldout(seed: int) -> list[str]:
     return sorted(chosen)
 
 
-def assign_splits(n_clips: int, seed: int) -> list[tuple[str, bool]]:
-    """(split, forced) per clip index: 70/15/15 by a seeded permutation; forced = must hold a held-out combination."""
-    n_dev = round(SPLIT_SHARES[0] * n_clips)
-    n_val = round(SPLIT_SHARES[1] * n_clips)
+def check_shares(shares: Sequence[float]) -> tuple[float, float, float]:
+    """Development/validation/evaluation shares: three non-negative numbers summing to 1."""
+    try:
+        dev, val, ev = (float(x) for x in shares)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid shares. (expected 3 numbers for {'/'.join(SPLITS)}, found {shares!r})") from None
+    if min(dev, val, ev) < 0 or abs(dev + val + ev - 1.0) > 1e-6:
+        raise ValueError(f"Invalid shares. (expected 3 non-negative numbers summing to 1, found {shares!r})")
+    return dev, val, ev
+
+
+def assign_splits(n_clips: int, seed: int, shares: Sequence[float] = SPLIT_SHARES) -> list[tuple[str, bool]]:
+    """(split, forced) per clip index, split sizes by ``shares`` (default 70/15/15), order by a seeded permutation;
+    forced = must hold a held-out combination."""
+    shares = check_shares(shares)
+    n_dev = round(shares[0] * n_clips)
+    n_val = min(round(shares[1] * n_clips), n_clips - n_dev)
     n_eval = n_clips - n_dev - n_val
     n_forced = int(np.ceil(FORCED_SHARE * n_eval))
     roles = [("development", False)] * n_dev + [("validation", False)] * n_val
@@ -182,8 +196,9 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 
 def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int = 16000, workers: int = 2,
-                progress: bool = True) -> dict:
-    """Generate the synthetic corpus under out (see module docstring) and return a summary.
+                progress: bool = True, shares: Sequence[float] = SPLIT_SHARES) -> dict:
+    """Generate the synthetic corpus under out (see module docstring) and return a summary. ``shares``: the
+    development/validation/evaluation split sizes as fractions of ``n_clips``.
 
     Returns {"clips": {split: n}, "compositional": n, "duration_s": total audio seconds,
     "vocabulary": distinct caption words, "seconds": wall time}.
@@ -195,7 +210,7 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
     t0 = time.time()
     out = Path(out)
     heldout = choose_heldout(seed)
-    roles = assign_splits(n_clips, seed)
+    roles = assign_splits(n_clips, seed, shares)
     settings = {"generator": "features.synth", "format_version": FORMAT_VERSION, "seed": seed, "n_clips": n_clips,
                 "sample_rate": sample_rate, "heldout_combinations": heldout,
                 "splits": {s: sum(r == s for r, _ in roles) for s in SPLITS}}

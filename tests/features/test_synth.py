@@ -133,6 +133,17 @@ def test_heldout_rule_over_a_planned_corpus():
     assert per_split["evaluation"] & heldout
 
 
+def test_split_shares():
+    count = lambda roles: {s: sum(r == s for r, _ in roles) for s in SPLITS}  # noqa: E731
+    assert count(assign_splits(100, 0)) == {"development": 70, "validation": 15, "evaluation": 15}
+    roles = assign_splits(800, 0, (0.525, 0.1, 0.375))
+    assert count(roles) == {"development": 420, "validation": 80, "evaluation": 300}
+    assert sum(forced for _, forced in roles) == 120  # 40% of evaluation holds a held-out combination
+    for bad in [(0.5, 0.5), (0.6, 0.3, 0.3), (1.2, -0.1, -0.1), "0.7"]:
+        with pytest.raises(ValueError, match="Invalid shares"):
+            assign_splits(10, 0, bad)
+
+
 def test_event_types_and_vocabulary_over_300_clips():
     seed, n = 0, 300
     heldout = choose_heldout(seed)
