@@ -45,24 +45,28 @@ def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch
 
 
 def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab: Vocabulary, num_samples: int,
-              max_len: int, baseline: str = "greedy") -> tuple[torch.Tensor, float]:
+              max_len: int, baseline: str = "greedy", dropout: bool = False) -> tuple[torch.Tensor, float]:
     """``-(CIDEr-D(sample) - b) * log p(sample)``, averaged over the sampled tokens up to ``<eos>``, and the mean
     CIDEr-D of the samples (the reward SCST raises, logged per epoch).
 
     ``baseline`` b: ``"greedy"``, the CIDEr-D of the greedy caption (what the model writes at test time), or
     ``"mean"``, the mean CIDEr-D of the clip's other samples (no extra decoding; needs ``num_samples`` >= 2).
+    ``dropout``: sample with dropout active. Off by default, so the policy being improved is the network that
+    decodes at test time; on a fresh 1000-clip synthetic set this gave both decoders a larger CIDEr-D gain.
     """
     if baseline not in SCST_BASELINES:
         raise ValueError(f"scst.baseline: unknown '{baseline}' (valid: {', '.join(SCST_BASELINES)})")
     if baseline == "mean" and num_samples < 2:
         raise ValueError(f"scst.baseline 'mean' needs num_samples >= 2, found {num_samples}")
     frames, lengths, ids = batch["frames"], batch["frame_lengths"], batch["audio_ids"]
-    if baseline == "greedy":
-        model.eval()  # the baseline is what the model writes at test time
+    training = model.training
+    model.eval()
+    if baseline == "greedy":  # the baseline is what the model writes at test time
         greedy = beam_search(model, frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=1,
                              max_len=max_len)
-        model.train()
+    model.train(training and dropout)
     tokens, log_probs, mask = sample_captions(model, frames, lengths, vocab, num_samples, max_len)
+    model.train(training)
     sampled_ids = [i for i in ids for _ in range(num_samples)]
     sampled = reward.score([vocab.decode(row).split() for row in tokens.tolist()], sampled_ids)  # (B*S,)
     if baseline == "greedy":

@@ -51,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
         "tf_start": 1.0, "tf_end": 0.7,  # teacher forcing probability, linear over training (scheduled sampling)
         "average_last": 5,  # averaged.pt = mean of the last N epochs' weights
     },
-    "scst": {"num_samples": 5, "max_len": 20, "baseline": "greedy"},  # baseline: greedy | mean (of other samples)
+    # baseline: greedy | mean (of the clip's other samples); dropout: sample with dropout active
+    "scst": {"num_samples": 5, "max_len": 20, "baseline": "greedy", "dropout": False},
     "val": {"beam_size": 3, "max_len": 30, "batch_size": 64},
 }
 MODES = ("xe", "scst")
@@ -147,7 +148,8 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None,
                                        ignore_index=vocab.pad, label_smoothing=t["label_smoothing"])
             else:
                 loss, mean_reward = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"],
-                                              cfg["scst"]["max_len"], cfg["scst"]["baseline"])
+                                              cfg["scst"]["max_len"], cfg["scst"]["baseline"],
+                                              cfg["scst"]["dropout"])
                 reward_sum += mean_reward
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -65,13 +65,9 @@ fi
 
 retrieval_ckpts=$(for name in $retrieval_models; do printf '%s,' "$exp/retrieval_$name/best.pt"; done)
 retrieval_ckpts=${retrieval_ckpts%,}
-if begin_stage 3 "retrieval evaluation: $data/$eval_split -> $exp/retrieval_*/eval.json, $exp/retrieval_ensemble.json"; then
-  for name in $retrieval_models; do
-    step "retrieval_eval_$name" python -m retrieval.evaluate --checkpoints "$exp/retrieval_$name/best.pt" \
-      --manifest "$data/$eval_split" --out "$exp/retrieval_$name/eval.json"
-  done
-  step retrieval_eval_ensemble python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" \
-    --manifest "$data/$eval_split" --out "$exp/retrieval_ensemble.json"
+if begin_stage 3 "retrieval evaluation, each model and their ensemble: $data/$eval_split -> $exp/retrieval_eval.json"; then
+  step retrieval_eval python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" --manifest "$data/$eval_split" \
+    --out "$exp/retrieval_eval.json"
   end_stage
 fi
 

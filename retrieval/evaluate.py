@@ -63,32 +63,39 @@ def evaluate_model(model: BiEncoder, manifest: Manifest, store: WaveformStore | 
     return flat_metrics(model_similarity(model, manifest, store, batch_size), queries(manifest)[2])
 
 
-def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16) -> np.ndarray:
-    """Mean of the members' similarity matrices; audio is decoded once per distinct sample rate."""
+def member_similarities(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16) -> list[np.ndarray]:
+    """Each checkpoint's similarity matrix; audio is decoded once per distinct sample rate."""
     stores: dict[int, WaveformStore] = {}
-    total = None
+    sims = []
     for path in checkpoints:
         model = load_model(load_checkpoint(path, kind="retrieval"))
         store = stores.setdefault(model.sample_rate, WaveformStore(manifest, model.sample_rate))
-        sim = model_similarity(model, manifest, store, batch_size)
-        total = sim if total is None else total + sim
-    return total / len(checkpoints)
+        sims.append(model_similarity(model, manifest, store, batch_size))
+    return sims
+
+
+def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16) -> np.ndarray:
+    """Mean of the members' similarity matrices."""
+    return np.mean(member_similarities(checkpoints, manifest, batch_size), axis=0)
 
 
 def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None,
              batch_size: int = 16) -> dict[str, Any]:
     """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
 
-    Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics"}``.
+    Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics"}``;
+    an ensemble adds ``"members": {checkpoint: metrics}``, each member scored alone from the same pass.
     """
     paths = [p for p in (checkpoints.split(",") if isinstance(checkpoints, str) else checkpoints) if p]
     if not paths:
         raise ValueError("Invalid checkpoints. (expected one or more paths, comma-separated)")
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
+    sims = member_similarities(paths, split, batch_size)
     result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
-              "n_captions": len(captions),
-              "metrics": flat_metrics(ensemble_similarity(paths, split, batch_size), owner)}
+              "n_captions": len(captions), "metrics": flat_metrics(np.mean(sims, axis=0), owner)}
+    if len(paths) > 1:
+        result["members"] = {str(p): flat_metrics(sim, owner) for p, sim in zip(paths, sims)}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

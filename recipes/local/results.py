@@ -2,7 +2,8 @@
 
     python recipes/local/results.py --exp exp/synth [--out exp/synth/results.md]
 
-Reads ``<exp>/retrieval_*/eval.json``, ``<exp>/retrieval_ensemble.json`` and ``<exp>/decode/*/scores.json``; writes a
+Reads ``<exp>/retrieval_eval.json`` (from ``retrieval.evaluate``: each model, and their ensemble when there are
+several; a model is named by its folder) and ``<exp>/decode/*/scores.json``; writes a
 Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per captioning system.
 """
 from __future__ import annotations
@@ -28,10 +29,13 @@ def _table(title: str, rows: dict[str, dict[str, float]], keys: tuple[str, ...],
 def collect(exp: str | Path) -> tuple[dict, dict, dict]:
     """(retrieval rows, captioning rows, unavailable-metric notes) found under ``exp``."""
     exp = Path(exp)
-    retrieval = {p.parent.name: json.loads(p.read_text())["metrics"] for p in sorted(exp.glob("retrieval_*/eval.json"))}
-    ensemble = exp / "retrieval_ensemble.json"
-    if ensemble.is_file():
-        retrieval["retrieval_ensemble"] = json.loads(ensemble.read_text())["metrics"]
+    retrieval = {}
+    if (exp / "retrieval_eval.json").is_file():
+        result = json.loads((exp / "retrieval_eval.json").read_text())
+        members = result.get("members") or {result["checkpoints"][0]: result["metrics"]}
+        retrieval = {Path(ckpt).parent.name: metrics for ckpt, metrics in members.items()}
+        if "members" in result:
+            retrieval["retrieval_ensemble"] = result["metrics"]
     captioning, notes = {}, {}
     for path in sorted(exp.glob("decode/*/scores.json")):
         scores = json.loads(path.read_text())

@@ -99,7 +99,7 @@ def test_ensemble_of_different_architectures_averages_similarities(trained, tiny
     from common import save_checkpoint
     from features.manifest import read_manifest
     from features.weights import load_audio_encoder
-    from retrieval.evaluate import ensemble_similarity
+    from retrieval.evaluate import ensemble_similarity, evaluate, flat_metrics, queries
     from retrieval.model import build_model
 
     # a second member with another encoder and sample rate (untrained weights are enough for the arithmetic)
@@ -114,6 +114,10 @@ def test_ensemble_of_different_architectures_averages_similarities(trained, tiny
     both = ensemble_similarity([str(trained / "best.pt"), str(other)], split)
     assert both.shape == (54, 18)
     assert abs(both - (a + b) / 2).max() < 1e-6
+    # one evaluate call scores the ensemble and each member alone
+    result = evaluate(f"{trained / 'best.pt'},{other}", tiny_corpus["val"])
+    assert result["members"][str(other)] == evaluate(str(other), tiny_corpus["val"])["metrics"]
+    assert result["metrics"] == flat_metrics(both, queries(split)[2])
     # the audio encoder of a retrieval checkpoint loads for feature extraction (features.weights)
     encoder = load_audio_encoder(other)
     assert encoder.sample_rate == 32000 and encoder.spec["name"] == "cnn10"
