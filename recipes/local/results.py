@@ -4,14 +4,20 @@
 
 Reads ``<exp>/retrieval_eval.json`` (from ``retrieval.evaluate``: each model, and their ensemble when there are
 several; a model is named by its folder) and ``<exp>/decode/*/scores.json``; writes a
-Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per captioning system.
+Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per captioning system. Under the table,
+each SCST system is compared with the cross-entropy model it started from (``<name>_scst`` against ``<name>_xe``),
+and the SCST ensemble with its best member: CIDEr-D difference with a 95% paired-bootstrap interval over the clips.
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import fire
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root: run as a script by run.sh
+from eval.compare import compare  # noqa: E402
 
 RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
 CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
@@ -50,6 +56,7 @@ def results(exp: str, out: str | None = None) -> str:
     lines = [f"# Results: {exp}", ""]
     lines += _table("Retrieval (evaluation split)", retrieval, RETRIEVAL_KEYS, {})
     lines += _table("Captioning (evaluation split)", captioning, CAPTION_KEYS, notes)
+    lines += _comparisons(Path(exp), captioning)
     lines += ["Training curves: " + ", ".join(str(p.relative_to(exp)) for p in sorted(Path(exp).glob("*/curves.png"))),
               ""]
     text = "\n".join(lines)
@@ -59,6 +66,23 @@ def results(exp: str, out: str | None = None) -> str:
         _plot(captioning, out_path.with_suffix(".png"))
     print(text)
     return text
+
+
+def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str]:
+    """Lines comparing SCST with its XE start and the SCST ensemble with its best member (CIDEr-D, bootstrap)."""
+    pairs = [(name[:-len("_scst")] + "_xe", name) for name in captioning
+             if name.endswith("_scst") and name[:-len("_scst")] + "_xe" in captioning]
+    members = [s for _, s in pairs]
+    if "ensemble_scst" in captioning and members:
+        pairs.append((max(members, key=lambda n: captioning[n].get("cider_d", 0.0)), "ensemble_scst"))
+    lines = []
+    for base, system in pairs:
+        if captioning[base].get("cider_d") is None or captioning[system].get("cider_d") is None:
+            continue
+        r = compare(exp / "decode" / base / "scores.json", exp / "decode" / system / "scores.json", "cider_d")["cider_d"]
+        lines.append(f"- {system} vs {base}: CIDEr-D {r['difference']:+.3f} (95% interval {r['low']:+.3f} to "
+                     f"{r['high']:+.3f}, paired bootstrap over {r['clips']} clips)")
+    return lines + [""] if lines else []
 
 
 def _plot(captioning: dict[str, dict[str, float]], png: Path) -> None:
@@ -79,4 +103,4 @@ def _plot(captioning: dict[str, dict[str, float]], png: Path) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(results)
+    fire.Fire(results, serialize=lambda _: None)  # the table is printed once, by results()

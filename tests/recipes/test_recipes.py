@@ -96,6 +96,7 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     for system in ("retrieval_cnn10", "retrieval_cnn6", "retrieval_ensemble", "transformer_xe", "transformer_scst",
                    "gru_xe", "gru_scst", "ensemble_scst", "nearest_neighbour"):
         assert f"| {system} |" in results, results
+    assert "- transformer_scst vs transformer_xe: CIDEr-D " in results, results  # with its bootstrap interval
     predictions = yaml.safe_load((exp / "decode/ensemble_scst/predictions.json").read_text())
     evaluation = yaml.safe_load((tmp_path / "data/evaluation/captions.json").read_text())
     assert sorted(p["audio_id"] for p in predictions) == sorted(evaluation)
