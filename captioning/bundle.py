@@ -35,7 +35,7 @@ from captioning.decode import load_ensemble
 from captioning.models import build_captioner
 from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
-from common import load_checkpoint, save_checkpoint
+from common import checkpoint_paths, load_checkpoint, save_checkpoint
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
 from features.weights import checkpoint_sha256, load_audio_encoder, load_state_dict_checked
 
@@ -105,18 +105,11 @@ def check_compatible(captioner_args: Mapping[str, Any], feature_attrs: Mapping[s
                          "features were extracted with")
 
 
-def _paths(captioners: str | Sequence[str]) -> list[str]:
-    paths = [p.strip() for p in captioners.split(",")] if isinstance(captioners, str) else [str(p) for p in captioners]
-    if not paths or not all(paths):
-        raise ValueError(f"Invalid captioners. (expected one or more checkpoint paths, found {captioners!r})")
-    return paths
-
-
 def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *, encoder: str | None = None,
                   chunk_seconds: float | None = CHUNK_SECONDS) -> Pipeline:
     """Load a stage-1 audio-encoder checkpoint (retrieval, audio-encoder or official PANNs format; ``encoder`` names
     the architecture of an official one) and captioner checkpoints (comma-separated or a list: an ensemble)."""
-    paths = _paths(captioners)
+    paths = checkpoint_paths(captioners, "captioners")
     model = with_chunking(load_audio_encoder(audio_encoder, encoder).requires_grad_(False), chunk_seconds)
     sha = checkpoint_sha256(audio_encoder)
     scorer, vocab, attrs = load_ensemble(paths)
@@ -191,7 +184,8 @@ def make_bundle(audio_encoder: str, captioners: str | Sequence[str], out: str, e
     pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, chunk_seconds=chunk_seconds)
     pipeline.decoding = check_decoding({"beam_size": beam_size, "max_len": max_len, "min_len": min_len,
                                         "length_norm": length_norm})
-    sources = {"audio_encoder": Path(audio_encoder).name, "captioners": [Path(p).name for p in _paths(captioners)]}
+    sources = {"audio_encoder": Path(audio_encoder).name,
+               "captioners": [Path(p).name for p in checkpoint_paths(captioners, "captioners")]}
     save_checkpoint(bundle_checkpoint(pipeline, sources), out)
     return Path(out)
 

@@ -17,6 +17,7 @@ from captioning.checkpoint import load_captioner
 from captioning.data import Clips, collate, load_captions, open_checked_store
 from captioning.search import Ensemble, beam_search
 from captioning.vocab import Vocabulary, tokenize
+from common import checkpoint_paths
 from features.manifest import write_csv, write_text_atomic
 from features.store import FeatureStore
 
@@ -101,8 +102,7 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
         references: optional ``captions.json`` or split folder; when given, CIDEr-D is computed and returned.
     Returns ``{"clips": n, "cider_d": score or None}``.
     """
-    paths = checkpoints.split(",") if isinstance(checkpoints, str) else list(checkpoints)
-    scorer, vocab, attrs = load_ensemble(paths)
+    scorer, vocab, attrs = load_ensemble(checkpoint_paths(checkpoints))
     store = open_checked_store(features, expect={k: v for k, v in attrs.items() if k != "checkpoint_sha256"
                                                  or v})
     with torch.inference_mode():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,14 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(checkpoint, tmp)
     os.replace(tmp, path)
+
+
+def checkpoint_paths(value: str | Sequence[str | os.PathLike], what: str = "checkpoints") -> list[str]:
+    """Checkpoint paths given as a comma-separated string or a list; an empty list or entry is a ValueError."""
+    paths = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(p) for p in value]
+    if not paths or not all(paths):
+        raise ValueError(f"Invalid {what}. (expected one or more checkpoint paths, comma-separated, found {value!r})")
+    return paths
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import fire
 import numpy as np
 
-from common import load_checkpoint
+from common import checkpoint_paths, load_checkpoint
 from eval.retrieval import retrieval_metrics
 from features.manifest import Manifest, read_manifest
 from retrieval.data import WaveformStore
@@ -86,9 +86,7 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics"}``;
     an ensemble adds ``"members": {checkpoint: metrics}``, each member scored alone from the same pass.
     """
-    paths = [p for p in (checkpoints.split(",") if isinstance(checkpoints, str) else checkpoints) if p]
-    if not paths:
-        raise ValueError("Invalid checkpoints. (expected one or more paths, comma-separated)")
+    paths = checkpoint_paths(checkpoints)
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
     sims = member_similarities(paths, split, batch_size)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import fire
 import numpy as np
 
-from common import load_checkpoint
+from common import checkpoint_paths, load_checkpoint
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
@@ -59,10 +59,7 @@ def _lines(value: str | Sequence[str], what: str) -> list[str]:
 
 
 def _models(checkpoints: str | Sequence[str]) -> list[BiEncoder]:
-    paths = [p for p in (checkpoints.split(",") if isinstance(checkpoints, str) else checkpoints) if p]
-    if not paths:
-        raise ValueError("Invalid checkpoints. (expected one or more paths, comma-separated)")
-    return [load_model(load_checkpoint(p, kind="retrieval")) for p in paths]
+    return [load_model(load_checkpoint(p, kind="retrieval")) for p in checkpoint_paths(checkpoints)]
 
 
 def _load_all(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[str], list[np.ndarray], list[str]]:

@@ -1,10 +1,11 @@
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from common import (load_checkpoint, load_config, open_run, rng_state, save_checkpoint, set_rng_state,
+from common import (checkpoint_paths, load_checkpoint, load_config, open_run, rng_state, save_checkpoint, set_rng_state,
                     write_history)
 
 DEFAULTS = {"epochs": 3, "lr": 1e-3, "name": "cnn14", "layers": [1, 2], "model": {"width": 0.5, "pool": None}}
@@ -45,6 +46,14 @@ def test_checkpoint_round_trip_and_foreign_files(tmp_path):
     torch.save({"model": {"w": torch.ones(1)}}, tmp_path / "panns.pth")
     with pytest.raises(ValueError, match="not a project checkpoint"):
         load_checkpoint(tmp_path / "panns.pth")
+
+
+def test_checkpoint_paths():
+    assert checkpoint_paths("a.pt, b.pt") == ["a.pt", "b.pt"]
+    assert checkpoint_paths(["a.pt", Path("dir/b.pt")]) == ["a.pt", "dir/b.pt"]
+    for bad in ["", "a.pt,", [], ["a.pt", ""]]:
+        with pytest.raises(ValueError, match="Invalid captioners"):
+            checkpoint_paths(bad, "captioners")
 
 
 def test_rng_state_survives_a_checkpoint(tmp_path):
