@@ -79,10 +79,8 @@ def write_predictions(predictions: dict[str, str], out_json: str | Path | None,
     if out_json is not None:
         rows = [{"audio_id": i, **({"path": paths[i]} if paths else {}), "caption": c}
                 for i, c in predictions.items()]
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     if out_csv is not None:
-        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
         write_csv(out_csv, ("file_name", "caption_predicted"), list(predictions.items()))
 
 

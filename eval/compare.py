@@ -38,14 +38,21 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 10000, seed: i
             "p_better": float((means > 0).mean()), "clips": len(diff), "samples": samples}
 
 
-def _per_clip(path: str | os.PathLike, metric: str) -> dict[str, float]:
-    """Per-clip scores of ``metric`` from a score file, checked to average to its corpus score."""
-    path = Path(path)
+def _read_scores(path: str | os.PathLike) -> dict:
+    """A score file of ``eval.captions`` (``corpus``, ``per_clip``, ``unavailable``)."""
     try:
-        scores = json.loads(path.read_text(encoding="utf-8"))
-        corpus, per_clip = scores["corpus"], scores["per_clip"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        scores = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
         raise ValueError(f"{path}: not a score file of eval.captions ({type(err).__name__}: {err})") from err
+    if not isinstance(scores, dict) or not {"corpus", "per_clip"} <= set(scores):
+        raise ValueError(f"{path}: not a score file of eval.captions (no 'corpus' and 'per_clip')")
+    return scores
+
+
+def _per_clip(path: str | os.PathLike, scores: dict, metric: str) -> dict[str, float]:
+    """Per-clip scores of ``metric`` from the score file ``path`` read as ``scores``, checked to average to its
+    corpus score."""
+    corpus, per_clip = scores["corpus"], scores["per_clip"]
     if metric not in MEAN_METRICS:
         raise ValueError(f"{metric}: its corpus score is not a mean over clips, so clips cannot be resampled "
                          f"(resamplable: {', '.join(MEAN_METRICS)})")
@@ -73,9 +80,10 @@ def compare(baseline: str, system: str, metrics: str | tuple[str, ...] = "cider_
         ``{metric: {"difference", "low", "high", "p_better", "clips", "samples"}}`` (95% interval).
     """
     names = [m for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m]
+    base_scores, system_scores = _read_scores(baseline), _read_scores(system)
     result = {}
     for metric in names:
-        a, b = _per_clip(baseline, metric), _per_clip(system, metric)
+        a, b = _per_clip(baseline, base_scores, metric), _per_clip(system, system_scores, metric)
         if set(a) != set(b):
             raise ValueError(f"{system} and {baseline} score different clips ({len(set(b) - set(a))} only in the "
                              f"first, {len(set(a) - set(b))} only in the second)")

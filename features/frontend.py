@@ -60,14 +60,10 @@ def build_extractors(cfg: MelConfig) -> tuple[Spectrogram, LogmelFilterBank]:
     ``.data =``, which a meta module refuses.
     """
     with torch.device("cpu"):
-        return _build_extractors(cfg)
-
-
-def _build_extractors(cfg: MelConfig) -> tuple[Spectrogram, LogmelFilterBank]:
-    spectrogram = Spectrogram(n_fft=cfg.window_size, hop_length=cfg.hop_size, win_length=cfg.window_size,
-                              window="hann", center=False, pad_mode="reflect", freeze_parameters=True)
-    logmel = LogmelFilterBank(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,
-                              fmax=cfg.fmax, ref=1.0, amin=1e-10, top_db=None, freeze_parameters=True)
+        spectrogram = Spectrogram(n_fft=cfg.window_size, hop_length=cfg.hop_size, win_length=cfg.window_size,
+                                  window="hann", center=False, pad_mode="reflect", freeze_parameters=True)
+        logmel = LogmelFilterBank(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,
+                                  fmax=cfg.fmax, ref=1.0, amin=1e-10, top_db=None, freeze_parameters=True)
     return spectrogram, logmel
 
 

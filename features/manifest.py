@@ -73,8 +73,10 @@ class Manifest:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) so a reader sees the old file or the whole new one, never a part."""
+    """Write ``text`` (UTF-8) so a reader sees the old file or the whole new one, never a part; the folder is
+    created if missing."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
@@ -108,7 +110,7 @@ def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
 
 def write_csv(path: str | os.PathLike, header: tuple[str, ...], rows: list[tuple]) -> None:
     """Write a small CSV table atomically (header first; RFC 4180 quoting)."""
-    write_text_atomic(Path(path), _csv_text(header, rows))
+    write_text_atomic(path, _csv_text(header, rows))
 
 
 def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:

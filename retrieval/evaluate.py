@@ -10,7 +10,6 @@ matrices of its members, which may differ in architecture and sample rate (each 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import fire
@@ -18,7 +17,7 @@ import numpy as np
 
 from common import checkpoint_paths, load_checkpoint
 from eval.retrieval import retrieval_metrics
-from features.manifest import Manifest, read_manifest
+from features.manifest import Manifest, read_manifest, write_text_atomic
 from retrieval.data import WaveformStore
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
@@ -95,8 +94,7 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     if len(paths) > 1:
         result["members"] = {str(p): flat_metrics(sim, owner) for p, sim in zip(paths, sims)}
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
     return result
 
 

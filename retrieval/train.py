@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from common import load_checkpoint, open_run, rng_state, save_checkpoint, seed_everything, set_rng_state, write_history
 from common.distributed import all_gather_object, barrier, init_distributed, is_main
 from features.manifest import read_manifest
-from features.weights import load_audio_encoder
+from features.weights import load_audio_encoder, load_state_dict_checked
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
 from retrieval.evaluate import evaluate_model
 from retrieval.loss import info_nce
@@ -134,10 +134,7 @@ def _all_rng_states() -> list[dict[str, Any]]:
 def _init_weights_from(model: BiEncoder, path: str, log) -> None:
     """Start from another retrieval checkpoint's weights (strict: same architecture)."""
     checkpoint = load_checkpoint(path, kind="retrieval")
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: init_from does not fit this model ({err})") from None
+    load_state_dict_checked(model, checkpoint["state_dict"], f"{path} (init_from)", strict=True)
     log.info("initialised from %s (epoch %s)", path, checkpoint.get("epoch"))
 
 
@@ -158,8 +155,6 @@ def train(config: str | None = None, **overrides: Any) -> dict[str, Any]:
     seed_everything(cfg["seed"])
     model = build_model(model_args)
     if cfg["audio_init"]:
-        from features.weights import load_state_dict_checked
-
         audio_args = dict(model_args["audio_encoder"])
         pretrained = load_audio_encoder(cfg["audio_init"], audio_args.pop("name"), **audio_args)
         load_state_dict_checked(model.audio_encoder, pretrained.state_dict(), cfg["audio_init"], strict=True)

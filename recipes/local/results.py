@@ -70,8 +70,8 @@ def results(exp: str, out: str | None = None) -> str:
 
 def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str]:
     """Lines comparing SCST with its XE start and the SCST ensemble with its best member (CIDEr-D, bootstrap)."""
-    pairs = [(name[:-len("_scst")] + "_xe", name) for name in captioning
-             if name.endswith("_scst") and name[:-len("_scst")] + "_xe" in captioning]
+    pairs = [(name.removesuffix("_scst") + "_xe", name) for name in captioning
+             if name.endswith("_scst") and name.removesuffix("_scst") + "_xe" in captioning]
     members = [s for _, s in pairs]
     if "ensemble_scst" in captioning and members:
         pairs.append((max(members, key=lambda n: captioning[n].get("cider_d", 0.0)), "ensemble_scst"))

@@ -64,6 +64,12 @@ def test_init_from_and_errors(trained, tiny_corpus, tiny_settings, tmp_path):
     torch.save({"model": build_audio_encoder("cnn6", width=0.25, sample_rate=16000).state_dict()}, panns)
     with pytest.raises(ValueError, match="panns_cnn6.pth"):  # width 0.25 weights, width 0.125 model
         train(None, **tiny_settings(tiny_corpus, tmp_path / "panns", epochs=1, audio_init=str(panns)))
+    # a retrieval checkpoint of another model: the error names the file and the keys
+    from common import save_checkpoint
+    save_checkpoint({"kind": "retrieval", "model_args": {}, "state_dict": {"extra.weight": torch.zeros(2)}},
+                    tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt \(init_from\).*unexpected keys: extra.weight"):
+        train(None, **tiny_settings(tiny_corpus, tmp_path / "other", epochs=1, init_from=str(tmp_path / "other.pt")))
     with pytest.raises(KeyError, match="unknown setting"):
         train(None, **tiny_settings(tiny_corpus, tmp_path / "x", learning_rate=1.0))
     with pytest.raises(ValueError, match="wav.csv"):
