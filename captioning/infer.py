@@ -31,6 +31,7 @@ from captioning.bundle import Pipeline, check_decoding, load_bundle, load_pipeli
 from captioning.decode import caption_frames, write_predictions
 from features.audio import AudioError, load_audio, probe
 from features.encoders import AudioEncoder
+from features.frontend import pad_waveforms
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -68,10 +69,7 @@ def encode_waveforms(encoder: AudioEncoder, waves: Sequence[torch.Tensor]) -> di
     One zero-padded batch with its lengths: the encoder ignores the padding, so each clip's frames equal those it
     gets alone. Call under ``torch.inference_mode()`` with the encoder in eval mode.
     """
-    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    waveform = torch.zeros(len(waves), int(lengths.max()))  # (B, N), zero padding past each length
-    for row, w in enumerate(waves):
-        waveform[row, :len(w)] = w
+    waveform, lengths = pad_waveforms(waves)
     out = encoder(waveform, lengths)  # frames (B, T, D), frame_lengths (B,)
     return {"frames": out["frames"].float(), "frame_lengths": out["frame_lengths"]}
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from features.audio import AudioError, load_audio
 from features.encoders import AUDIO_ENCODERS
+from features.frontend import pad_waveforms
 from features.manifest import AudioEntry, read_manifest, write_csv
 from features.store import DTYPES, check_attrs, create_store, read_attrs
 from features.weights import checkpoint_sha256, load_audio_encoder
@@ -148,12 +149,7 @@ class BatchAudio(Dataset):
                 ids.append(entry.audio_id)
             except AudioError as err:
                 errors.append((entry.audio_id, entry.path, err.reason))
-        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-        waveform = None
-        if waves:
-            waveform = torch.zeros(len(waves), int(lengths.max()))  # (B, N), zero padding
-            for row, w in enumerate(waves):
-                waveform[row, :len(w)] = torch.from_numpy(w)
+        waveform, lengths = pad_waveforms(waves) if waves else (None, torch.zeros(0, dtype=torch.long))
         return {"batch": b, "ids": ids, "waveform": waveform, "lengths": lengths, "errors": errors}
 
 

@@ -10,8 +10,10 @@ The extractor modules keep PANNs' attribute names (``spectrogram_extractor``, ``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,6 +79,16 @@ def build_spec_augment(time_drop_width: int = 64, time_stripes_num: int = 2, fre
 def stft_frame_lengths(lengths: Tensor, hop_size: int) -> Tensor:
     """Number of centred STFT frames for clips of ``lengths`` samples: ``L // hop + 1``."""
     return torch.div(lengths, hop_size, rounding_mode="floor") + 1
+
+
+def pad_waveforms(waves: Sequence[np.ndarray | Tensor]) -> tuple[Tensor, Tensor]:
+    """Mono clips [N_i] -> one zero-padded float32 batch ``waveform`` [B, N_max] and ``lengths`` [B] (long), what
+    the encoders take (they ignore the padding)."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    waveform = torch.zeros(len(waves), int(lengths.max()))  # (B, N), zero padding past each length
+    for row, wave in enumerate(waves):
+        waveform[row, :len(wave)] = torch.as_tensor(wave, dtype=torch.float32)
+    return waveform, lengths
 
 
 def time_mask(lengths: Tensor, steps: int) -> Tensor:

@@ -10,14 +10,12 @@ Evaluation always uses whole clips.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from features.audio import load_audio
+from features.frontend import pad_waveforms
 from features.manifest import Manifest
 
 
@@ -84,18 +82,9 @@ class PairDataset(Dataset):
         return wave, caption, self.index[audio_id]
 
 
-def pad_batch(waves: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """1-D arrays -> zero-padded ``waveform`` [B, N_max] and ``lengths`` [B]."""
-    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    batch = torch.zeros(len(waves), int(lengths.max()))
-    for row, wave in enumerate(waves):
-        batch[row, :len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-    return batch, lengths
-
-
 def collate_pairs(items: list[tuple[np.ndarray, str, int]]) -> dict[str, object]:
     """Items -> ``{"waveform": [B, N], "lengths": [B], "captions": list[str], "audio_ids": [B]}``."""
     waves, captions, ids = zip(*items)
-    waveform, lengths = pad_batch(waves)
+    waveform, lengths = pad_waveforms(waves)
     return {"waveform": waveform, "lengths": lengths, "captions": list(captions),
             "audio_ids": torch.tensor(ids, dtype=torch.long)}

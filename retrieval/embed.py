@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from retrieval.data import pad_batch
+from features.frontend import pad_waveforms
 from retrieval.model import BiEncoder
 
 
@@ -24,7 +24,7 @@ def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: 
     out = [torch.empty(0)] * len(waves)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        waveform, lengths = pad_batch([waves[i] for i in rows])
+        waveform, lengths = pad_waveforms([waves[i] for i in rows])
         for i, emb in zip(rows, model.embed_audio(waveform, lengths)):
             out[i] = emb
     model.train(was_training)
