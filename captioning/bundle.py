@@ -37,7 +37,8 @@ from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
 from common import checkpoint_paths, load_checkpoint, save_checkpoint
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
-from features.weights import checkpoint_sha256, load_audio_encoder, load_state_dict_checked
+from common.checkpoint import load_state_dict_checked
+from features.weights import checkpoint_sha256, load_audio_encoder
 
 KIND = "caption_bundle"
 DECODING: dict[str, Any] = {"beam_size": 3, "max_len": 30, "min_len": 1, "length_norm": 0.0}

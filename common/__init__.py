@@ -1,7 +1,19 @@
-"""What both training stages share: config loading, checkpoints, run folders and logs, distributed set-up."""
-from common.checkpoint import checkpoint_paths, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from common.config import dump_config, load_config
-from common.run import open_run, plot_curves, write_history
+"""What every stage shares: config, checkpoints, atomic writes, run folders and logs, the training skeleton,
+distributed set-up. Names are imported on first use, so light commands don't pay for torch."""
+import importlib
 
-__all__ = ["checkpoint_paths", "load_config", "dump_config", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
-           "seed_everything", "open_run", "write_history", "plot_curves"]
+_EXPORTS = {
+    "load_config": "common.config", "dump_config": "common.config",
+    "atomic_write": "common.io", "write_text_atomic": "common.io",
+    "checkpoint_paths": "common.checkpoint", "save_checkpoint": "common.checkpoint",
+    "load_checkpoint": "common.checkpoint", "load_state_dict_checked": "common.checkpoint",
+    "rng_state": "common.checkpoint", "set_rng_state": "common.checkpoint", "seed_everything": "common.checkpoint",
+    "open_run": "common.run", "write_history": "common.run", "plot_curves": "common.run",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'common' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

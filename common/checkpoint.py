@@ -9,19 +9,21 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
+from common.io import atomic_write
+
+_MAX_LISTED = 20
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Write atomically: a kill during the write leaves the previous file (or none), never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        torch.save(checkpoint, f)
 
 
 def checkpoint_paths(value: str | Sequence[str | os.PathLike], what: str = "checkpoints") -> list[str]:
@@ -78,3 +80,38 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _shape(t: Any) -> tuple[int, ...] | str:
+    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+
+
+def _listed(keys: list[str]) -> str:
+    more = f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return ", ".join(keys[:_MAX_LISTED]) + more
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, Any], source: str,
+                            strict: bool = True, assign: bool = False) -> None:
+    """Load ``state_dict`` into ``module``; if strict, any missing, unexpected or mis-shaped key is a ValueError
+    naming ``source`` and the keys (with shapes). Non-strict loads only the keys whose shapes match. ``assign``
+    makes the module hold the given tensors (cast to the module's dtypes) instead of copying into its own, which
+    is how a module built on the meta device gets its weights."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state_dict) if _shape(state_dict[k]) != _shape(own[k]))
+    if strict and (missing or unexpected or mismatched):
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listed(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listed(unexpected)}")
+        if mismatched:
+            parts.append("shape mismatches: " + _listed(
+                [f"{k} (checkpoint {_shape(state_dict[k])} vs model {_shape(own[k])})" for k in mismatched]))
+        raise ValueError(f"Checkpoint {source} does not fit {type(module).__name__}: " + "; ".join(parts))
+    usable = {k: v for k, v in state_dict.items() if k in own and k not in mismatched}
+    if assign:
+        usable = {k: v.to(own[k].dtype) if isinstance(v, Tensor) else v for k, v in usable.items()}
+    module.load_state_dict(usable, strict=False, assign=assign)

@@ -1,9 +1,9 @@
-"""Audio in, features out: everything before the two training stages.
+"""Audio in, features out: reading audio, front ends, audio encoders, weights, the HDF5 store, extraction.
+
+Corpora (the synthetic one, Clotho, AudioCaps) are made and prepared by the ``corpus`` package.
 
 - ``features.audio``: ``load_audio``, ``probe``, ``AudioError`` (reading, validation, resampling)
 - ``features.manifest``: ``Manifest``, ``read_manifest``, ``write_manifest`` (the per-split corpus format)
-- ``features.prepare``: ``python -m features.prepare clotho|audiocaps|synth``
-- ``features.synth``: ``python -m features.synth``, the built-in synthetic corpus
 - ``features.frontend``: the log-mel front end (torchlibrosa) and SpecAugment
 - ``features.encoders``: ``build_audio_encoder`` and the registry ``AUDIO_ENCODERS`` (cnn14, cnn10, cnn6,
   wavegram_logmel_cnn14, ast)
@@ -13,4 +13,4 @@
 
 Submodules are imported where used, so that light commands don't pay for torch or transformers.
 """
-__all__ = ["audio", "manifest", "prepare", "synth", "frontend", "encoders", "weights", "store", "extract"]
+__all__ = ["audio", "manifest", "frontend", "encoders", "weights", "store", "extract"]

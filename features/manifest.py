@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.io import write_text_atomic
+
 WAV_CSV = "wav.csv"
 CAPTIONS_JSON = "captions.json"
 ERRORS_CSV = "errors.csv"
@@ -70,19 +72,6 @@ class Manifest:
 
     def __len__(self) -> int:
         return len(self.audio)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) so a reader sees the old file or the whole new one, never a part; the folder is
-    created if missing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:

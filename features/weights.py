@@ -20,12 +20,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from common.checkpoint import load_state_dict_checked
 from features.encoders import AudioEncoder, build_audio_encoder
 
 RETRIEVAL_PREFIX = "audio_encoder."
 # PANNs' STFT size -> sample rate of the official checkpoints (1024 at 32 kHz, 512 for the 16 kHz models).
 PANNS_RATE_BY_WINDOW = {1024: 32000, 512: 16000}
-_MAX_LISTED = 20
 
 
 def _read(path: str | os.PathLike) -> Any:
@@ -36,41 +36,6 @@ def _read(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated, corrupt or code-carrying files
         raise ValueError(f"Cannot read audio-encoder checkpoint {path}: {type(err).__name__}: {err}") from err
-
-
-def _shape(t: Any) -> tuple[int, ...] | str:
-    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-
-
-def _listed(keys: list[str]) -> str:
-    more = f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
-    return ", ".join(keys[:_MAX_LISTED]) + more
-
-
-def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, Any], source: str,
-                            strict: bool = True, assign: bool = False) -> None:
-    """Load ``state_dict`` into ``module``; if strict, any missing, unexpected or mis-shaped key is a ValueError
-    naming ``source`` and the keys (with shapes). Non-strict loads only the keys whose shapes match. ``assign``
-    makes the module hold the given tensors (cast to the module's dtypes) instead of copying into its own, which
-    is how a module built on the meta device gets its weights."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state_dict) if _shape(state_dict[k]) != _shape(own[k]))
-    if strict and (missing or unexpected or mismatched):
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listed(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listed(unexpected)}")
-        if mismatched:
-            parts.append("shape mismatches: " + _listed(
-                [f"{k} (checkpoint {_shape(state_dict[k])} vs model {_shape(own[k])})" for k in mismatched]))
-        raise ValueError(f"Checkpoint {source} does not fit {type(module).__name__}: " + "; ".join(parts))
-    usable = {k: v for k, v in state_dict.items() if k in own and k not in mismatched}
-    if assign:
-        usable = {k: v.to(own[k].dtype) if isinstance(v, Tensor) else v for k, v in usable.items()}
-    module.load_state_dict(usable, strict=False, assign=assign)
 
 
 def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -17,7 +17,8 @@ import numpy as np
 
 from common import checkpoint_paths, load_checkpoint
 from eval.retrieval import retrieval_metrics
-from features.manifest import Manifest, read_manifest, write_text_atomic
+from common.io import write_text_atomic
+from features.manifest import Manifest, read_manifest
 from retrieval.data import WaveformStore
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model

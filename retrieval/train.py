@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from common import load_checkpoint, open_run, rng_state, save_checkpoint, seed_everything, set_rng_state, write_history
 from common.distributed import all_gather_object, barrier, init_distributed, is_main
 from features.manifest import read_manifest
-from features.weights import load_audio_encoder, load_state_dict_checked
+from common.checkpoint import load_state_dict_checked
+from features.weights import load_audio_encoder
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
 from retrieval.evaluate import evaluate_model
 from retrieval.loss import info_nce

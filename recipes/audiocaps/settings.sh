@@ -20,6 +20,6 @@ prepare_corpus_stage() {
 }
 
 prepare_manifest_stage() {
-  step manifests python -m features.prepare audiocaps --csv-dir "$audiocaps_csv" --audio-dir "$audiocaps_audio" \
+  step manifests python -m corpus.prepare audiocaps --csv-dir "$audiocaps_csv" --audio-dir "$audiocaps_audio" \
     --out "$data" --splits "$train_split,$val_split,$eval_split"
 }

@@ -26,6 +26,6 @@ prepare_corpus_stage() {
 }
 
 prepare_manifest_stage() {
-  step manifests python -m features.prepare clotho --root "$data/raw" --out "$data" \
+  step manifests python -m corpus.prepare clotho --root "$data/raw" --out "$data" \
     --splits "$train_split,$val_split,$eval_split"
 }

@@ -14,9 +14,9 @@ caption_models="transformer gru" # conf/caption_<name>_xe.yaml; their SCST model
 beam_size=3
 
 prepare_corpus_stage() {
-  step synth python -m features.synth --out "$data/raw" --n-clips "$n_clips" --shares "$shares" --seed "$seed"
+  step synth python -m corpus.synth --out "$data/raw" --n-clips "$n_clips" --shares "$shares" --seed "$seed"
 }
 
 prepare_manifest_stage() {
-  step manifests python -m features.prepare synth --root "$data/raw" --out "$data"
+  step manifests python -m corpus.prepare synth --root "$data/raw" --out "$data"
 }

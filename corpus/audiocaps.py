@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from features.corpora.source import ClipSource, SplitSource
+from corpus.source import ClipSource, SplitSource
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m features.synth --out DIR --n-clips N --seed S [--shares 0.7,0.15,0.15]
+"""Command line: ``python -m corpus.synth --out DIR --n-clips N --seed S [--shares 0.7,0.15,0.15]
 [--sample-rate 16000] [--workers 2]``."""
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from features.corpora.source import ClipSource, SplitSource
+from corpus.source import ClipSource, SplitSource
 
 SPLITS = ("development", "validation", "evaluation")
 _CAPTION_COLUMN = re.compile(r"^caption_(\d+)$")

@@ -3,10 +3,10 @@
 Every clip is probed (read in full, in a process pool): bad files are reported with their reason, printed and in
 ``errors.csv``, and the good ones are prepared. Nothing is downloaded.
 
-    python -m features.prepare clotho --root DIR --out OUT [--splits development,validation,evaluation]
-    python -m features.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
-    python -m features.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
-    python -m features.prepare synth --root DIR --out OUT
+    python -m corpus.prepare clotho --root DIR --out OUT [--splits development,validation,evaluation]
+    python -m corpus.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
+    python -m corpus.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
+    python -m corpus.prepare synth --root DIR --out OUT
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import fire
 from tqdm import tqdm
 
 from features.audio import AudioError, AudioInfo, check_duration, probe
-from features.corpora import audiocaps, clotho
-from features.corpora.source import SplitSource
+from corpus import audiocaps, clotho
+from corpus.source import SplitSource
 from features.manifest import AudioEntry, Manifest, write_csv, write_manifest
 
 MISSING_CSV = "missing.csv"
@@ -224,7 +224,7 @@ class Commands:
 def main() -> None:
     """Command-line entry: input errors end the run with their message, not a traceback."""
     try:
-        fire.Fire(Commands(), name="features.prepare")
+        fire.Fire(Commands(), name="corpus.prepare")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
 

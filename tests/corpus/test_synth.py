@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from features.synth import (EVENT_TYPES, SPLITS, assign_splits, choose_heldout, combinations, make_corpus,
+from corpus.synth import (EVENT_TYPES, SPLITS, assign_splits, choose_heldout, combinations, make_corpus,
                             plan_clip, render_scene, sample_scene)
-from features.synth.captions import words
-from features.synth.scene import render_event, sample_event
-from features.synth.signals import active_level_db
+from corpus.synth.captions import words
+from corpus.synth.scene import render_event, sample_event
+from corpus.synth.signals import active_level_db
 
 N_SMALL = 30
 SR = 16000
@@ -212,7 +212,7 @@ def test_rendered_scenes_are_finite_and_below_full_scale():
 
 
 def test_cli_help_explains_the_arguments():
-    out = subprocess.run([sys.executable, "-m", "features.synth", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "corpus.synth", "--help"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr  # fire writes help to stderr when not on a terminal

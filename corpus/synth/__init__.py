@@ -3,7 +3,7 @@
 A real (if small) learning problem for every recipe: 14 sound-event types a listener would name, with
 audible attributes (pitch, loudness, count, length, fades), 1-3 events per clip in temporal relations, varied
 human-like captions, and an evaluation split holding combinations never seen in development.
-Run ``python -m features.synth --help``.
+Run ``python -m corpus.synth --help``.
 """
 from .captions import caption_scene
 from .corpus import SPLITS, assign_splits, choose_heldout, make_corpus, plan_clip

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
-from features.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
+from corpus.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
@@ -100,7 +100,7 @@ def test_bad_files_are_reported_and_good_ones_prepared(tmp_path: Path) -> None:
 
 def test_clotho_cli_reports_bad_files(tmp_path: Path) -> None:
     bad = make_bad_corpus(tmp_path / "corpus")
-    run = subprocess.run([sys.executable, "-m", "features.prepare", "clotho", "--root", str(tmp_path / "corpus"),
+    run = subprocess.run([sys.executable, "-m", "corpus.prepare", "clotho", "--root", str(tmp_path / "corpus"),
                           "--splits", "development", "--out", str(tmp_path / "out"), "--workers", "1"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -211,7 +211,7 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
     out = Path(out)
     heldout = choose_heldout(seed)
     roles = assign_splits(n_clips, seed, shares)
-    settings = {"generator": "features.synth", "format_version": FORMAT_VERSION, "seed": seed, "n_clips": n_clips,
+    settings = {"generator": "corpus.synth", "format_version": FORMAT_VERSION, "seed": seed, "n_clips": n_clips,
                 "sample_rate": sample_rate, "heldout_combinations": heldout,
                 "splits": {s: sum(r == s for r, _ in roles) for s in SPLITS}}
     _check_settings(out, settings)
