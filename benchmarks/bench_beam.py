@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import fire
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from captioning.models import build_captioner  # noqa: E402
-from captioning.search import beam_search  # noqa: E402
+from captioning.models import build_captioner
+from captioning.search import beam_search
 
 
 def bench(clips: int = 64, batch_size: int = 32, beam_size: int = 3, max_len: int = 20, vocab_size: int = 4000,

@@ -10,16 +10,14 @@ and a second FastCiderD built on the batch's own references checks the scores ag
 import argparse
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval.fast_cider import FastCiderD  # noqa: E402
-from eval.tokenizer import ptb_tokenize_inputs  # noqa: E402
+from eval.fast_cider import FastCiderD
+from eval.tokenizer import ptb_tokenize_inputs
 
 
 def read_clotho(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -18,8 +18,7 @@ from typing import Callable
 import fire
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from features.encoders import build_audio_encoder  # noqa: E402
+from features.encoders import build_audio_encoder
 
 
 def load_reference_models() -> types.ModuleType:

@@ -26,12 +26,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from features.audio import load_audio
+from features.extract import extract
+from features.manifest import AudioEntry, Manifest, write_manifest
+from features.store import open_store
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from features.audio import load_audio  # noqa: E402
-from features.extract import extract  # noqa: E402
-from features.manifest import AudioEntry, Manifest, write_manifest  # noqa: E402
-from features.store import open_store  # noqa: E402
 
 RATE = 32000
 

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import fire
 import torch
-
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from captioning.models import build_captioner  # noqa: E402
+from captioning.models import build_captioner
 
 
 def epoch_seconds(model, batches, tf_prob: float) -> float:

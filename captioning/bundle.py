@@ -1,6 +1,6 @@
 """The captioning pipeline (frozen audio encoder + captioner ensemble), from separate checkpoints or one bundle.
 
-    python -m captioning.bundle --audio-encoder exp/retrieval/best.pt \
+    python -m captioning.bundle --audio-encoder exp/retrieval/audio_encoder.pt \
         --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt --out model/caption_bundle.pt [--beam-size 3]
 
 A bundle is one plain-data checkpoint (``torch.load(..., weights_only=True)``) holding everything
@@ -22,27 +22,24 @@ encoder's; a mismatch is refused with a message naming both.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import fire
 import torch
 from torch import nn
 
+from common.cli import run
 from captioning.decode import load_ensemble
 from captioning.models import build_captioner
 from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
-from common import checkpoint_paths, load_checkpoint, save_checkpoint
-from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
-from common.checkpoint import load_state_dict_checked
-from features.weights import checkpoint_sha256, load_audio_encoder
+from common import checkpoint_paths, load_checkpoint, load_state_dict_checked, save_checkpoint
+from features.encoders import AudioEncoder
+from features.weights import CHUNK_SECONDS, checkpoint_sha256, chunked_spec, encoder_from_state, load_audio_encoder
 
 KIND = "caption_bundle"
 DECODING: dict[str, Any] = {"beam_size": 3, "max_len": 30, "min_len": 1, "length_norm": 0.0}
-CHUNK_SECONDS = 10.0  # default window for long audio, as in feature extraction
 ENCODER_PREFIX, CAPTIONER_PREFIX = "audio_encoder.", "captioners."
 
 
@@ -74,22 +71,6 @@ def check_decoding(decoding: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def with_chunking(encoder: AudioEncoder, chunk_seconds: float | None) -> AudioEncoder:
-    """The same encoder (same weights) windowing long audio every ``chunk_seconds`` (0/None: whole clips).
-
-    Encoders without that argument (AST windows at its own input length) are returned unchanged.
-    """
-    spec = dict(encoder.spec)
-    if "chunk_seconds" not in inspect.signature(AUDIO_ENCODERS[spec["name"]]).parameters:
-        return encoder
-    chunk = float(chunk_seconds) if chunk_seconds else None
-    if spec.get("chunk_seconds") == chunk:
-        return encoder
-    rebuilt = build_audio_encoder(**{**spec, "chunk_seconds": chunk})
-    rebuilt.load_state_dict(encoder.state_dict(), strict=True)
-    return rebuilt.eval().requires_grad_(False)
-
-
 def check_compatible(captioner_args: Mapping[str, Any], feature_attrs: Mapping[str, Any], encoder: AudioEncoder,
                      encoder_sha256: str, captioner_source: str, encoder_source: str) -> None:
     """Refuse a captioner that was not trained on this encoder's features (ValueError naming both)."""
@@ -108,10 +89,11 @@ def check_compatible(captioner_args: Mapping[str, Any], feature_attrs: Mapping[s
 
 def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *, encoder: str | None = None,
                   chunk_seconds: float | None = CHUNK_SECONDS) -> Pipeline:
-    """Load a stage-1 audio-encoder checkpoint (retrieval, audio-encoder or official PANNs format; ``encoder`` names
-    the architecture of an official one) and captioner checkpoints (comma-separated or a list: an ensemble)."""
+    """Load an audio-encoder checkpoint (``audio_encoder.pt`` or official PANNs format; ``encoder`` names the
+    architecture of an official one), windowing long audio every ``chunk_seconds`` (0/None: whole clips), and
+    captioner checkpoints (comma-separated or a list: an ensemble)."""
     paths = checkpoint_paths(captioners, "captioners")
-    model = with_chunking(load_audio_encoder(audio_encoder, encoder).requires_grad_(False), chunk_seconds)
+    model = load_audio_encoder(audio_encoder, encoder, chunk_seconds=chunk_seconds).requires_grad_(False)
     sha = checkpoint_sha256(audio_encoder)
     scorer, vocab, attrs = load_ensemble(paths)
     for path, captioner in zip(paths, scorer.models):
@@ -136,7 +118,8 @@ def bundle_checkpoint(pipeline: Pipeline, sources: Mapping[str, Any] | None = No
 
 
 def load_bundle(path: str | Path, *, chunk_seconds: float | None = None) -> Pipeline:
-    """Rebuild the pipeline a bundle holds; ``chunk_seconds`` (if given) replaces the encoder's saved window."""
+    """Rebuild the pipeline a bundle holds; ``chunk_seconds`` (if given; 0 = whole clips) replaces the window for
+    long audio saved with the encoder."""
     ckpt = load_checkpoint(path, kind=KIND)
     try:
         args, state = ckpt["model_args"], ckpt["state_dict"]
@@ -145,11 +128,10 @@ def load_bundle(path: str | Path, *, chunk_seconds: float | None = None) -> Pipe
         decoding = check_decoding(ckpt["decoding"])
     except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a complete caption bundle (lacks {err})") from None
-    model = build_audio_encoder(**enc_spec)
-    load_state_dict_checked(model, _under(state, ENCODER_PREFIX), f"{path} (audio encoder)")
-    model = model.eval().requires_grad_(False)
     if chunk_seconds is not None:
-        model = with_chunking(model, chunk_seconds)
+        enc_spec = chunked_spec(enc_spec, chunk_seconds)
+    model = encoder_from_state(enc_spec, _under(state, ENCODER_PREFIX), f"{path} (audio encoder)")
+    model = model.requires_grad_(False)
     models: list[nn.Module] = []
     for i, margs in enumerate(cap_args):
         captioner = build_captioner(margs)
@@ -170,8 +152,9 @@ def make_bundle(audio_encoder: str, captioners: str | Sequence[str], out: str, e
     """Write one self-contained captioning checkpoint for ``python -m captioning.infer --bundle``.
 
     Args:
-        audio_encoder: stage-1 retrieval checkpoint, project audio-encoder checkpoint or official PANNs checkpoint
-            (then give ``encoder``, e.g. cnn14): the encoder the captioners' training features came from.
+        audio_encoder: audio-encoder checkpoint (the ``audio_encoder.pt`` that ``retrieval.train`` writes beside
+            ``best.pt``, not ``best.pt`` itself) or official PANNs checkpoint (then give ``encoder``, e.g. cnn14); it
+            must be the encoder the captioners' training features were extracted with.
         captioners: one captioner checkpoint or several (comma-separated, sharing a vocabulary): an ensemble.
         out: the bundle file to write (atomically).
         encoder: architecture name for an official PANNs checkpoint.
@@ -202,4 +185,4 @@ def main(audio_encoder: str, captioners: str, out: str, encoder: str | None = No
 main.__doc__ = make_bundle.__doc__  # --help explains every argument
 
 if __name__ == "__main__":
-    fire.Fire(main, name="captioning.bundle")
+    run(main, "captioning.bundle")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from captioning.vocab import Vocabulary
@@ -72,15 +73,11 @@ class Clips(Dataset):
 def collate(items: list[dict[str, Any]], pad: int = 0) -> dict[str, Any]:
     """Pad a list of items into one batch (keys in the module docstring)."""
     frame_lengths = torch.tensor([it["frames"].shape[0] for it in items], dtype=torch.long)
-    frames = torch.zeros(len(items), int(frame_lengths.max()), items[0]["frames"].shape[1])  # (B, T, D)
-    for b, it in enumerate(items):
-        frames[b, : it["frames"].shape[0]] = it["frames"]
+    frames = pad_sequence([it["frames"] for it in items], batch_first=True)  # (B, T, D), zeros past each length
     batch: dict[str, Any] = {"audio_ids": [it["audio_id"] for it in items], "frames": frames,
                              "frame_lengths": frame_lengths}
     if "tokens" in items[0]:
         token_lengths = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
-        tokens = torch.full((len(items), int(token_lengths.max())), pad, dtype=torch.long)  # (B, L)
-        for b, it in enumerate(items):
-            tokens[b, : len(it["tokens"])] = it["tokens"]
+        tokens = pad_sequence([it["tokens"] for it in items], batch_first=True, padding_value=pad)  # (B, L)
         batch.update(tokens=tokens, token_lengths=token_lengths)
     return batch

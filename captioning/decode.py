@@ -18,8 +18,7 @@ from captioning.data import Clips, collate, load_captions, open_checked_store
 from captioning.search import Ensemble, beam_search
 from captioning.vocab import Vocabulary, tokenize
 from common import checkpoint_paths
-from common.io import write_text_atomic
-from features.manifest import write_csv
+from common.io import write_csv, write_text_atomic
 from features.store import FeatureStore
 
 

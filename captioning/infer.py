@@ -1,14 +1,15 @@
 """Caption raw audio files: frozen audio encoder -> frame features -> captioner(s) -> beam search.
 
-    python -m captioning.infer clips/ "my recording.flac" --audio-encoder exp/retrieval/best.pt \
+    python -m captioning.infer clips/ "my recording.flac" --audio-encoder exp/retrieval/audio_encoder.pt \
         --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt [--out pred.json] [--csv submission.csv]
     python -m captioning.infer clips/ --bundle model/caption_bundle.pt
 
 Inputs are files (any format and length ``features.audio.load_audio`` reads, resampled to the encoder's rate) and
 folders, which stand for their own audio files (``.wav``, ``.flac``, ``.ogg``; not sub-folders nor hidden files),
-sorted by name. Clips are batched longest first (little padding); the encoder runs padded batches with lengths, so a
-clip gets the same features alone or in any batch, and windows long audio every ``chunk_seconds``. The captioners
-(an ensemble when several) decode each batch with one batched beam search.
+sorted by name. Clips are batched and encoded as feature extraction does it (``features.encode``: longest first,
+padded batches with lengths, so a clip gets the same features alone or in any batch; long audio windowed every
+``chunk_seconds``, chosen when the encoder is loaded). The captioners (an ensemble when several) decode each batch
+with one batched beam search.
 
 Outputs: JSON ``[{"audio_id": file name, "path", "caption"}]`` (``--out``) and/or the DCASE CSV
 ``file_name,caption_predicted`` (``--csv``), in input order; with neither, ``file name<TAB>caption`` lines go to
@@ -23,15 +24,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import fire
 import torch
 from tqdm import tqdm
 
+from common.cli import run
 from captioning.bundle import Pipeline, check_decoding, load_bundle, load_pipeline
 from captioning.decode import caption_frames, write_predictions
 from features.audio import AudioError, load_audio, probe
-from features.encoders import AudioEncoder
-from features.frontend import pad_waveforms
+from features.encode import encode_waveforms, plan_batches
+from features.weights import CHUNK_SECONDS
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -55,23 +56,6 @@ def list_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
                              "captions are identified by file name, so caption them in separate runs")
         by_name[path.name] = path
     return unique
-
-
-def plan_batches(durations: Sequence[float], batch_size: int) -> list[list[int]]:
-    """Indices in batches of ``batch_size``, longest first (ties in input order): similar lengths share a batch."""
-    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def encode_waveforms(encoder: AudioEncoder, waves: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mono waveforms [N_i] at the encoder's rate -> ``frames`` [B, T, D] float32 and ``frame_lengths`` [B].
-
-    One zero-padded batch with its lengths: the encoder ignores the padding, so each clip's frames equal those it
-    gets alone. Call under ``torch.inference_mode()`` with the encoder in eval mode.
-    """
-    waveform, lengths = pad_waveforms(waves)
-    out = encoder(waveform, lengths)  # frames (B, T, D), frame_lengths (B,)
-    return {"frames": out["frames"].float(), "frame_lengths": out["frame_lengths"]}
 
 
 def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
@@ -108,7 +92,7 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
             names, waves = [], []
             for i in batch:
                 try:
-                    waves.append(torch.from_numpy(load_audio(readable[i], rate, min_duration=min_duration)))
+                    waves.append(load_audio(readable[i], rate, min_duration=min_duration))
                     names.append(readable[i])
                 except AudioError as err:
                     errors[readable[i]] = err.reason
@@ -132,8 +116,9 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
 
     Args:
         inputs: audio files (any readable format) and folders (their .wav/.flac/.ogg files, sorted).
-        audio_encoder: stage-1 retrieval, project audio-encoder or official PANNs checkpoint; it must be the encoder
-            the captioners' training features were extracted with.
+        audio_encoder: audio-encoder checkpoint (the ``audio_encoder.pt`` that ``retrieval.train`` writes beside
+            ``best.pt``, not ``best.pt`` itself) or official PANNs checkpoint; it must be the encoder the captioners'
+            training features were extracted with.
         captioners: captioner checkpoint(s), comma-separated; several sharing a vocabulary decode as an ensemble.
         bundle: a checkpoint made by ``python -m captioning.bundle`` (instead of audio_encoder and captioners).
         encoder: architecture of an official PANNs audio_encoder checkpoint (e.g. cnn14).
@@ -144,7 +129,8 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
         min_len: at least this many words per caption (default: the bundle's, else 1).
         length_norm: alpha of ``score / length ** alpha`` among finished beams (default: the bundle's, else 0).
         batch_size: clips per encoder and beam-search batch.
-        chunk_seconds: window for long audio (default: the bundle's, else 10; 0 = whole clips).
+        chunk_seconds: window for long audio (default: the bundle's, else ``features.weights.CHUNK_SECONDS``;
+            0 = whole clips).
         min_duration: shorter files (seconds) are reported and skipped.
         progress: show a progress bar on stderr.
     Returns ``{"captions": {audio_id: caption}, "paths": {audio_id: path}, "errors": {path: reason}}``.
@@ -157,7 +143,7 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
         pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds)
     elif audio_encoder is not None and captioners is not None:
         pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder,
-                                 chunk_seconds=10.0 if chunk_seconds is None else chunk_seconds)
+                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
     else:
         raise ValueError("Missing model. (expected --bundle, or --audio-encoder and --captioners)")
     files = list_audio(inputs)
@@ -186,4 +172,4 @@ def main(*inputs: str, **options: Any) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main, name="captioning.infer")
+    run(main, "captioning.infer")

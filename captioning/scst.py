@@ -8,6 +8,7 @@ import torch
 from captioning.models import Captioner
 from captioning.search import beam_search, tree_map
 from captioning.vocab import Vocabulary
+from common.tensor import masked_mean
 from eval.fast_cider import FastCiderD
 
 SCST_BASELINES = ("greedy", "mean")
@@ -75,4 +76,4 @@ def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab
         per_clip = sampled.reshape(-1, num_samples)  # (B, S)
         base = ((per_clip.sum(1, keepdims=True) - per_clip) / (num_samples - 1)).reshape(-1)
     advantage = torch.as_tensor(sampled - base, dtype=log_probs.dtype)[:, None]  # (B*S, 1)
-    return -(advantage * log_probs * mask).sum() / mask.sum(), float(sampled.mean())
+    return -masked_mean(advantage * log_probs, mask, dim=None), float(sampled.mean())

@@ -49,3 +49,37 @@ def all_gather_object(obj):
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def sync_gradients(model: torch.nn.Module) -> None:
+    """Average the gradients of every process (one coalesced all-reduce).
+
+    DDP's own bucketed reducer is bypassed (the backward runs under ``no_sync``): measured with gloo on torch 2.x,
+    its gradients disagree with a one-process run of the same global batch when the loss all-gathers embeddings
+    (tests/retrieval/ddp_loss_check.py), while this explicit average agrees to float rounding.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_rng_states() -> list[dict]:
+    """Every process's RNG state (``common.checkpoint.rng_state``), rank order. Tensors travel as numpy arrays:
+    gathering tensors inside objects fails with gloo on CPU."""
+    from common.checkpoint import rng_state
+
+    state = rng_state()
+    if not dist.is_initialized():
+        return [state]
+    state["numpy"][1], state["torch"] = state["numpy"][1].numpy(), state["torch"].numpy()
+    states = all_gather_object(state)
+    for s in states:
+        s["numpy"][1], s["torch"] = torch.from_numpy(s["numpy"][1]), torch.from_numpy(s["torch"])
+    return states

@@ -15,12 +15,15 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from common.config import dump_config
+from common.io import atomic_write, write_text_atomic
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def open_run(exp_dir: str | Path, config: Mapping[str, Any], name: str, main_process: bool = True) -> logging.Logger:
-    """Create or reopen ``exp_dir`` for ``config``; return a logger writing to ``exp_dir/<name>.log`` and stderr."""
+    """Check that ``exp_dir`` is new or holds a run of this same ``config``; return a logger writing to
+    ``exp_dir/<name>.log`` and stderr. ``config.yaml`` is written later, by :func:`commit_run`, once the run has
+    really started: a start that fails (a bad model name, a missing file) must not claim the folder."""
     exp_dir = Path(exp_dir)
     saved = exp_dir / "config.yaml"
     if saved.is_file():
@@ -35,9 +38,6 @@ def open_run(exp_dir: str | Path, config: Mapping[str, Any], name: str, main_pro
     logger.propagate = False
     if main_process:
         exp_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(dump_config(config), encoding="utf-8")
-        (exp_dir / "command.sh").write_text(
-            "python -m " + name + " " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n", encoding="utf-8")
         file_handler = logging.FileHandler(exp_dir / f"{name.split('.')[-1]}.log", encoding="utf-8")
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logger.addHandler(file_handler)
@@ -45,6 +45,14 @@ def open_run(exp_dir: str | Path, config: Mapping[str, Any], name: str, main_pro
         console.setFormatter(logging.Formatter(LOG_FORMAT))
         logger.addHandler(console)
     return logger
+
+
+def commit_run(exp_dir: str | Path, config: Mapping[str, Any], name: str) -> None:
+    """Write ``config.yaml`` (what the folder holds from now on) and ``command.sh`` (to replay the run)."""
+    exp_dir = Path(exp_dir)
+    write_text_atomic(exp_dir / "config.yaml", dump_config(config))
+    write_text_atomic(exp_dir / "command.sh",
+                      "python -m " + name + " " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
 
 
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -59,12 +67,17 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[
     return out
 
 
-def write_history(exp_dir: str | Path, history: Sequence[Mapping[str, Any]]) -> None:
-    """Rewrite ``history.jsonl`` (one record per epoch) and ``curves.png`` from the full history."""
+def write_history(exp_dir: str | Path, history: Sequence[Mapping[str, Any]],
+                  log: logging.Logger | None = None) -> None:
+    """Rewrite ``history.jsonl`` (one record per epoch) and ``curves.png`` from the full history. The plot is a
+    convenience: a failure to draw it (a full disk, a missing font) is logged, and training goes on."""
     exp_dir = Path(exp_dir)
-    lines = "".join(json.dumps(dict(record)) + "\n" for record in history)
-    (exp_dir / "history.jsonl").write_text(lines, encoding="utf-8")
-    plot_curves(history, exp_dir / "curves.png")
+    write_text_atomic(exp_dir / "history.jsonl", "".join(json.dumps(dict(record)) + "\n" for record in history))
+    try:
+        plot_curves(history, exp_dir / "curves.png")
+    except Exception as err:  # matplotlib and the file system raise many types
+        (log or logging.getLogger(__name__)).warning("could not draw %s: %s: %s", exp_dir / "curves.png",
+                                                     type(err).__name__, err)
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key: str = "epoch") -> None:
@@ -90,5 +103,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_write(out_png, "wb") as f:
+            fig.savefig(f, dpi=90, format="png")
+    finally:
+        plt.close(fig)

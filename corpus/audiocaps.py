@@ -10,12 +10,12 @@ A clip with no file is *missing*: counted and reported, never fatal, since few u
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
+from common.io import read_csv
 from corpus.source import ClipSource, SplitSource
 
 SPLITS = ("train", "val", "test")
@@ -68,41 +68,31 @@ def _locate(candidates: list[tuple[float | None, str]], start_time: float) -> st
 def read_table(csv_path: Path) -> tuple[dict[str, list[str]], dict[str, float], list[str]]:
     """Captions and start time per YouTube id (first-seen order), plus notes on dropped rows.
 
-    Raises ValueError naming the file and line for a wrong header or a malformed row.
+    Raises ValueError naming the file (and line) for a wrong header or a malformed row (see :func:`read_csv`).
     """
     captions: dict[str, list[str]] = {}
     starts: dict[str, float] = {}
     dropped: list[str] = []
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            absent = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if absent:
-                raise ValueError(f"{csv_path}, row 1: wrong header, missing {absent} (expected {','.join(COLUMNS)}, "
-                                 f"found {','.join(reader.fieldnames or [])})")
-            for row in reader:
-                where = f"{csv_path}, line {reader.line_num}"
-                yid = (row["youtube_id"] or "").strip()
-                if not yid:
-                    raise ValueError(f"{where}: empty youtube_id")
-                try:
-                    start = float(row["start_time"])
-                except (TypeError, ValueError):
-                    raise ValueError(f"{where}: start_time {row['start_time']!r} is not a number") from None
-                if yid in starts and starts[yid] != start:
-                    raise ValueError(f"{where}: youtube_id {yid!r} with start_time {start:g}, "
-                                     f"earlier rows say {starts[yid]:g}")
-                starts[yid] = start
-                text = row["caption"] or ""
-                if text.strip():
-                    captions.setdefault(yid, []).append(text)
-                else:
-                    captions.setdefault(yid, [])
-                    dropped.append(f"{where}: {yid!r} caption is empty, dropped")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{csv_path}: not UTF-8 text ({err})") from None
-    except csv.Error as err:
-        raise ValueError(f"{csv_path}: malformed CSV ({err})") from None
+    table = read_csv(csv_path, COLUMNS)
+    for line, row in zip(table.lines, table):
+        where = f"{csv_path}, line {line}"
+        yid = row["youtube_id"].strip()
+        if not yid:
+            raise ValueError(f"{where}: empty youtube_id")
+        try:
+            start = float(row["start_time"])
+        except ValueError:
+            raise ValueError(f"{where}: start_time {row['start_time']!r} is not a number") from None
+        if yid in starts and starts[yid] != start:
+            raise ValueError(f"{where}: youtube_id {yid!r} with start_time {start:g}, "
+                             f"earlier rows say {starts[yid]:g}")
+        starts[yid] = start
+        text = row["caption"]
+        if text.strip():
+            captions.setdefault(yid, []).append(text)
+        else:
+            captions.setdefault(yid, [])
+            dropped.append(f"{where}: {yid!r} caption is empty, dropped")
     return captions, starts, dropped
 
 

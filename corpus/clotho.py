@@ -5,11 +5,11 @@ clip's file name inside the audio folder and becomes its audio id unchanged (nam
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
 
+from common.io import read_csv
 from corpus.source import ClipSource, SplitSource
 
 SPLITS = ("development", "validation", "evaluation")
@@ -47,41 +47,29 @@ def read_split(audio_dir: str | os.PathLike, captions_csv: str | os.PathLike, sp
         raise ValueError(f"{csv_path}: caption table not found")
     if not audio_dir.is_dir():
         raise ValueError(f"{audio_dir}: audio folder not found (caption table {csv_path})")
+    table = read_csv(csv_path)
+    if not table.header:
+        raise ValueError(f"{csv_path}: empty file (expected a header file_name,caption_1,...)")
+    _check_header(csv_path, table.header)
     source = SplitSource(split=split, clips=[])
-    first_row: dict[str, int] = {}
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{csv_path}: empty file (expected a header file_name,caption_1,...)")
-            _check_header(csv_path, header)
-            for row in reader:
-                line = reader.line_num  # physical line where the row ends (quoted captions may span lines)
-                if not any(cell.strip() for cell in row):
-                    continue  # blank line
-                where = f"{csv_path}, line {line}"
-                if len(row) != len(header):
-                    raise ValueError(f"{where}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
-                name = row[0]
-                if not name.strip():
-                    raise ValueError(f"{where}: empty file_name")
-                if name in first_row:
-                    raise ValueError(f"{where}: duplicate file_name {name!r} (first on line {first_row[name]})")
-                first_row[name] = line
-                captions = []
-                for column, text in zip(header[1:], row[1:]):
-                    if text.strip():
-                        captions.append(text)
-                    else:
-                        source.dropped.append(f"{where}: {name!r} {column} is empty, dropped")
-                path = str(audio_dir / name)
-                if captions:
-                    source.clips.append(ClipSource(name, path, captions))
-                else:
-                    source.errors.append((os.path.abspath(path), f"no non-empty caption ({where})"))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{csv_path}: not UTF-8 text ({err})") from None
-    except csv.Error as err:
-        raise ValueError(f"{csv_path}: malformed CSV ({err})") from None
+    first_line: dict[str, int] = {}
+    for line, row in zip(table.lines, table):
+        where = f"{csv_path}, line {line}"
+        name = row["file_name"]
+        if not name.strip():
+            raise ValueError(f"{where}: empty file_name")
+        if name in first_line:
+            raise ValueError(f"{where}: duplicate file_name {name!r} (first on line {first_line[name]})")
+        first_line[name] = line
+        captions = []
+        for column in table.header[1:]:
+            if row[column].strip():
+                captions.append(row[column])
+            else:
+                source.dropped.append(f"{where}: {name!r} {column} is empty, dropped")
+        path = str(audio_dir / name)
+        if captions:
+            source.clips.append(ClipSource(name, path, captions))
+        else:
+            source.errors.append((os.path.abspath(path), f"no non-empty caption ({where})"))
     return source

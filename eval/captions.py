@@ -2,12 +2,13 @@
 
 Run ``python -m eval.captions --predictions FILE --references FILE [--out FILE]``; ``--help`` lists options.
 """
-import csv
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from common.io import read_csv, write_text_atomic
 
 from ._checks import check_metric_inputs
 from .bleu import bleu
@@ -104,7 +105,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, str]:
             raise ValueError(f"{path}: expected a JSON list of {{'audio_id', 'caption'}} objects or an "
                              f"{{audio_id: caption}} object")
     elif path.suffix.lower() == ".csv":
-        rows = _read_csv(path, required=("file_name", "caption_predicted"))
+        rows = read_csv(path, ("file_name", "caption_predicted"))
         items = [(r["file_name"], r["caption_predicted"]) for r in rows]
     else:
         raise ValueError(f"{path}: unknown predictions format (expected .json or .csv)")
@@ -129,8 +130,8 @@ def load_references(path: str | os.PathLike) -> dict[str, list[str]]:
             raise ValueError(f"{path}: expected a JSON object {{audio_id: [caption, ...]}}")
         out = {str(k): list(v) for k, v in data.items()}
     elif path.suffix.lower() == ".csv":
-        rows = _read_csv(path, required=("file_name", "caption_1"))
-        cols = [c for c in rows[0].keys() if c.startswith("caption_")] if rows else []
+        rows = read_csv(path, ("file_name", "caption_1"))
+        cols = [c for c in rows.header if c.startswith("caption_")]
         out = {}
         for r in rows:
             if r["file_name"] in out:
@@ -142,15 +143,6 @@ def load_references(path: str | os.PathLike) -> dict[str, list[str]]:
     if empty:
         raise ValueError(f"{path}: no reference caption for {len(empty)} audio id(s), e.g. {empty[:5]}")
     return out
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing} (found {reader.fieldnames})")
-        return list(reader)
 
 
 def match_ids(predictions: dict[str, str], references: dict[str, list[str]]
@@ -182,12 +174,8 @@ def evaluate_files(predictions: str | os.PathLike, references: str | os.PathLike
         "unavailable": report.unavailable,
     }
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
         # NaN (a SPICE score can be undefined) is written as null to keep the file valid JSON.
-        tmp.write_text(json.dumps(_nan_to_none(result), indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, out)
+        write_text_atomic(out, json.dumps(_nan_to_none(result), indent=2, ensure_ascii=False))
     return result
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.io import write_text_atomic
+
 MEAN_METRICS = ("cider_d", "rouge_l", "spice", "spider")
 
 
@@ -91,8 +93,7 @@ def compare(baseline: str, system: str, metrics: str | tuple[str, ...] = "cider_
         result[metric] = paired_bootstrap(np.array([a[c] for c in clips]), np.array([b[c] for c in clips]),
                                           samples, seed)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
     return result
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from torchlibrosa.augmentation import SpecAugmentation
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
@@ -85,15 +86,8 @@ def pad_waveforms(waves: Sequence[np.ndarray | Tensor]) -> tuple[Tensor, Tensor]
     """Mono clips [N_i] -> one zero-padded float32 batch ``waveform`` [B, N_max] and ``lengths`` [B] (long), what
     the encoders take (they ignore the padding)."""
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    waveform = torch.zeros(len(waves), int(lengths.max()))  # (B, N), zero padding past each length
-    for row, wave in enumerate(waves):
-        waveform[row, :len(wave)] = torch.as_tensor(wave, dtype=torch.float32)
+    waveform = pad_sequence([torch.as_tensor(w, dtype=torch.float32) for w in waves], batch_first=True)  # (B, N)
     return waveform, lengths
-
-
-def time_mask(lengths: Tensor, steps: int) -> Tensor:
-    """Boolean mask (B, steps), True on valid steps."""
-    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def centred_pad(waveform: Tensor, lengths: Tensor | None, window_size: int) -> Tensor:

@@ -13,14 +13,12 @@ one.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.io import write_text_atomic
+from common.io import read_csv, write_csv, write_text_atomic
 
 WAV_CSV = "wav.csv"
 CAPTIONS_JSON = "captions.json"
@@ -74,14 +72,6 @@ class Manifest:
         return len(self.audio)
 
 
-def _csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
     """``{audio_id: [caption, ...]}`` from a ``captions.json`` file, its shape checked."""
     path = Path(path)
@@ -95,11 +85,6 @@ def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
             isinstance(v, list) and all(isinstance(c, str) for c in v) for v in captions.values()):
         raise ValueError(f"{path}: expected a mapping {{audio_id: [caption, ...]}}")
     return captions
-
-
-def write_csv(path: str | os.PathLike, header: tuple[str, ...], rows: list[tuple]) -> None:
-    """Write a small CSV table atomically (header first; RFC 4180 quoting)."""
-    write_text_atomic(path, _csv_text(header, rows))
 
 
 def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
@@ -135,18 +120,6 @@ def _validate(manifest: Manifest, where: str) -> None:
             raise ValueError(f"{where}: captions of {audio_id!r} must be a list of non-empty strings, found {caps!r}")
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise ValueError(f"{path}: missing (expected a manifest file with columns {','.join(columns)})")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        absent = [c for c in columns if c not in (reader.fieldnames or [])]
-        if absent:
-            raise ValueError(f"{path}: missing columns {absent} (expected {','.join(columns)}, "
-                             f"found {','.join(reader.fieldnames or [])})")
-        return list(reader)
-
-
 def read_manifest(split_dir: str | os.PathLike) -> Manifest:
     """Read and validate the split in ``split_dir``; its folder name is the split name.
 
@@ -156,15 +129,16 @@ def read_manifest(split_dir: str | os.PathLike) -> Manifest:
     split_dir = Path(split_dir)
     wav_path = split_dir / WAV_CSV
     audio = []
-    for line, row in enumerate(_read_csv(wav_path, WAV_COLUMNS), start=2):
+    table = read_csv(wav_path, WAV_COLUMNS)
+    for line, row in zip(table.lines, table):
         try:
             audio.append(AudioEntry(row["audio_id"], row["path"], float(row["duration"]),
                                     int(row["sample_rate"]), int(row["channels"])))
-        except (TypeError, ValueError) as err:
+        except ValueError as err:
             raise ValueError(f"{wav_path}, line {line}: bad value ({err})") from None
     captions = read_captions(split_dir / CAPTIONS_JSON)
     errors_path = split_dir / ERRORS_CSV
-    errors = ([(r["path"], r["reason"]) for r in _read_csv(errors_path, ERROR_COLUMNS)]
+    errors = ([(r["path"], r["reason"]) for r in read_csv(errors_path, ERROR_COLUMNS)]
               if errors_path.exists() else [])
     manifest = Manifest(split_dir.name, audio, captions, errors)
     _validate(manifest, where=str(split_dir))

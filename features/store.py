@@ -16,8 +16,8 @@ datasets use HDF5's contiguous layout (no chunking, no compression): a random re
 ``pread`` of exactly its bytes, with no chunk cache to thrash across DataLoader workers.
 
 Root attributes say what made the store (see :data:`REQUIRED_ATTRS`); ``complete`` is True only once every id of the
-split is either written or listed as missing. Stores are written to a temporary file and renamed into place, so a
-killed writer never leaves a file at the final path.
+split is either written or listed as missing. Stores are written to ``common.io``'s temporary name
+(``.<name>.tmp<pid>``) and renamed into place, so a killed writer never leaves a file at the final path.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
+
+from common.io import temp_path
 
 STORE_FORMAT = "aactk-features-1"
 REQUIRED_ATTRS = ("format", "complete", "encoder", "encoder_spec", "checkpoint_sha256", "sample_rate", "frame_hop",
@@ -197,7 +199,7 @@ class StoreWriter:
     def __init__(self, path: Path, attrs: Mapping[str, Any], ids: Sequence[str], num_frames: Sequence[int],
                  missing: Mapping[str, str]) -> None:
         self.path = path
-        self.tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        self.tmp = temp_path(path)  # h5py writes by file name, so common.io's name, not its writer
         dtype = attrs["dtype"]
         self._offsets = np.concatenate([[0], np.cumsum(np.asarray(num_frames, dtype=np.int64))]).astype(np.int64)
         self._index = {audio_id: i for i, audio_id in enumerate(ids)}

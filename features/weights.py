@@ -2,18 +2,23 @@
 
 Accepted checkpoint formats (all read with ``weights_only=True``):
 
-- official PANNs: ``{"model": state_dict}`` (``name`` required; sample rate inferred from the STFT size);
-- stage-1 retrieval: ``{"kind": "retrieval", "model_args": {"audio_encoder": {"name": ..., **kwargs}, ...},
-  "state_dict": {"audio_encoder.<key>": ..., ...}}``;
 - project audio encoder: ``{"kind": "audio_encoder", "model_args": {"name": ..., **kwargs}, "state_dict": ...}``,
-  written by ``save_audio_encoder``.
+  written by :func:`save_audio_encoder` (``retrieval.train`` writes one, ``audio_encoder.pt``, beside ``best.pt``);
+- official PANNs: ``{"model": state_dict}`` (``name`` required; sample rate inferred from the STFT size).
+
+A retrieval checkpoint (kind ``"retrieval"``, the whole bi-encoder) is refused: its layout belongs to the retrieval
+stage, whose output for later stages is ``audio_encoder.pt``.
+
+Long audio is windowed by the encoder itself, chosen once when it is loaded: :func:`load_audio_encoder` gives encoders
+that take ``chunk_seconds`` (the PANNs CNNs) a window of :data:`CHUNK_SECONDS` unless told otherwise; AST always
+windows at its own input length.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,15 +26,28 @@ import torch
 from torch import Tensor, nn
 
 from common.checkpoint import load_state_dict_checked
-from features.encoders import AudioEncoder, build_audio_encoder
+from common.io import atomic_write
+from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
 
-RETRIEVAL_PREFIX = "audio_encoder."
+CHUNK_SECONDS = 10.0  # window for long audio in extraction, inference and search; 0 or None = whole clips
 # PANNs' STFT size -> sample rate of the official checkpoints (1024 at 32 kHz, 512 for the 16 kHz models).
 PANNS_RATE_BY_WINDOW = {1024: 32000, 512: 16000}
 
 
-def _read(path: str | os.PathLike) -> Any:
-    path = Path(path)
+def chunked_spec(spec: Mapping[str, Any], chunk_seconds: float | None) -> dict[str, Any]:
+    """``spec`` windowing long audio every ``chunk_seconds`` (0 or None: whole clips), for encoders that take that
+    argument; other encoders' specs (and unknown names, refused when built) are returned unchanged."""
+    spec = dict(spec)
+    builder = AUDIO_ENCODERS.get(spec.get("name"))
+    if builder is None or "chunk_seconds" not in inspect.signature(builder).parameters:
+        return spec
+    spec.pop("chunk_seconds", None)
+    if chunk_seconds:
+        spec["chunk_seconds"] = float(chunk_seconds)
+    return spec
+
+
+def _read(path: Path) -> Any:
     if not path.is_file():
         raise ValueError(f"Audio-encoder checkpoint not found: {path}")
     try:
@@ -39,25 +57,23 @@ def _read(path: str | os.PathLike) -> Any:
 
 
 def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Recognise the checkpoint format -> (encoder spec without overrides, encoder state dict)."""
+    """Recognise the checkpoint format -> (encoder spec as saved, encoder state dict)."""
     if not isinstance(ckpt, dict):
         raise ValueError(f"Checkpoint {path} is a {type(ckpt).__name__}, expected a dict")
     kind = ckpt.get("kind")
-    if kind in ("retrieval", "audio_encoder"):
+    if kind == "retrieval":
+        raise ValueError(f"Checkpoint {path} is a retrieval checkpoint (the whole bi-encoder), not an audio encoder; "
+                         f"pass the audio_encoder.pt that retrieval.train writes beside it")
+    if kind == "audio_encoder":
         try:
-            spec = ckpt["model_args"]["audio_encoder"] if kind == "retrieval" else ckpt["model_args"]
-            state = ckpt["state_dict"]
-            spec = dict(spec)
-            saved_name = spec.pop("name")
+            spec, state = dict(ckpt["model_args"]), ckpt["state_dict"]
+            saved_name = spec["name"]
         except (KeyError, TypeError) as err:
-            raise ValueError(f"Checkpoint {path} of kind {kind!r} lacks {err} (needs model_args and state_dict)")
-        if kind == "retrieval":
-            state = {k[len(RETRIEVAL_PREFIX):]: v for k, v in state.items() if k.startswith(RETRIEVAL_PREFIX)}
-            if not state:
-                raise ValueError(f"Retrieval checkpoint {path} has no '{RETRIEVAL_PREFIX}*' weights")
+            raise ValueError(f"Checkpoint {path} of kind 'audio_encoder' lacks {err} "
+                             "(needs model_args with a name, and state_dict)") from None
         if name is not None and name != saved_name:
             raise ValueError(f"Checkpoint {path} holds encoder {saved_name!r}, but {name!r} was asked for")
-        return {"name": saved_name, **spec}, state
+        return spec, state
     if kind is None and isinstance(ckpt.get("model"), dict):  # official PANNs
         if name is None:
             raise ValueError(f"Checkpoint {path} is an official PANNs checkpoint: give the encoder name "
@@ -68,26 +84,39 @@ def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, 
         if isinstance(mel, Tensor) and (mel.shape[0] - 1) * 2 in PANNS_RATE_BY_WINDOW:
             spec["sample_rate"] = PANNS_RATE_BY_WINDOW[(mel.shape[0] - 1) * 2]
         return spec, state
-    raise ValueError(f"Unrecognised checkpoint {path}: expected kind 'retrieval' or 'audio_encoder', "
-                     f"or an official PANNs dict with a 'model' state dict; found keys {sorted(map(str, ckpt))}")
+    raise ValueError(f"Unrecognised checkpoint {path}: expected kind 'audio_encoder' or an official PANNs dict "
+                     f"with a 'model' state dict; found keys {sorted(map(str, ckpt))}")
 
 
-def load_audio_encoder(path: str | os.PathLike, name: str | None = None, *, strict: bool = True,
-                       **kwargs: Any) -> AudioEncoder:
-    """Build an encoder from a checkpoint (any format above) and load its weights; ``kwargs`` override the saved
-    arguments (e.g. ``chunk_seconds``, or ``sample_rate`` for an official checkpoint). Returned in eval mode."""
-    path = Path(path)
-    spec, state = _spec_and_state(_read(path), path, name)
-    spec = {**spec, **kwargs}
+def encoder_from_state(spec: Mapping[str, Any], state: Mapping[str, Tensor], source: str, *,
+                       strict: bool = True) -> AudioEncoder:
+    """``build_audio_encoder(**spec)`` holding the weights ``state`` (errors name ``source``); in eval mode."""
     if strict:  # every weight comes from the file: skip random initialisation (about 1 s for a full CNN14)
         with torch.device("meta"):
             encoder = build_audio_encoder(**spec)
-        load_state_dict_checked(encoder, state, str(path), strict=True, assign=True)
+        load_state_dict_checked(encoder, state, source, strict=True, assign=True)
         if not any(t.is_meta for t in itertools.chain(encoder.parameters(), encoder.buffers())):
             return encoder.eval()
     encoder = build_audio_encoder(**spec)  # non-strict, or an encoder with state outside its state dict
-    load_state_dict_checked(encoder, state, str(path), strict=strict)
+    load_state_dict_checked(encoder, state, source, strict=strict)
     return encoder.eval()
+
+
+def load_audio_encoder(path: str | os.PathLike, name: str | None = None, *,
+                       chunk_seconds: float | None = CHUNK_SECONDS, strict: bool = True,
+                       **kwargs: Any) -> AudioEncoder:
+    """Build an encoder from a checkpoint (a format above) and load its weights; returned in eval mode.
+
+    Args:
+        path: the checkpoint file.
+        name: registered encoder name; needed for official PANNs checkpoints, checked against the others.
+        chunk_seconds: window for long audio, for encoders that take one (0 or None: whole clips).
+        strict: every weight must be in the file, with its shape, and nothing else.
+        kwargs: override the saved arguments (e.g. ``width`` or ``sample_rate`` of an official checkpoint).
+    """
+    path = Path(path)
+    spec, state = _spec_and_state(_read(path), path, name)
+    return encoder_from_state(chunked_spec({**spec, **kwargs}, chunk_seconds), state, str(path), strict=strict)
 
 
 def save_audio_encoder(encoder: nn.Module, path: str | os.PathLike) -> None:
@@ -99,18 +128,8 @@ def save_audio_encoder(encoder: nn.Module, path: str | os.PathLike) -> None:
         spec = encoder.rebuild_spec(spec)  # e.g. AST from a local folder: store its config, not the folder
     ckpt = {"kind": "audio_encoder", "model_args": dict(spec),
             "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(ckpt, f)
 
 
 def checkpoint_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -58,7 +58,7 @@ fi
 if begin_stage 2 "retrieval training: $data/$train_split -> $exp/retrieval_{${retrieval_models// /,}}"; then
   for name in $retrieval_models; do
     step "retrieval_train_$name" python -m retrieval.train --config "$conf/retrieval_$name.yaml" \
-      --train_manifest "$data/$train_split" --val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_$name"
+      --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_$name"
   done
   end_stage
 fi
@@ -71,7 +71,7 @@ if begin_stage 3 "retrieval evaluation, each model and their ensemble: $data/$ev
   end_stage
 fi
 
-encoder_ckpt=$exp/retrieval_$feature_model/best.pt
+encoder_ckpt=$exp/retrieval_$feature_model/audio_encoder.pt  # the best model's audio encoder alone
 if begin_stage 4 "features: $data/* + $encoder_ckpt -> $exp/features/*.h5"; then
   for split in $train_split $val_split $eval_split; do
     step "extract_$split" python -m features.extract --manifest "$data/$split" --checkpoint "$encoder_ckpt" \

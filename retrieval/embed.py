@@ -1,7 +1,8 @@
 """Embeddings of whole clips and captions, and their similarity matrix, for evaluation, search and ensembles.
 
-Evaluation never crops: each clip is encoded whole (the audio encoder's ``chunk_seconds`` windows long clips
-deterministically). Clips are batched by length so little padding is computed.
+Evaluation never crops: each clip is encoded whole, the way feature extraction encodes it (``features.encode``:
+batched by length, longest first, padded with lengths so a clip's embedding does not depend on its batch; long clips
+windowed by the audio encoder's ``chunk_seconds``, chosen when the model is loaded).
 """
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from features.frontend import pad_waveforms
+from features.encode import encode_waveforms, plan_batches
 from retrieval.model import BiEncoder
 
 
@@ -20,12 +22,10 @@ def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: 
     """Whole clips (1-D float32 arrays at ``model.sample_rate``) -> unit vectors [Na, E], in input order."""
     was_training = model.training
     model.eval()
-    order = np.argsort([len(w) for w in waves], kind="stable")  # similar lengths together
     out = [torch.empty(0)] * len(waves)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        waveform, lengths = pad_waveforms([waves[i] for i in rows])
-        for i, emb in zip(rows, model.embed_audio(waveform, lengths)):
+    for rows in plan_batches([len(w) for w in waves], batch_size):
+        clip = encode_waveforms(model.audio_encoder, [waves[i] for i in rows])["clip"]  # (B, D_clip)
+        for i, emb in zip(rows, F.normalize(model.audio_proj(clip), dim=-1)):  # as BiEncoder.embed_audio: (B, E)
             out[i] = emb
     model.train(was_training)
     return torch.stack(out)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-import fire
 import numpy as np
 
+from common.cli import run
 from common import checkpoint_paths, load_checkpoint
 from eval.retrieval import retrieval_metrics
 from common.io import write_text_atomic
@@ -100,4 +100,4 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
 
 
 if __name__ == "__main__":
-    fire.Fire(evaluate)
+    run(evaluate, "retrieval.evaluate")

@@ -6,8 +6,9 @@
      "text_encoder": {"name": "minilm", "pooling": "mean", "max_length": 32, ...},
      "embed_dim": 256, "init_temperature": 0.07, "min_temperature": 0.01}
 
-Audio encoder parameters live under ``audio_encoder.`` in the state dict, so ``features.weights`` can take the audio
-encoder out of a retrieval checkpoint for feature extraction.
+Audio encoder parameters live under ``audio_encoder.`` in the state dict. Later stages never read this layout:
+``retrieval.train`` writes the best model's audio encoder alone as ``audio_encoder.pt`` (``features.weights``'
+format) for feature extraction, inference and bundles.
 """
 from __future__ import annotations
 

@@ -9,7 +9,9 @@
 ``--captions`` is a manifest split (its captions) or a text file with one caption per line. ``--labels`` is a
 comma-separated list or a text file with one label per line; ``--truth`` is a CSV with columns ``audio_id,label``
 (for a folder the audio id is the path relative to it) and adds accuracy to the result. Files that cannot be read
-are skipped and listed under ``skipped``. With several checkpoints, similarities are averaged.
+are skipped and listed under ``skipped``. With several checkpoints, similarities are averaged. Clips are encoded whole
+as feature extraction encodes them: long audio in windows of ``features.weights.CHUNK_SECONDS`` (frames
+concatenated, then pooled), never cropped.
 """
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import fire
 import numpy as np
 
+from common.cli import run
 from common import checkpoint_paths, load_checkpoint
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
+from features.weights import CHUNK_SECONDS, chunked_spec
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
 
@@ -58,8 +61,16 @@ def _lines(value: str | Sequence[str], what: str) -> list[str]:
     return items
 
 
-def _models(checkpoints: str | Sequence[str]) -> list[BiEncoder]:
-    return [load_model(load_checkpoint(p, kind="retrieval")) for p in checkpoint_paths(checkpoints)]
+def _models(checkpoints: str | Sequence[str], chunk_seconds: float | None = CHUNK_SECONDS) -> list[BiEncoder]:
+    """Retrieval checkpoints -> bi-encoders in eval mode whose audio encoders window long audio every
+    ``chunk_seconds`` (0/None: whole clips), as feature extraction loads them."""
+    models = []
+    for path in checkpoint_paths(checkpoints):
+        ckpt = load_checkpoint(path, kind="retrieval")
+        args = dict(ckpt["model_args"])
+        args["audio_encoder"] = chunked_spec(args["audio_encoder"], chunk_seconds)  # same weights, windowed
+        models.append(load_model({**ckpt, "model_args": args}))
+    return models
 
 
 def _load_all(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[str], list[np.ndarray], list[str]]:
@@ -148,4 +159,5 @@ def classify(checkpoints: str | Sequence[str], audio: str, labels: str | Sequenc
 
 
 if __name__ == "__main__":
-    fire.Fire({"text": search_text, "audio": search_audio, "classify": classify})
+    run({"text": search_text, "audio": search_audio, "classify": classify}, "retrieval.search",
+        text_args=("query", "labels", "template", "captions"))

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
+from common.tensor import masked_mean
+
 POOLINGS = ("cls", "mean")
 
 
@@ -119,8 +121,7 @@ class TextEncoder(nn.Module):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+        return masked_mean(hidden, attention_mask, dim=1)  # (B, H)
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:

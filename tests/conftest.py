@@ -1,15 +1,143 @@
-"""Shared fixtures: the real data that lives beside a checkout (``../shared/data``)."""
+"""Shared fixtures, and the rule that a test may skip only for want of the real data.
+
+Real data for tests lives beside a checkout, in ``../shared/data`` (real Clotho clips and caption tables); the
+environment variable ``AACTK_SHARED_DATA`` moves it. To run the suite as in a fresh clone without that folder::
+
+    AACTK_SHARED_DATA=/nonexistent python -m pytest
+
+- ``clotho_mini``: a folder in the Clotho-mini layout (``audio/*.wav``, ``clotho_captions_mini.csv``). The real
+  one where present, else one generated once per session with the built-in synthetic corpus: 7 clips of 15.7-29.5 s,
+  44.1 kHz mono 16-bit, file names with spaces, 5 captions each, and ``synth_metadata.json`` (file name -> duration
+  and event types) giving the known properties of each clip. Tests never fail or skip for want of the real one.
+- ``real_captions``: the folder of real caption tables (Clotho v1, AudioCaps v2), for the few tests whose point is
+  the real text. Where it is absent they skip with a reason starting with :data:`REAL_DATA_SKIP`.
+  ``real_captions_if_any`` is that folder or None, for tests that use real text where present and generated
+  text otherwise (the caption metrics, see ``tests/eval/conftest.py``).
+
+The skip rule: any other skip (a missing package, a missing tool, a test skipping itself) fails the run, so that
+``python -m pytest`` cannot pass by silently not testing. The offending tests are listed at the end of the report.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/test_skip_rule.py runs the rule on a throw-away suite
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA_ENV = "AACTK_SHARED_DATA"
+REAL_DATA_SKIP = "needs the real Clotho/AudioCaps data"  # the only skip reason that does not fail the run
+
+MINI_DURATIONS = (15.7, 29.5, 17.3, 24.1, 19.0, 21.6, 27.2)  # seconds, the range of the real clotho_mini
+MINI_SAMPLE_RATE = 44100
+
+
+def shared_data_dir() -> Path:
+    """``$AACTK_SHARED_DATA`` if set, else ``shared/data`` beside the checkout."""
+    return Path(os.environ.get(SHARED_DATA_ENV) or REPO.parent / "shared" / "data")
+
+
+# --- data fixtures ----------------------------------------------------------------------------------------------
+
+def make_clotho_mini(out: Path, seed: int = 0) -> Path:
+    """Write a generated stand-in for the real clotho_mini under out and return out.
+
+    Each clip is a scene of the synthetic corpus (1-3 events in its first seconds) over its background ambience,
+    lengthened to a fixed duration; its five captions come from the corpus' caption grammar.
+    """
+    from corpus.synth import caption_scene, render_scene, sample_scene
+    from corpus.synth.corpus import write_wav
+
+    (out / "audio").mkdir(parents=True)
+    rows, meta = [], {}
+    for index, duration in enumerate(MINI_DURATIONS):
+        scene_rng, audio_rng, caption_rng = (np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, s)))
+                                             for s in range(3))
+        scene = sample_scene(scene_rng)
+        scene["duration"] = duration  # the events stay where they are; the background runs on
+        for ev in scene["events"]:
+            ev["spans_clip"] = bool(ev["offset"] - ev["onset"] >= 0.8 * duration)
+        types = [ev["type"] for ev in scene["events"]]
+        name = f"synth {index + 1:02d} {' and '.join(types)}.wav"
+        write_wav(out / "audio" / name, render_scene(audio_rng, scene, MINI_SAMPLE_RATE), MINI_SAMPLE_RATE)
+        rows.append([name, *caption_scene(scene, caption_rng)])
+        meta[name] = {"duration": duration, "sample_rate": MINI_SAMPLE_RATE, "events": types}
+    with open(out / "clotho_captions_mini.csv", "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["file_name"] + [f"caption_{i}" for i in range(1, 6)], *rows])
+    (out / "synth_metadata.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return out
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Folder of real audio and captions for tests; skips cleanly where a checkout has none."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA} (a folder 'shared/data' beside the checkout)")
-    return SHARED_DATA
+def clotho_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real clotho_mini folder where present, else a generated one (see the module docstring)."""
+    real = shared_data_dir() / "clotho_mini"
+    if real.is_dir():
+        return real
+    return make_clotho_mini(tmp_path_factory.mktemp("clotho_mini"))
+
+
+@pytest.fixture(scope="session")
+def real_captions_if_any() -> Path | None:
+    """The real caption tables' folder, or None where absent: for tests that fall back to generated text."""
+    folder = shared_data_dir() / "captions"
+    return folder if folder.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_captions(real_captions_if_any: Path | None) -> Path:
+    """The real caption tables (``clotho_v1_captions_*.csv``, ``audiocaps_v2_*.csv``); skips where absent."""
+    if real_captions_if_any is None:
+        pytest.skip(f"{REAL_DATA_SKIP}: no caption tables at {shared_data_dir() / 'captions'} (a folder "
+                    f"'shared/data' beside the checkout, or set {SHARED_DATA_ENV})")
+    return real_captions_if_any
+
+
+# --- the skip rule ----------------------------------------------------------------------------------------------
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """The reason a skipped test or module gave, without pytest's ``Skipped: `` prefix."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+class SkipRule:
+    """Collects skips whose reason is not :data:`REAL_DATA_SKIP` and fails the run over them."""
+
+    def __init__(self) -> None:
+        self.offending: list[tuple[str, str]] = []  # (node id, reason)
+
+    def _check(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = skip_reason(report)
+            if not reason.startswith(REAL_DATA_SKIP):
+                self.offending.append((report.nodeid, reason))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._check(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._check(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.offending and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.offending:
+            terminalreporter.section("skips that fail the run", sep="=", red=True, bold=True)
+            terminalreporter.line(f"Only a skip whose reason starts with {REAL_DATA_SKIP!r} is allowed; "
+                                  f"{len(self.offending)} other skip(s):")
+            for nodeid, reason in self.offending:
+                terminalreporter.line(f"SKIPPED {nodeid}: {reason}", red=True)
+            terminalreporter.stats["disallowed skip(s)"] = list(self.offending)  # counted in the last line
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SkipRule(), "aactk-skip-rule")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from captioning.models.encoder import BiGRUEncoder, lengths_to_padding_mask
+from captioning.models.encoder import BiGRUEncoder
 from captioning.models.gru import AttentionGRUDecoder
 from captioning.models.transformer import TransformerCaptionDecoder
 
@@ -53,4 +53,4 @@ def build_captioner(model_args: dict[str, Any]) -> Captioner:
 
 
 __all__ = ["ENCODERS", "DECODERS", "Captioner", "build_captioner", "BiGRUEncoder", "TransformerCaptionDecoder",
-           "AttentionGRUDecoder", "lengths_to_padding_mask"]
+           "AttentionGRUDecoder"]

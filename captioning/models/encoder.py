@@ -5,10 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-
-def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``lengths`` [B] -> bool [B, max_len], True where a position is padding (torch's key_padding_mask)."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+from common.tensor import lengths_to_mask, masked_mean
 
 
 class BiGRUEncoder(nn.Module):
@@ -32,6 +29,5 @@ class BiGRUEncoder(nn.Module):
         packed = pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2H), zeros at padding
-        valid = (~lengths_to_padding_mask(frame_lengths, T)).unsqueeze(-1).to(out.dtype)  # (B, T, 1)
-        clip = (out * valid).sum(1) / valid.sum(1).clamp(min=1.0)  # (B, 2H)
+        clip = masked_mean(out, lengths_to_mask(frame_lengths, T), dim=1)  # (B, 2H)
         return {"frames": out, "frame_lengths": frame_lengths, "clip": clip}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from captioning.models.encoder import lengths_to_padding_mask
+from common.tensor import lengths_to_mask, masked_mean
 
 
 class AttentionGRUDecoder(nn.Module):
@@ -33,10 +33,9 @@ class AttentionGRUDecoder(nn.Module):
     def prepare(self, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``memory`` [B, T, d], its attention keys ``keys`` [B, T, a], ``padding_mask`` [B, T], ``clip`` [B, d]."""
         memory = self.memory_proj(enc["frames"])  # (B, T, d)
-        mask = lengths_to_padding_mask(enc["frame_lengths"], memory.shape[1])
-        valid = (~mask).unsqueeze(-1).to(memory.dtype)
-        clip = (memory * valid).sum(1) / valid.sum(1).clamp(min=1.0)  # (B, d)
-        return {"memory": memory, "keys": self.attn_memory(memory), "padding_mask": mask, "clip": clip}
+        valid = lengths_to_mask(enc["frame_lengths"], memory.shape[1])  # (B, T)
+        clip = masked_mean(memory, valid, dim=1)  # (B, d)
+        return {"memory": memory, "keys": self.attn_memory(memory), "padding_mask": ~valid, "clip": clip}
 
     def init_state(self, ctx: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         N = ctx["clip"].shape[0]

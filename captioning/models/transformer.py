@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from captioning.models.encoder import lengths_to_padding_mask
+from common.tensor import lengths_to_mask
 
 
 def sinusoid_positions(length: int, dim: int, offset: int = 0, device=None) -> torch.Tensor:
@@ -46,7 +46,7 @@ class TransformerCaptionDecoder(nn.Module):
         [B, n_layers, heads, T, d_model/heads], projected once per clip rather than at every step."""
         memory = self.memory_proj(enc["frames"])  # (B, T, d)
         layers = self.decoder.layers
-        return {"memory": memory, "padding_mask": lengths_to_padding_mask(enc["frame_lengths"], memory.shape[1]),
+        return {"memory": memory, "padding_mask": ~lengths_to_mask(enc["frame_lengths"], memory.shape[1]),
                 "memory_k": torch.stack([self._heads(l.multihead_attn, memory, 1) for l in layers], 1),
                 "memory_v": torch.stack([self._heads(l.multihead_attn, memory, 2) for l in layers], 1)}
 

@@ -11,16 +11,13 @@ Layout written under ``out``::
 
 Every clip depends only on (seed, clip index): its scene, audio and captions come from independent RNG streams
 spawned from ``SeedSequence(seed, spawn_key=(index, stream))``, so the output is byte-identical for any number of
-worker processes. Files are written atomically (temporary file, then rename); a rerun with the same settings
-keeps finished clips and completes the rest.
+worker processes. Files are written atomically (:mod:`common.io`); a rerun with the same settings keeps finished
+clips and completes the rest.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import multiprocessing as mp
-import os
 import time
 import wave
 from collections.abc import Sequence
@@ -28,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from common.io import atomic_write, remove_stale_temps, write_csv, write_text_atomic
 
 from .captions import caption_scene, words
 from .events import EVENT_TYPES
@@ -135,21 +134,13 @@ def file_name(index: int) -> str:
 
 
 def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
-    """Write float samples [n] in [-1, 1] as mono PCM 16-bit, atomically (temporary file, then rename)."""
+    """Write float samples [n] in [-1, 1] as mono PCM 16-bit, atomically."""
     pcm = np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with wave.open(str(tmp), "wb") as w:
+    with atomic_write(path, "wb") as f, wave.open(f, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(sr)
         w.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def make_clip(job: tuple) -> dict:
@@ -174,12 +165,6 @@ def _rounded(obj):
     return obj
 
 
-def _csv(rows: list[list[str]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / "synth_corpus.json"
     if path.exists():
@@ -187,12 +172,10 @@ def _check_settings(out: Path, settings: dict) -> None:
         if old != settings:
             raise ValueError(f"{out} already holds a synthetic corpus made with other settings "
                              f"({path}); choose another --out or delete it")
-    for split in SPLITS:
-        folder = out / f"clotho_audio_{split}"
+    for folder in [out] + [out / f"clotho_audio_{split}" for split in SPLITS]:
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".*.tmp"):  # left by a killed run
-            stale.unlink()
-    _write_text(path, json.dumps(settings, indent=1) + "\n")
+        remove_stale_temps(folder, "*")  # temporary files of a killed run
+    write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
 
 
 def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int = 16000, workers: int = 2,
@@ -226,16 +209,15 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
     vocab: set[str] = set()
     for split in SPLITS:
         mine = [r for r in rows if r["split"] == split]
-        table = [["file_name"] + [f"caption_{k}" for k in range(1, 6)]] + [[r["file_name"]] + r["captions"]
-                                                                          for r in mine]
-        _write_text(out / f"clotho_captions_{split}.csv", _csv(table))
+        write_csv(out / f"clotho_captions_{split}.csv", ["file_name"] + [f"caption_{k}" for k in range(1, 6)],
+                  [[r["file_name"]] + r["captions"] for r in mine])
         meta = {r["file_name"]: _rounded({**r["scene"], "combinations": combinations(r["scene"])}) for r in mine}
-        _write_text(out / f"synth_metadata_{split}.json", json.dumps(meta, indent=1) + "\n")
+        write_text_atomic(out / f"synth_metadata_{split}.json", json.dumps(meta, indent=1) + "\n")
         for r in mine:
             for c in r["captions"]:
                 vocab.update(words(c))
     comp = [[r["file_name"], ";".join(r["unseen"])] for r in rows if r["split"] == "evaluation" and r["unseen"]]
-    _write_text(out / "synth_compositional_evaluation.csv", _csv([["file_name", "unseen_combinations"]] + comp))
+    write_csv(out / "synth_compositional_evaluation.csv", ["file_name", "unseen_combinations"], comp)
     return {"clips": settings["splits"], "compositional": len(comp),
             "duration_s": round(sum(r["scene"]["duration"] for r in rows), 1), "vocabulary": len(vocab),
             "seconds": round(time.time() - t0, 1)}

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.tensor import lengths_to_mask
 from features.encoders.panns import check_input
-from features.frontend import LogMelFrontend, MelConfig, time_mask
+from features.frontend import LogMelFrontend, MelConfig
 
 AST_MEAN, AST_STD = -4.2677393, 4.5689974  # AudioSet fbank statistics used by AST's feature extractor
 DB_TO_NATURAL_LOG = math.log(10.0) / 10.0
@@ -101,7 +102,7 @@ class AstEncoder(nn.Module):
             waveform = F.pad(waveform, (0, self.min_samples - waveform.shape[1]))
         x, valid = self.frontend(waveform, lengths.clamp(min=self.min_samples))  # (B, 1, T, M) dB
         x = x[:, 0, :self.max_length] * DB_TO_NATURAL_LOG  # (B, T, M)
-        x = x * time_mask(valid, x.shape[1])[..., None].to(x.dtype)  # padded fbank frames are 0, as in HF
+        x = x * lengths_to_mask(valid, x.shape[1])[..., None].to(x.dtype)  # padded fbank frames are 0, as in HF
         x = F.pad(x, (0, 0, 0, self.max_length - x.shape[1]))  # (B, max_length, M)
         out = self.model(input_values=(x - AST_MEAN) / (2 * AST_STD))
         tokens = out.last_hidden_state[:, 2:]  # drop CLS and distillation tokens: (B, F' * T', H)
@@ -115,14 +116,14 @@ class AstEncoder(nn.Module):
         b, n = waveform.shape
         if lengths is None:
             lengths = torch.full((b,), n, dtype=torch.long, device=waveform.device)
-        waveform = waveform * time_mask(lengths, n).to(waveform.dtype)  # padding must be 0
+        waveform = waveform * lengths_to_mask(lengths, n).to(waveform.dtype)  # padding must be 0
         counts = self.num_frames(lengths.cpu()).to(waveform.device)
         frames, clips, weights = [], [], []
         for start in range(0, int(lengths.max()), self.window_samples):
             part = (lengths - start).clamp(0, self.window_samples)
             f, pooled = self._window(waveform[:, start:start + self.window_samples], part)
             nf = self.num_frames(part.cpu()).to(waveform.device) * (part > 0)  # valid frames in this window
-            frames.append(f * time_mask(nf, f.shape[1])[..., None].to(f.dtype))
+            frames.append(f * lengths_to_mask(nf, f.shape[1])[..., None].to(f.dtype))
             clips.append(pooled)
             weights.append(nf.to(pooled.dtype))
         w = torch.stack(weights)[..., None]  # (W, B, 1)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from features.frontend import (build_extractors, build_spec_augment, panns_mel_config, time_mask,
-                               waveform_to_logmel)
+from common.tensor import lengths_to_mask, masked_mean
+from features.frontend import build_extractors, build_spec_augment, panns_mel_config, waveform_to_logmel
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _mask(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Zero time steps past ``lengths``; x is (B, C, T) or (B, C, T, F) with time on dim 2."""
     if lengths is None:
         return x
-    mask = time_mask(lengths, x.shape[2])[:, None]  # (B, 1, T)
+    mask = lengths_to_mask(lengths, x.shape[2])[:, None]  # (B, 1, T)
     return x * (mask if x.dim() == 3 else mask[..., None]).to(x.dtype)
 
 
@@ -251,11 +251,11 @@ class PannsCnn(nn.Module):
             frames = F.max_pool1d(x, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)  # (B, C, T)
             lengths = torch.full((b,), t, dtype=torch.long, device=x.device)
         else:
-            valid = time_mask(lengths, t)[:, None]  # (B, 1, T)
+            valid = lengths_to_mask(lengths, t)[:, None]  # (B, 1, T)
             x = x * valid.to(x.dtype)
             x_low = x.masked_fill(~valid, float("-inf"))  # padding never wins a max
             x_max = x_low.amax(dim=2)
-            x_mean = x.sum(dim=2) / lengths[:, None].to(x.dtype)
+            x_mean = masked_mean(x, valid, dim=2)
             # avg_pool counts padding as zeros, like the zero padding of a clip alone
             frames = F.max_pool1d(x_low, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
             frames = frames.masked_fill(~valid, 0.0)  # padded steps are -inf after the max
@@ -272,7 +272,7 @@ class PannsCnn(nn.Module):
         if lengths is not None and bool((lengths == waveform.shape[1]).all()):
             lengths = None  # nothing is padded: the unmasked path computes the same, about 5% faster
         if lengths is not None:
-            waveform = waveform * time_mask(lengths, waveform.shape[1]).to(waveform.dtype)  # padding must be 0
+            waveform = waveform * lengths_to_mask(lengths, waveform.shape[1]).to(waveform.dtype)  # padding must be 0
         if self.chunk_samples is None or waveform.shape[1] <= self.chunk_samples:
             return self._head(*self._backbone(waveform, lengths))
         full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)

@@ -1,6 +1,6 @@
 # Clotho v2.1. Nothing is downloaded: get the archives yourself (Clotho v2.1, DOI 10.5281/zenodo.4783391), unpack
 # them so that one folder holds clotho_audio_<split>/ and clotho_captions_<split>.csv, and point CLOTHO_ROOT there.
-# For the AudioCaps -> Clotho schedule, train recipes/audiocaps first and set init_from in conf/retrieval_*.yaml.
+# For the AudioCaps -> Clotho schedule, train recipes/audiocaps first and set train.init in conf/retrieval_*.yaml.
 train_split=development
 val_split=validation
 eval_split=evaluation

@@ -11,13 +11,12 @@ and the SCST ensemble with its best member: CIDEr-D difference with a 95% paired
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import fire
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root: run as a script by run.sh
-from eval.compare import compare  # noqa: E402
+from common.io import atomic_write, write_text_atomic
+from eval.compare import compare
 
 RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
 CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
@@ -61,7 +60,7 @@ def results(exp: str, out: str | None = None) -> str:
               ""]
     text = "\n".join(lines)
     out_path = Path(out or Path(exp) / "results.md")
-    out_path.write_text(text, encoding="utf-8")
+    write_text_atomic(out_path, text)
     if captioning:
         _plot(captioning, out_path.with_suffix(".png"))
     print(text)
@@ -98,7 +97,8 @@ def _plot(captioning: dict[str, dict[str, float]], png: Path) -> None:
     ax.set_title("Captioning systems, evaluation split")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(png, dpi=90)
+    with atomic_write(png, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
     plt.close(fig)
 
 

@@ -74,7 +74,7 @@ def tiny_overrides(data: dict[str, Path], exp_dir: Path, decoder: str = "transfo
         "exp_dir": str(exp_dir),
         "data.train_features": str(data["train_features"]), "data.train_captions": str(data["train_captions"]),
         "data.val_features": str(data["val_features"]), "data.val_captions": str(data["val_captions"]),
-        "data.batch_size": 8, "features.expect_encoder": "toy",
+        "train.batch_size": 8, "features.expect_encoder": "toy",
         "model.encoder_args": {"hidden": 32, "n_layers": 2}, "model.decoder": decoder,
         "model.decoder_args": decoder_args,
         "train.epochs": epochs, "train.lr": 3e-3, "train.average_last": 2, "train.warmup_epochs": 0.5,

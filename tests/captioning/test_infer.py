@@ -1,4 +1,4 @@
-"""Captioning raw audio (captioning.infer) and caption bundles (captioning.bundle) on real Clotho clips.
+"""Captioning raw audio (captioning.infer) and caption bundles (captioning.bundle) on Clotho-mini clips.
 
 Models are small and random: a CNN10 (width 0.25, 16 kHz) audio encoder saved the project's way, and captioners
 built with ``build_captioner`` and saved the way ``captioning.train`` saves them (``model_checkpoint``), recording
@@ -18,16 +18,20 @@ import torch
 
 from captioning.bundle import KIND, load_bundle, load_pipeline, make_bundle
 from captioning.checkpoint import model_checkpoint
-from captioning.infer import caption_files, encode_waveforms, infer, list_audio
+from captioning.infer import caption_files, infer, list_audio
 from captioning.models import build_captioner
 from captioning.vocab import Vocabulary
 from common import save_checkpoint
-from features.audio import load_audio
+from features.audio import load_audio, probe
+from features.encode import encode_waveforms
 from features.encoders import build_audio_encoder
-from features.weights import checkpoint_sha256, save_audio_encoder
+from features.extract import extract
+from features.manifest import AudioEntry, Manifest, write_manifest
+from features.store import open_store
+from features.weights import CHUNK_SECONDS, checkpoint_sha256, save_audio_encoder
 
 REPO = Path(__file__).resolve().parents[2]
-N_CLIPS = 7
+N_CLIPS = 7  # clotho_mini, real or generated
 
 
 def _captioner(path: Path, vocab: Vocabulary, decoder: str, frame_dim: int, feature_attrs: dict, seed: int) -> Path:
@@ -43,18 +47,18 @@ def _captioner(path: Path, vocab: Vocabulary, decoder: str, frame_dim: int, feat
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, shared_data) -> dict:
+def models(tmp_path_factory, clotho_mini: Path) -> dict:
     """Encoder + two captioners (transformer, gru) on disk, a vocabulary from the clips' real captions."""
     folder = tmp_path_factory.mktemp("infer_models")
     torch.manual_seed(0)
     encoder = build_audio_encoder("cnn10", sample_rate=16000, width=0.25)
     save_audio_encoder(encoder, folder / "stage1.pt")
-    with open(shared_data / "clotho_mini" / "clotho_captions_mini.csv", encoding="utf-8", newline="") as f:
+    with open(clotho_mini / "clotho_captions_mini.csv", encoding="utf-8", newline="") as f:
         vocab = Vocabulary.build(c for row in csv.DictReader(f) for k, c in row.items() if k != "file_name")
     attrs = {"encoder": "cnn10", "checkpoint_sha256": checkpoint_sha256(folder / "stage1.pt"),
              "frame_dim": encoder.frame_dim}
     return {"folder": folder, "encoder": folder / "stage1.pt", "frame_dim": encoder.frame_dim, "vocab": vocab,
-            "attrs": attrs, "audio": shared_data / "clotho_mini" / "audio",
+            "attrs": attrs, "audio": clotho_mini / "audio",
             "a": _captioner(folder / "a.pt", vocab, "transformer", encoder.frame_dim, attrs, seed=1),
             "b": _captioner(folder / "b.pt", vocab, "gru", encoder.frame_dim, attrs, seed=2)}
 
@@ -67,7 +71,7 @@ def reference(models) -> dict:
 
 
 def test_captions_every_real_clip(models, reference):
-    names = sorted(os.listdir(models["audio"]))
+    names = sorted(n for n in os.listdir(models["audio"]) if n.endswith(".wav"))
     assert list(reference["captions"]) == names and len(names) == N_CLIPS
     assert any(" " in n for n in names)
     assert reference["errors"] == {}
@@ -152,6 +156,46 @@ def test_bundle_loads_with_its_own_decoding(models, tmp_path):
                        max_len=5, chunk_seconds=5.0)
     pipeline = load_bundle(path)
     assert pipeline.decoding["beam_size"] == 1 and pipeline.encoder.spec["chunk_seconds"] == 5.0
+    assert load_bundle(path, chunk_seconds=CHUNK_SECONDS).encoder.spec["chunk_seconds"] == CHUNK_SECONDS
+    whole = load_bundle(path, chunk_seconds=0).encoder
+    assert whole.chunk_samples is None and "chunk_seconds" not in whole.spec
     with pytest.raises(ValueError, match="beam_size"):
         make_bundle(str(models["encoder"]), str(models["b"]), str(tmp_path / "bad.pt"), beam_size=0)
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_raw_audio_is_encoded_as_extraction_encodes_it(models, tmp_path):
+    """One long-audio path: the window chosen at load time (CHUNK_SECONDS by default) and the same batching give
+    infer's encoder the frames the feature store holds, for clips longer than a window."""
+    pipeline = load_pipeline(models["encoder"], str(models["a"]))
+    assert pipeline.encoder.spec["chunk_seconds"] == CHUNK_SECONDS and pipeline.encoder.chunk_samples is not None
+    files = list_audio([models["audio"]])[:3]
+    infos = [probe(f, scan=False) for f in files]
+    audio = [AudioEntry(f.name, str(f), i.duration, i.sample_rate, i.channels) for f, i in zip(files, infos)]
+    assert all(e.duration > CHUNK_SECONDS for e in audio)
+    split = write_manifest(Manifest("three", audio, {}), tmp_path / "manifest")
+    store = open_store(extract(str(split), str(models["encoder"]), str(tmp_path / "three.h5"), batch_size=2,
+                               workers=0, progress=False))
+    waves = [load_audio(f, pipeline.encoder.sample_rate) for f in files]
+    with torch.inference_mode():
+        encoded = encode_waveforms(pipeline.encoder, waves)
+    for row, entry in enumerate(audio):
+        n = int(encoded["frame_lengths"][row])
+        assert n == store.num_frames(entry.audio_id)
+        torch.testing.assert_close(encoded["frames"][row, :n], torch.from_numpy(store.frames(entry.audio_id)),
+                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(encoded["clip"][row], torch.from_numpy(store.clip(entry.audio_id)),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_retrieval_checkpoint_is_refused_clearly(models, tmp_path):
+    encoder = build_audio_encoder("cnn10", sample_rate=16000, width=0.25)
+    best = tmp_path / "best.pt"
+    torch.save({"kind": "retrieval", "model_args": {"audio_encoder": dict(encoder.spec)},
+                "state_dict": {f"audio_encoder.{k}": v for k, v in encoder.state_dict().items()}}, best)
+    message = r"best\.pt is a retrieval checkpoint .*pass the audio_encoder\.pt that retrieval\.train writes beside it"
+    with pytest.raises(ValueError, match=message):
+        infer(str(models["audio"]), audio_encoder=str(best), captioners=str(models["a"]), progress=False)
+    with pytest.raises(ValueError, match=message):
+        make_bundle(str(best), str(models["a"]), str(tmp_path / "bundle.pt"))
+    assert not (tmp_path / "bundle.pt").exists()

@@ -76,3 +76,55 @@ def test_scst_from_xe_checkpoint(toy_data, tiny, tmp_path):
     scst = load_checkpoint(tmp_path / "scst" / "last.pt")
     assert scst["vocab"] == xe["vocab"] and scst["model_args"] == xe["model_args"]
     assert not all(torch.equal(xe["state_dict"][k], scst["state_dict"][k]) for k in xe["state_dict"])
+
+
+@pytest.mark.slow
+def test_killed_before_final_last_checkpoint_resumes_to_the_same_outputs(toy_data, tiny, tmp_path, monkeypatch):
+    """Killed right after the final last.pt, a rerun once reported success with the previous epoch's averaged.pt
+    and history: now last.pt is written last, as the epoch's commit, so every output is already complete."""
+    from pathlib import Path
+
+    import common.trainer
+
+    whole = train(None, tiny(toy_data, tmp_path / "whole", epochs=2))
+    save = common.trainer.save_checkpoint
+
+    def killed_at_final_last(checkpoint, path):
+        save(checkpoint, path)
+        if Path(path).name == "last.pt" and checkpoint["epoch"] == 2:
+            raise KeyboardInterrupt  # as SIGKILL would, right after the final last.pt
+
+    monkeypatch.setattr(common.trainer, "save_checkpoint", killed_at_final_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(None, tiny(toy_data, tmp_path / "parts", epochs=2))
+    monkeypatch.setattr(common.trainer, "save_checkpoint", save)
+    resumed = train(None, tiny(toy_data, tmp_path / "parts", epochs=2))
+    assert resumed["epoch"] == 2 and len(resumed["history"]) == 2
+    assert (tmp_path / "parts" / "history.jsonl").read_text().count("\n") == 2
+    for name in ("last.pt", "averaged.pt", "best.pt"):
+        a = load_checkpoint(tmp_path / "whole" / name)["state_dict"]
+        b = load_checkpoint(tmp_path / "parts" / name)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert [r["val_cider_d"] for r in resumed["history"]] == [r["val_cider_d"] for r in whole["history"]]
+    assert not [p.name for p in (tmp_path / "parts").iterdir() if ".tmp" in p.name]
+
+
+def test_stores_of_one_run_come_from_one_encoder(toy_data, tiny, tmp_path):
+    from tests.captioning.conftest import write_split
+
+    other_store, other_caps = write_split(tmp_path, "other", 8, seed=2, encoder="other")
+    mixed = {**tiny(toy_data, tmp_path / "mixed"), "features.expect_encoder": None,
+             "data.val_features": str(other_store), "data.val_captions": str(other_caps)}
+    with pytest.raises(ValueError, match="other.h5: features made differently from the training store.*encoder"):
+        train(None, mixed)
+    assert not (tmp_path / "mixed" / "config.yaml").exists()
+    # SCST (train.init) from a captioner trained on the toy encoder's features refuses another encoder's stores
+    train(None, tiny(toy_data, tmp_path / "xe", epochs=1))
+    other_train, other_train_caps = write_split(tmp_path, "other_train", 24, seed=1, encoder="other")
+    scst = {**tiny(toy_data, tmp_path / "scst"), "features.expect_encoder": None, "train.mode": "scst",
+            "train.init": str(tmp_path / "xe" / "last.pt"), "data.train_features": str(other_train),
+            "data.train_captions": str(other_train_caps), "data.val_features": str(other_store),
+            "data.val_captions": str(other_caps)}
+    with pytest.raises(ValueError, match=r"other_train.h5: features made differently from those .*last.pt was "
+                                         r"trained on \(encoder: 'toy' vs 'other'\)"):
+        train(None, scst)

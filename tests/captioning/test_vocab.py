@@ -26,9 +26,9 @@ def test_bad_vocabulary_rejected():
         Vocabulary.build(["a"], min_count=0)
 
 
-def test_real_clotho_captions(shared_data):
+def test_real_clotho_captions(real_captions):
     """Real Clotho development captions: vocabulary size and coverage in a plausible range."""
-    with open(shared_data / "captions" / "clotho_v1_captions_development.csv", encoding="utf-8") as f:
+    with open(real_captions / "clotho_v1_captions_development.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     captions = [row[f"caption_{i}"] for row in rows for i in range(1, 6)]
     vocab = Vocabulary.build(captions, min_count=5)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.run import commit_run
 from common import (checkpoint_paths, load_checkpoint, load_config, open_run, rng_state, save_checkpoint, set_rng_state,
                     write_history)
 
@@ -68,7 +69,9 @@ def test_run_folder_refuses_other_config(tmp_path):
     open_run(tmp_path / "exp", DEFAULTS, "retrieval.train").info("hello")
     assert "hello" in (tmp_path / "exp" / "train.log").read_text()
     open_run(tmp_path / "exp", DEFAULTS, "retrieval.train")  # same config: fine
-    with pytest.raises(ValueError, match="different configuration.*epochs"):
-        open_run(tmp_path / "exp", {**DEFAULTS, "epochs": 9}, "retrieval.train")
+    assert not (tmp_path / "exp" / "config.yaml").exists()  # written when training starts (commit_run)
+    commit_run(tmp_path / "exp", DEFAULTS, "retrieval.train")
+    with pytest.raises(ValueError, match="different configuration.*seed"):
+        open_run(tmp_path / "exp", {**DEFAULTS, "seed": 9}, "retrieval.train")
     write_history(tmp_path / "exp", [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5}])
     assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000

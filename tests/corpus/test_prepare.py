@@ -1,4 +1,5 @@
-"""Corpus preparation into manifests: real Clotho clips, a corpus of bad files, AudioCaps naming, manifest I/O."""
+"""Corpus preparation into manifests: Clotho clips (real or generated), a corpus of bad files, AudioCaps naming,
+manifest I/O."""
 import csv
 import json
 import subprocess
@@ -33,14 +34,13 @@ def caps(name: str) -> list[str]:
 
 # --- Clotho -----------------------------------------------------------------------------------------------------
 
-def test_clotho_mini_prepares(shared_data: Path, tmp_path: Path) -> None:
-    mini = shared_data / "clotho_mini"
-    reports = prepare_clotho(tmp_path, audio_dir=mini / "audio", captions_csv=mini / "clotho_captions_mini.csv",
-                             split="evaluation", workers=2)
+def test_clotho_mini_prepares(clotho_mini: Path, tmp_path: Path) -> None:
+    reports = prepare_clotho(tmp_path, audio_dir=clotho_mini / "audio",
+                             captions_csv=clotho_mini / "clotho_captions_mini.csv", split="evaluation", workers=2)
     assert [(r.split, r.clips, r.captions, r.errors) for r in reports] == [("evaluation", 7, 35, [])]
     manifest = read_manifest(tmp_path / "evaluation")
     assert len(manifest) == 7 and len(manifest.pairs()) == 35
-    with open(mini / "clotho_captions_mini.csv", encoding="utf-8", newline="") as f:
+    with open(clotho_mini / "clotho_captions_mini.csv", encoding="utf-8", newline="") as f:
         table = {row["file_name"]: [row[f"caption_{i}"] for i in range(1, 6)] for row in csv.DictReader(f)}
     assert manifest.captions == table  # original text, original order
     for entry in manifest.audio:
@@ -178,10 +178,10 @@ def test_audiocaps_finds_downloader_names_and_counts_missing(tmp_path: Path) -> 
         prepare_audiocaps(tmp_path / "out", csv_dir=tmp_path, audio_dir=tmp_path / "audio", splits="test")
 
 
-def test_audiocaps_real_table_header(shared_data: Path, tmp_path: Path) -> None:
+def test_audiocaps_real_table_header(real_captions: Path, tmp_path: Path) -> None:
     """The real v2 tables parse: val has 495 clips with 5 captions each (all absent on disk here)."""
     (tmp_path / "audio").mkdir()
-    (report,) = prepare_audiocaps(tmp_path / "out", csv_dir=shared_data / "captions", audio_dir=tmp_path / "audio",
+    (report,) = prepare_audiocaps(tmp_path / "out", csv_dir=real_captions, audio_dir=tmp_path / "audio",
                                   splits="val", workers=1)
     assert (report.clips, len(report.missing)) == (0, 495)
 

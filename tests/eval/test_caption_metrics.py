@@ -1,5 +1,7 @@
-"""Caption metrics against pycocoevalcap called directly, on 200 real Clotho clips with mixed candidates."""
+"""Caption metrics against pycocoevalcap called directly, on 200 clips (real Clotho captions where present) with
+mixed candidates."""
 import csv
+import importlib
 import json
 import os
 import subprocess
@@ -82,12 +84,14 @@ def test_scores_are_plausible(report, parity_set):
     assert all(np.isfinite(v).all() for v in report.sentence.values())
 
 
-def test_spice_and_spider_unavailable_without_corenlp(report, tmp_path, monkeypatch):
+def test_spice_and_spider_unavailable_without_corenlp(parity_set, tmp_path, monkeypatch):
+    """Both places SPICE looks for CoreNLP are emptied, so this runs where the jars are installed too."""
     monkeypatch.setenv(SPICE_LIB_ENV, str(tmp_path))
-    if spice_unavailable_reason() is None:
-        pytest.skip("CoreNLP jars are installed here: SPICE can run")
+    monkeypatch.setattr(importlib.import_module("eval.spice"), "_SPICE_DIR", tmp_path / "pycocoevalcap_spice")
+    _, cands, refs = parity_set
+    report = caption_metrics(cands[:20], refs[:20], metrics=("cider_d", "spice", "spider"))
+    assert list(report.corpus) == ["cider_d"] and list(report.sentence) == ["cider_d"]
     for name in ("spice", "spider"):
-        assert name not in report.corpus and name not in report.sentence
         assert "stanford-corenlp-3.6.0-models.jar" in report.unavailable[name]
         assert SPICE_LIB_ENV in report.unavailable[name]
     assert str(tmp_path) in spice_unavailable_reason()

@@ -1,4 +1,4 @@
-"""FastCiderD against pycocoevalcap's CiderD on real Clotho captions."""
+"""FastCiderD against pycocoevalcap's CiderD on Clotho captions (real where present, else generated)."""
 import numpy as np
 import pytest
 from pycocoevalcap.cider.cider import Cider
@@ -13,9 +13,9 @@ def _pycoco_cider(cands: list[str], refs: list[list[str]]) -> tuple[float, np.nd
 
 
 @pytest.fixture(scope="module")
-def tokenized(clotho_eval, candidate_maker):
-    """600 real clips with mixed candidates, PTB-tokenized (strings of space-separated tokens)."""
-    _, mult_refs = clotho_eval
+def tokenized(eval_captions, candidate_maker):
+    """600 clips with mixed candidates, PTB-tokenized (strings of space-separated tokens)."""
+    _, mult_refs = eval_captions
     cands, refs = candidate_maker(mult_refs[:600], seed=1)
     return ptb_tokenize_inputs(cands, refs)
 

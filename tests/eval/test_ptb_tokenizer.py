@@ -4,7 +4,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from eval.tokenizer import ptb_tokenize, ptb_tokenize_inputs, simple_tokenize
 
 
-def test_ptb_tokenize_equals_pycocoevalcap_on_real_captions(parity_set):
+def test_ptb_tokenize_equals_pycocoevalcap_on_captions(parity_set):
     _, cands, refs = parity_set
     sentences = cands + [r for rs in refs for r in rs]
     theirs = PTBTokenizer().tokenize({i: [{"caption": s}] for i, s in enumerate(sentences)})

@@ -75,9 +75,9 @@ def test_invalid_input():
         ranking_metrics(np.zeros((2, 3)), [{0}, {1}, {2}])
 
 
-def test_clotho_convention_on_real_caption_ids(clotho_eval):
+def test_clotho_convention_on_caption_ids(eval_captions):
     """Clips are one-hot vectors and captions copy their clip's vector, so the answers are known."""
-    ids, mult_refs = clotho_eval
+    ids, mult_refs = eval_captions
     n_clips = len(ids)
     text_to_audio = clotho_text_to_audio(n_clips)
     assert len(text_to_audio) == sum(len(r) for r in mult_refs)

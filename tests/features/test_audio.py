@@ -1,4 +1,5 @@
 """Audio reading: formats, resampling, down-mixing, and a clear AudioError for every kind of bad file."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +88,22 @@ def test_silence_is_valid_and_flagged(tmp_path: Path) -> None:
     assert load_audio(tmp_path / "quiet.wav", 16000).shape == (8000,)
 
 
-def test_probe_matches_real_clip(shared_data: Path) -> None:
-    path = sorted((shared_data / "clotho_mini" / "audio").glob("*.wav"))[0]
-    info, ref = probe(path), sf.info(str(path))
-    assert (info.num_frames, info.sample_rate, info.channels) == (ref.frames, ref.samplerate, ref.channels)
-    assert info.duration == pytest.approx(ref.frames / ref.samplerate)
-    assert 0 < info.peak <= 1.0
-    y = load_audio(path, 16000)
-    assert abs(len(y) - ref.frames * 16000 / ref.samplerate) <= 1
+def test_probe_matches_clotho_mini_clips(clotho_mini: Path) -> None:
+    """Every clip of clotho_mini: 15-30 s, 44.1 kHz mono 16-bit, as soundfile reads it; exact where generated."""
+    known = clotho_mini / "synth_metadata.json"  # only in the generated stand-in: each clip's planned duration
+    planned = json.loads(known.read_text(encoding="utf-8")) if known.exists() else {}
+    paths = sorted((clotho_mini / "audio").glob("*.wav"))
+    assert len(paths) == 7 and any(" " in p.name for p in paths)
+    for path in paths:
+        info, ref = probe(path), sf.info(str(path))
+        assert (info.num_frames, info.sample_rate, info.channels) == (ref.frames, ref.samplerate, ref.channels)
+        assert (info.sample_rate, info.channels, info.subtype) == (44100, 1, "PCM_16")
+        assert info.duration == pytest.approx(ref.frames / ref.samplerate) and 15.0 <= info.duration <= 30.0
+        assert 0 < info.peak <= 1.0 and not info.silent
+        if planned:
+            assert info.num_frames == round(planned[path.name]["duration"] * 44100)
+    y = load_audio(paths[0], 16000)
+    assert abs(len(y) - probe(paths[0]).num_frames * 16000 / 44100) <= 1
 
 
 def _wav_bytes(tmp_path: Path) -> bytes:

@@ -1,6 +1,8 @@
-"""Feature extraction on real clips: one entry per clip, bad clips skipped, resumable after SIGKILL, shardable."""
+"""Feature extraction on Clotho-mini clips: one entry per clip, bad clips skipped, resumable after SIGKILL,
+shardable; only audio-encoder checkpoints are read."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -16,15 +18,16 @@ import torch
 
 from features.audio import probe
 from features.encoders import build_audio_encoder
-from features.extract import errors_csv_of, extract, merge, parts_dir_of
+from features.encode import plan_batches
+from features.extract import extract
 from features.manifest import AudioEntry, Manifest, write_manifest
+from features.parts import errors_csv_of, merge, parts_dir_of
 from features.store import open_store
 from features.weights import checkpoint_sha256, save_audio_encoder
 
 REPO = Path(__file__).resolve().parents[2]
-# the three shortest clips of clotho_mini (15.7-19 s), under awkward ids
-CLIPS = {"Tenerife_bazaar_2": "bazaar, Tenerife/2", "Flipping Pages": "pages ü 1",
-         "01 barreau bunker original": "bunker \"original\""}
+# the three shortest clips of clotho_mini (15-30 s) get these awkward ids, shortest first
+AWKWARD_IDS = ("bazaar, Tenerife/2", "pages ü 1", "bunker \"original\"")
 BAD_ID = "bad clip, text"
 SETTINGS = dict(batch_size=1, chunk_seconds=10.0, dtype="float32")
 
@@ -36,12 +39,13 @@ def _encoder_ckpt(path: Path, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, shared_data: Path) -> dict:
+def work(tmp_path_factory, clotho_mini: Path) -> dict:
     root = tmp_path_factory.mktemp("extract")
-    audio = []
-    for stem, audio_id in CLIPS.items():
-        info = probe(shared_data / "clotho_mini" / "audio" / f"{stem}.wav", scan=False)
-        audio.append(AudioEntry(audio_id, info.path, info.duration, info.sample_rate, info.channels))
+    infos = sorted((probe(p, scan=False) for p in (clotho_mini / "audio").glob("*.wav")),
+                   key=lambda info: (info.duration, info.path))
+    audio = [AudioEntry(audio_id, info.path, info.duration, info.sample_rate, info.channels)
+             for audio_id, info in zip(AWKWARD_IDS, infos)]
+    assert len(audio) == 3
     bad = root / "not audio.wav"
     bad.write_text("this is a text file, not a wav\n")
     audio.insert(1, AudioEntry(BAD_ID, str(bad), 3.0, 16000, 1))
@@ -50,6 +54,13 @@ def work(tmp_path_factory, shared_data: Path) -> dict:
     reference = root / "reference" / "mini.h5"
     extract(str(split), str(ckpt), str(reference), workers=1, progress=False, **SETTINGS)
     return {"root": root, "split": split, "ckpt": ckpt, "reference": reference, "audio": audio}
+
+
+def test_plan_batches_longest_first_ties_in_order() -> None:
+    assert plan_batches([1.0, 3.0, 2.0, 3.0, 0.5], 2) == [[1, 3], [2, 0], [4]]
+    assert plan_batches([], 4) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_batches([1.0], 0)
 
 
 def assert_same_store(a: Path, b: Path) -> None:
@@ -76,7 +87,7 @@ def test_one_entry_per_clip(work: dict) -> None:
         n = round(entry.duration * 16000)
         expected = entry.duration * 16000 / encoder.frame_hop
         assert frames.shape == (int(encoder.num_frames(torch.tensor([n]))), 512)
-        assert abs(len(frames) - expected) <= 2  # up to one frame lost per 10 s window
+        assert abs(len(frames) - expected) <= math.ceil(entry.duration / 10)  # up to one frame lost per window
         assert clip.shape == (512,) and np.isfinite(frames).all() and frames.std() > 0
     assert store.missing == {BAD_ID: store.missing[BAD_ID]} and "not a readable audio file" in store.missing[BAD_ID]
     errors = errors_csv_of(work["reference"]).read_text(encoding="utf-8")
@@ -137,8 +148,9 @@ def test_leftovers_of_a_kill_are_ignored(work: dict, tmp_path: Path) -> None:
             **SETTINGS)
     parts = parts_dir_of(out)
     dead_pid = "4194303"  # above Linux's pid_max: no live process has it
-    (parts / f"part-000001.npz.tmp{dead_pid}").write_bytes(b"PK\x03\x04 half a zip")
-    (tmp_path / f"s.h5.tmp{dead_pid}").write_bytes(b"\x89HDF\r\n half a store")
+    (parts / f".part-000001.npz.tmp{dead_pid}").write_bytes(b"PK\x03\x04 half a zip")  # common.io's temp names
+    (tmp_path / f".s.h5.tmp{dead_pid}").write_bytes(b"\x89HDF\r\n half a store")
+    (tmp_path / f".s.h5.errors.csv.tmp{dead_pid}").write_text("audio_id,pa")
     extract(str(work["split"]), str(work["ckpt"]), str(out), num_shards=2, shard_id=1, workers=0, progress=False,
             **SETTINGS)
     assert_same_store(out, work["reference"])
@@ -191,6 +203,20 @@ def test_refuses_to_mix_checkpoints(work: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"done\.h5: .*checkpoint_sha256: expected"):
         extract(str(work["split"]), str(other), str(done), workers=0, progress=False, **SETTINGS)
     assert done.read_bytes() == work["reference"].read_bytes()
+
+
+def test_retrieval_checkpoint_is_refused_before_any_work(work: dict, tmp_path: Path) -> None:
+    """Stages meet at files: extraction reads the audio_encoder.pt retrieval.train writes, not its best.pt."""
+    encoder = build_audio_encoder("cnn14", width=0.25, sample_rate=16000)
+    best = tmp_path / "exp" / "best.pt"
+    best.parent.mkdir()
+    torch.save({"kind": "retrieval", "model_args": {"audio_encoder": dict(encoder.spec)},
+                "state_dict": {f"audio_encoder.{k}": v for k, v in encoder.state_dict().items()}}, best)
+    out = tmp_path / "r.h5"
+    with pytest.raises(ValueError, match=r"exp/best\.pt is a retrieval checkpoint .*audio_encoder\.pt that "
+                                         r"retrieval\.train writes beside it"):
+        extract(str(work["split"]), str(best), str(out), workers=0, progress=False, **SETTINGS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # nothing written
 
 
 @pytest.mark.slow

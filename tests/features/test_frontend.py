@@ -15,8 +15,8 @@ from features.frontend import (LogMelFrontend, MelConfig, panns_mel_config, stft
 
 
 @pytest.fixture(scope="module")
-def clip_32k(shared_data: Path) -> torch.Tensor:
-    wav = sorted((shared_data / "clotho_mini" / "audio").glob("*.wav"))[1]
+def clip_32k(clotho_mini: Path) -> torch.Tensor:
+    wav = sorted((clotho_mini / "audio").glob("*.wav"))[1]
     audio, sr = sf.read(wav, dtype="float32", always_2d=True)
     audio = soxr.resample(audio.mean(axis=1), sr, 32000)[: 4 * 32000]
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]

@@ -43,8 +43,8 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def clip_32k(shared_data: Path) -> torch.Tensor:
-    wav = sorted((shared_data / "clotho_mini" / "audio").glob("*.wav"))[0]
+def clip_32k(clotho_mini: Path) -> torch.Tensor:
+    wav = sorted((clotho_mini / "audio").glob("*.wav"))[0]
     audio, sr = sf.read(wav, dtype="float32", always_2d=True)
     audio = soxr.resample(audio.mean(axis=1), sr, 32000)[: 10 * 32000]
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]  # (1, N)

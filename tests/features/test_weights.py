@@ -1,4 +1,5 @@
-"""Weight loading: official PANNs, retrieval and project checkpoints; strict errors that name keys and files."""
+"""Weight loading: official PANNs and project checkpoints (retrieval ones refused), the window for long audio chosen
+at load time; strict errors that name keys and files."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from features.encoders import build_audio_encoder
-from features.weights import checkpoint_sha256, load_audio_encoder, save_audio_encoder
+from features.weights import CHUNK_SECONDS, checkpoint_sha256, chunked_spec, load_audio_encoder, save_audio_encoder
 
 # Shapes of a few tensors in the published checkpoints (PANNs, Kong et al. 2020).
 PUBLISHED_SHAPES = {
@@ -38,7 +39,7 @@ def test_official_checkpoints_load_strictly(name: str, tmp_path: Path) -> None:
     path = tmp_path / f"{name}.pth"
     torch.save({"model": state}, path)
     loaded = load_audio_encoder(path, name)
-    assert loaded.spec == {"name": name, "sample_rate": 32000}
+    assert loaded.spec == {"name": name, "sample_rate": 32000, "chunk_seconds": CHUNK_SECONDS}
     assert _same_outputs(model, loaded, 32000)
 
 
@@ -88,26 +89,44 @@ def test_missing_corrupt_and_unknown_files(tmp_path: Path) -> None:
         load_audio_encoder(tmp_path / "official.pth")
 
 
-def test_project_and_retrieval_formats(tmp_path: Path) -> None:
+def test_project_format_and_window_chosen_at_load(tmp_path: Path) -> None:
     torch.manual_seed(0)
     enc = build_audio_encoder("cnn6", width=0.25, chunk_seconds=5.0)
     save_audio_encoder(enc, tmp_path / "enc" / "audio_encoder.pt")
     assert [p.name for p in (tmp_path / "enc").iterdir()] == ["audio_encoder.pt"]  # no temp file left
-    loaded = load_audio_encoder(tmp_path / "enc" / "audio_encoder.pt")
-    assert loaded.spec == {"name": "cnn6", "width": 0.25, "chunk_seconds": 5.0}
-    assert _same_outputs(enc, loaded, 32000)
-    assert load_audio_encoder(tmp_path / "enc" / "audio_encoder.pt", chunk_seconds=None).chunk_samples is None
+    path = tmp_path / "enc" / "audio_encoder.pt"
+    assert load_audio_encoder(path, chunk_seconds=5.0).spec == {"name": "cnn6", "width": 0.25, "chunk_seconds": 5.0}
+    loaded = load_audio_encoder(path)  # the window is the loader's choice, one default
+    assert CHUNK_SECONDS == 10.0 and loaded.spec == {"name": "cnn6", "width": 0.25, "chunk_seconds": 10.0}
+    assert loaded.chunk_samples == int(10.0 * 32000) // loaded.frame_hop * loaded.frame_hop
+    assert _same_outputs(enc, loaded, 32000)  # same weights (2 s: shorter than either window)
+    for whole in (None, 0):
+        unwindowed = load_audio_encoder(path, chunk_seconds=whole)
+        assert unwindowed.chunk_samples is None and "chunk_seconds" not in unwindowed.spec
     with pytest.raises(ValueError, match="holds encoder 'cnn6'"):
-        load_audio_encoder(tmp_path / "enc" / "audio_encoder.pt", "cnn14")
+        load_audio_encoder(path, "cnn14")
 
+
+def test_chunked_spec_only_for_encoders_that_window() -> None:
+    assert chunked_spec({"name": "cnn10", "width": 0.5}, 7) == {"name": "cnn10", "width": 0.5, "chunk_seconds": 7.0}
+    assert chunked_spec({"name": "cnn10", "chunk_seconds": 3.0}, 0) == {"name": "cnn10"}
+    ast = {"name": "ast", "max_length": 1024}  # AST windows at its own input length
+    assert chunked_spec(ast, 10.0) == ast
+    assert chunked_spec({"name": "no_such_encoder"}, 10.0) == {"name": "no_such_encoder"}  # refused when built
+
+
+def test_retrieval_checkpoint_is_refused_clearly(tmp_path: Path) -> None:
+    """The bi-encoder's layout belongs to retrieval: later stages read the audio_encoder.pt written beside it."""
+    enc = build_audio_encoder("cnn6", width=0.25)
     retrieval = {"kind": "retrieval",
                  "model_args": {"audio_encoder": dict(enc.spec), "text_encoder": {"name": "minilm"}},
-                 "state_dict": {**{f"audio_encoder.{k}": v for k, v in enc.state_dict().items()},
-                                "text_encoder.embeddings.weight": torch.zeros(4, 2),
-                                "audio_proj.weight": torch.zeros(2, 128)}}
-    torch.save(retrieval, tmp_path / "retrieval.pt")
-    from_retrieval = load_audio_encoder(tmp_path / "retrieval.pt")
-    assert _same_outputs(enc, from_retrieval, 32000)
+                 "state_dict": {f"audio_encoder.{k}": v for k, v in enc.state_dict().items()}}
+    torch.save(retrieval, tmp_path / "best.pt")
+    with pytest.raises(ValueError, match=r"best\.pt is a retrieval checkpoint .*pass the audio_encoder\.pt "
+                                         r"that retrieval\.train writes beside it"):
+        load_audio_encoder(tmp_path / "best.pt")
+    with pytest.raises(ValueError, match="retrieval checkpoint"):
+        load_audio_encoder(tmp_path / "best.pt", "cnn6")
 
 
 def test_strict_load_holds_real_float32_tensors(tmp_path: Path) -> None:

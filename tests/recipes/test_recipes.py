@@ -37,7 +37,7 @@ def test_every_recipe_config_builds(path):
 
 
 TINY = {  # settings that make each stage of the default recipe take seconds
-    "retrieval": {"epochs": 1, "batch_size": 8, "crop_seconds": 2.0, "warmup_steps": 1,
+    "retrieval": {"train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0.1}, "data": {"crop_seconds": 2.0},
                   "model": {"audio_encoder": {"width": 0.125}, "embed_dim": 32}},
     "caption_xe": {"train": {"epochs": 2, "average_last": 1},
                    "model": {"encoder_args": {"hidden": 32, "n_layers": 1}},

@@ -74,10 +74,12 @@ def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
 def _tiny_settings(corpus: dict[str, Path], exp_dir: Path, **extra) -> dict:
     """A CPU-second-scale run: narrow CNN6, frozen MiniLM, 1-s crops (dotted keys as on the command line)."""
     settings = {
-        "train_manifest": str(corpus["train"]), "val_manifest": str(corpus["val"]), "exp_dir": str(exp_dir),
+        "data.train_manifest": str(corpus["train"]), "data.val_manifest": str(corpus["val"]),
+        "exp_dir": str(exp_dir), "data.crop_seconds": 1.0,
         "model.audio_encoder.name": "cnn6", "model.audio_encoder.width": 0.125,
         "model.audio_encoder.spec_augment": False, "model.text_encoder.freeze_layers": -1, "model.embed_dim": 32,
-        "epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_steps": 3, "crop_seconds": 1.0, "log_interval": 1000,
+        "train.epochs": 3, "train.batch_size": 16, "train.lr": 3e-3, "train.warmup_epochs": 0.5,
+        "train.log_interval": 1000,
     }
     settings.update(extra)
     return settings
@@ -93,5 +95,5 @@ def tiny_settings():
 def trained(tiny_corpus, tmp_path_factory) -> Path:
     """Experiment folder of a 4-epoch run on the tiny corpus (best.pt, last.pt, history)."""
     exp = tmp_path_factory.mktemp("train") / "exp"
-    train(None, **_tiny_settings(tiny_corpus, exp, epochs=4))
+    train(None, _tiny_settings(tiny_corpus, exp, **{"train.epochs": 4}))
     return exp

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from common.distributed import init_distributed
 from retrieval.loss import info_nce
 from retrieval.model import build_model
-from retrieval.train import sync_gradients
+from common.distributed import sync_gradients
 
 MODEL_ARGS = {"audio_encoder": {"name": "cnn6", "width": 0.125, "sample_rate": 16000},
               "text_encoder": {"name": "minilm", "freeze_layers": 4}, "embed_dim": 32}

@@ -7,9 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
 
-from features.manifest import read_manifest
+from common import save_checkpoint
+from features.extract import extract
+from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
+from features.store import open_store
+from features.weights import CHUNK_SECONDS, save_audio_encoder
+from retrieval.embed import text_embeddings
+from retrieval.model import build_model
 from retrieval.search import classify, search_audio, search_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +70,40 @@ def test_zero_shot_classification_beats_chance(trained, tiny_corpus, tmp_path):
     assert json.loads(out.read_text())["accuracy"] == result["accuracy"]
     with pytest.raises(ValueError, match="template"):
         classify(str(trained / "best.pt"), str(tiny_corpus["val"]), "a,b", template="no slot")
+
+
+def test_long_clip_is_windowed_as_extraction_windows_it(tmp_path):
+    """Search embeds a 25-s clip from the clip embedding feature extraction stores for it (10-s windows), not from
+    one whole-clip pass."""
+    rate, seconds = 16000, 25.0
+    args = {"audio_encoder": {"name": "cnn6", "width": 0.125, "sample_rate": rate},
+            "text_encoder": {"name": "minilm", "freeze_layers": -1}, "embed_dim": 32}
+    torch.manual_seed(0)
+    model = build_model(args).eval()
+    best = tmp_path / "exp" / "best.pt"
+    save_checkpoint({"kind": "retrieval", "model_args": args, "state_dict": model.state_dict()}, best)
+    save_audio_encoder(model.audio_encoder, best.parent / "audio_encoder.pt")  # as retrieval.train does
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * (200 + 40 * t) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sf.write(folder / "long.wav", wave, rate, subtype="FLOAT")
+    split = write_manifest(Manifest("one", [AudioEntry("long", str(folder / "long.wav"), seconds, rate, 1)], {}),
+                           tmp_path / "manifest")
+    store = open_store(extract(str(split), str(best.parent / "audio_encoder.pt"), str(tmp_path / "one.h5"),
+                               workers=0, progress=False))
+    assert json.loads(store.attrs["encoder_spec"])["chunk_seconds"] == CHUNK_SECONDS < seconds
+
+    query = "a tone rises slowly"
+    score = search_text(str(best), str(folder), query)["results"][0][1]
+    with torch.no_grad():
+        text = text_embeddings(model, [query])[0]  # (E,)
+        windowed = F.normalize(model.audio_proj(torch.from_numpy(store.clip("long"))), dim=-1)  # (E,)
+        whole = model.embed_audio(torch.from_numpy(wave)[None])[0]  # the unwindowed encoder: one 25-s pass
+    assert score == pytest.approx(float(text @ windowed), abs=2e-6)  # float32 rounding
+    assert abs(score - float(text @ whole)) > 5e-5 and (windowed - whole).abs().max() > 1e-3, \
+        "windowing should change a 25-s clip's embedding"
 
 
 def test_cli_help_explains_commands():

@@ -31,11 +31,17 @@ def test_training_reduces_loss_and_beats_chance(trained):
     best = max(h["val_t2a_mAP10"] for h in history)
     assert best > 2 * 0.163
     assert max(h["val_t2a_R1"] for h in history) > 3 / 18
-    for name in ("best.pt", "last.pt", "curves.png", "train.log", "config.yaml"):
+    for name in ("best.pt", "last.pt", "audio_encoder.pt", "curves.png", "train.log", "config.yaml", "command.sh"):
         assert (trained / name).is_file(), name
     best_ckpt = load_checkpoint(trained / "best.pt", kind="retrieval")
     assert best_ckpt["history"][-1]["val_t2a_mAP10"] == best
     assert "optimizer" not in best_ckpt and best_ckpt["model_args"]["audio_encoder"]["name"] == "cnn6"
+    # the stage contract: the best model's audio encoder alone, in the format feature extraction reads
+    from features.weights import load_audio_encoder
+    encoder = load_audio_encoder(trained / "audio_encoder.pt")
+    assert encoder.spec["name"] == "cnn6" and encoder.sample_rate == 16000
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, best_ckpt["state_dict"][f"audio_encoder.{key}"]), key
 
 
 @pytest.mark.slow
@@ -55,32 +61,33 @@ def test_evaluate_and_ensemble_of_one_is_the_model(trained, tiny_corpus, tmp_pat
 @pytest.mark.slow
 def test_init_from_and_errors(trained, tiny_corpus, tiny_settings, tmp_path):
     exp = tmp_path / "finetune"
-    record = train(None, **tiny_settings(tiny_corpus, exp, epochs=1, init_from=str(trained / "last.pt")))
+    record = train(None, tiny_settings(tiny_corpus, exp, **{"train.epochs": 1, "train.init": str(trained / "last.pt")}))
     scratch = load_checkpoint(trained / "last.pt")["history"][0]
-    assert record["train_loss"] < scratch["train_loss"]  # starts where the first run ended
+    assert record["history"][-1]["train_loss"] < scratch["train_loss"]  # starts where the first run ended
     # pretrained audio weights in the official PANNs format ({"model": state_dict}) must fit the configured encoder
     from features.encoders import build_audio_encoder
     panns = tmp_path / "panns_cnn6.pth"
     torch.save({"model": build_audio_encoder("cnn6", width=0.25, sample_rate=16000).state_dict()}, panns)
     with pytest.raises(ValueError, match="panns_cnn6.pth"):  # width 0.25 weights, width 0.125 model
-        train(None, **tiny_settings(tiny_corpus, tmp_path / "panns", epochs=1, audio_init=str(panns)))
+        train(None, tiny_settings(tiny_corpus, tmp_path / "panns", **{"train.epochs": 1, "train.audio_init": str(panns)}))
     # a retrieval checkpoint of another model: the error names the file and the keys
     from common import save_checkpoint
     save_checkpoint({"kind": "retrieval", "model_args": {}, "state_dict": {"extra.weight": torch.zeros(2)}},
                     tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"other.pt \(init_from\).*unexpected keys: extra.weight"):
-        train(None, **tiny_settings(tiny_corpus, tmp_path / "other", epochs=1, init_from=str(tmp_path / "other.pt")))
+    with pytest.raises(ValueError, match=r"other.pt \(train.init\).*unexpected keys: extra.weight"):
+        train(None, tiny_settings(tiny_corpus, tmp_path / "other", **{"train.epochs": 1,
+                                                                    "train.init": str(tmp_path / "other.pt")}))
     with pytest.raises(KeyError, match="unknown setting"):
-        train(None, **tiny_settings(tiny_corpus, tmp_path / "x", learning_rate=1.0))
+        train(None, tiny_settings(tiny_corpus, tmp_path / "x", **{"train.learning_rate": 1.0}))
     with pytest.raises(ValueError, match="wav.csv"):
-        train(None, **tiny_settings(tiny_corpus, tmp_path / "y", train_manifest=str(tmp_path)))
+        train(None, tiny_settings(tiny_corpus, tmp_path / "y", **{"data.train_manifest": str(tmp_path)}))
 
 
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_same_weights(tiny_corpus, tiny_settings, tmp_path):
     # num_threads fixed: float sums split over a different number of threads differ in the last bit
-    settings = tiny_settings(tiny_corpus, tmp_path / "killed", epochs=3, caption_sampling="one", num_threads=1,
-                             **{"model.audio_encoder.spec_augment": True})
+    settings = tiny_settings(tiny_corpus, tmp_path / "killed", num_threads=1, **{
+        "train.epochs": 3, "data.caption_sampling": "one", "model.audio_encoder.spec_augment": True})
     cmd = [sys.executable, "-m", "retrieval.train", *as_cli(settings)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "killed" / "last.pt"
@@ -91,7 +98,7 @@ def test_kill_and_resume_gives_the_same_weights(tiny_corpus, tiny_settings, tmp_
     assert load_checkpoint(last)["epoch"] < 3, "the run ended before it could be killed"
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)  # the same command resumes and finishes
 
-    train(None, **{**settings, "exp_dir": str(tmp_path / "straight")})
+    train(None, {**settings, "exp_dir": str(tmp_path / "straight")})
     resumed = load_checkpoint(last)
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     assert resumed["epoch"] == straight["epoch"] == 3
@@ -124,9 +131,9 @@ def test_ensemble_of_different_architectures_averages_similarities(trained, tiny
     result = evaluate(f"{trained / 'best.pt'},{other}", tiny_corpus["val"])
     assert result["members"][str(other)] == evaluate(str(other), tiny_corpus["val"])["metrics"]
     assert result["metrics"] == flat_metrics(both, queries(split)[2])
-    # the audio encoder of a retrieval checkpoint loads for feature extraction (features.weights)
-    encoder = load_audio_encoder(other)
-    assert encoder.sample_rate == 32000 and encoder.spec["name"] == "cnn10"
+    # feature extraction reads audio encoders alone (the stage contract), never a whole retrieval checkpoint
+    with pytest.raises(ValueError, match="cnn10_32k.pt is a retrieval checkpoint.*audio_encoder.pt"):
+        load_audio_encoder(other)
 
 
 def test_recipe_configs_are_valid():

@@ -1,0 +1,189 @@
+"""The parts of a feature extraction: its plan, one part file per finished batch, and the store assembled from them.
+
+Layout beside the store ``<out>``::
+
+    <out>.parts/plan.json         {"fingerprint": what makes the features, "ids": manifest order, "batches": [[i, ...]]}
+    <out>.parts/part-<b>.npz      batch b: meta (JSON), frames [sum T, D], lengths [B], clips [B, D_clip], errors
+    <out>.errors.csv              audio_id,path,reason of the clips that could not be read (written by :func:`merge`)
+
+Every file is written under a temporary name and renamed (``common.io``), so a part is either whole or absent and a
+rerun redoes only the absent ones; temporaries left by killed processes are deleted. The fingerprint (encoder, its
+arguments, the checkpoint's hash, sample rate, dtype, batch size, the manifest's clips) must agree between the plan,
+every part and an existing store: a run made differently is refused rather than mixed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from common.io import atomic_write, remove_stale_temps, write_text_atomic
+from features.manifest import AudioEntry, write_csv
+from features.store import check_attrs, create_store, read_attrs
+
+PLAN_JSON = "plan.json"
+ERRORS_COLUMNS = ("audio_id", "path", "reason")
+# What must agree between a store (or its parts) and the run that would finish it.
+FINGERPRINT_KEYS = ("encoder", "encoder_spec", "checkpoint_sha256", "sample_rate", "frame_hop", "frame_dim",
+                    "clip_dim", "dtype", "batch_size", "manifest_sha256")
+
+
+def parts_dir_of(out: str | os.PathLike) -> Path:
+    """``<out>.parts``: where the parts of the store ``out`` are made."""
+    return Path(f"{out}.parts")
+
+
+def errors_csv_of(out: str | os.PathLike) -> Path:
+    """``<out>.errors.csv``: the clips of the store ``out`` that could not be read."""
+    return Path(f"{out}.errors.csv")
+
+
+def part_path(parts_dir: Path, batch: int) -> Path:
+    return parts_dir / f"part-{batch:06d}.npz"
+
+
+def digest(data: Any) -> str:
+    """SHA-256 of JSON-able data (key order ignored)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def manifest_digest(audio: Sequence[AudioEntry]) -> str:
+    """Hash of the clips (id, path, duration) in manifest order: a changed manifest makes different batches."""
+    return digest([[e.audio_id, e.path, round(e.duration, 6)] for e in audio])
+
+
+def _fingerprint_diff(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    return [f"{k}: this run has {expected.get(k)!r}, found {found.get(k)!r}"
+            for k in FINGERPRINT_KEYS if expected.get(k) != found.get(k)]
+
+
+def open_plan(parts_dir: Path, fingerprint: dict[str, Any], batches: list[list[int]], ids: list[str]) -> None:
+    """Create ``plan.json``, or check that the one there was made by this same run (ValueError naming what differs)."""
+    plan_path = parts_dir / PLAN_JSON
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        diff = _fingerprint_diff(fingerprint, plan.get("fingerprint", {}))
+        if diff:
+            raise ValueError(f"{parts_dir}: holds partial features made differently ({'; '.join(diff)}); "
+                             "rerun with the same settings, or delete that folder to start over")
+        return
+    write_text_atomic(plan_path, json.dumps({"fingerprint": fingerprint, "ids": ids, "batches": batches},
+                                            ensure_ascii=False, indent=1, sort_keys=True))
+
+
+# ---- part files -----------------------------------------------------------------------------------------------
+def write_part(path: Path, meta: dict[str, Any], frames: np.ndarray, lengths: np.ndarray, clips: np.ndarray,
+               errors: list[tuple[str, str, str]]) -> None:
+    """One finished batch, atomically: ``frames`` [sum T, D] concatenated in the order of ``meta['ids']``,
+    ``lengths`` [B] (T of each), ``clips`` [B, D_clip]; ``errors`` lists the batch's unreadable clips
+    ``(audio_id, path, reason)``. ``meta`` holds ``fingerprint_sha256``, ``batch``, ``planned`` and ``ids``."""
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta, ensure_ascii=False)), frames=frames, lengths=lengths,
+                 clips=clips, errors=np.array(json.dumps(errors, ensure_ascii=False)))
+
+
+def remove_stale_part(parts_dir: Path, batch: int) -> None:
+    """Delete temporaries of batch ``batch``'s part left by killed processes."""
+    remove_stale_temps(parts_dir, part_path(parts_dir, batch).name)
+
+
+def _read_part_meta(path: Path) -> dict[str, Any] | None:
+    """A part's metadata, or None when the file is absent or unreadable (it is then redone)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def part_done(path: Path, fingerprint_sha: str, batch: int, planned: list[str]) -> bool:
+    """True when ``path`` is a whole part of this extraction's batch ``batch`` (whose clips are ``planned``), False
+    when absent or unreadable; ValueError when it was made by another extraction."""
+    meta = _read_part_meta(path)
+    if meta is None:
+        return False
+    if (meta.get("fingerprint_sha256"), meta.get("batch"), meta.get("planned")) != (fingerprint_sha, batch, planned):
+        raise ValueError(f"{path}: part made by a different extraction (encoder, checkpoint, settings or manifest); "
+                         f"delete {path.parent} to start over")
+    return True
+
+
+def _iter_part(path: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(audio_id, frames [T, D], clip [D_clip]) of every clip of one part."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        frames, lengths, clips = z["frames"], z["lengths"], z["clips"]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    for row, audio_id in enumerate(meta["ids"]):
+        yield audio_id, frames[offsets[row]:offsets[row + 1]], clips[row]
+
+
+# ---- assembling the store -------------------------------------------------------------------------------------
+def merge(out: str | os.PathLike, *parts_dirs: str | os.PathLike, keep_parts: bool = False) -> Path:
+    """Assemble the store ``out`` from finished parts, in manifest order, and delete ``<out>.parts``.
+
+    Args:
+        out: the store to write; an existing one made differently is refused.
+        parts_dirs: folders holding parts (default ``<out>.parts``); several, e.g. one per machine, are searched in
+            turn. ValueError if a batch has no part in any of them.
+        keep_parts: keep ``<out>.parts`` after assembling.
+    """
+    out_path = Path(out)
+    dirs = [Path(d) for d in parts_dirs] or [parts_dir_of(out_path)]
+    plans = []
+    for d in dirs:
+        if not (d / PLAN_JSON).is_file():
+            raise ValueError(f"{d}: not a parts folder of a feature extraction (no {PLAN_JSON})")
+        plans.append(json.loads((d / PLAN_JSON).read_text(encoding="utf-8")))
+    plan = plans[0]
+    for d, other in zip(dirs[1:], plans[1:]):
+        diff = _fingerprint_diff(plan["fingerprint"], other["fingerprint"])
+        if diff:
+            raise ValueError(f"{d}: parts made differently from {dirs[0]} ({'; '.join(diff)})")
+    fingerprint, ids, batches = plan["fingerprint"], plan["ids"], plan["batches"]
+    fp_sha = digest(fingerprint)
+    if out_path.exists():
+        check_attrs(out_path, read_attrs(out_path), fingerprint)
+
+    part_paths = []
+    for b, members in enumerate(batches):
+        for d in dirs:
+            path = part_path(d, b)
+            if path.is_file() and part_done(path, fp_sha, b, [ids[i] for i in members]):
+                part_paths.append(path)
+                break
+        else:
+            raise ValueError(f"{out_path}: batch {b} has no finished part in {', '.join(map(str, dirs))}; "
+                             "run the extraction (all shards) again first")
+    lengths: dict[str, int] = {}
+    errors: dict[str, tuple[str, str]] = {}
+    for path in part_paths:
+        with np.load(path, allow_pickle=False) as z:
+            meta, n, errs = json.loads(str(z["meta"])), z["lengths"], json.loads(str(z["errors"]))
+        lengths.update(zip(meta["ids"], (int(x) for x in n)))
+        errors.update({audio_id: (p, reason) for audio_id, p, reason in errs})
+    written = [i for i in ids if i in lengths]  # manifest order
+    missing = {i: errors[i][1] for i in ids if i in errors}
+
+    attrs = {k: fingerprint[k] for k in FINGERPRINT_KEYS}
+    attrs["num_clips"], attrs["num_missing"] = len(written), len(missing)
+    errors_csv = errors_csv_of(out_path)
+    remove_stale_temps(out_path.parent, out_path.name)
+    remove_stale_temps(errors_csv.parent, errors_csv.name)
+    write_csv(errors_csv, ERRORS_COLUMNS, [(i, *errors[i]) for i in ids if i in errors])
+    with create_store(out_path, attrs, written, [lengths[i] for i in written], missing) as writer:
+        for path in part_paths:
+            for audio_id, frames, clip in _iter_part(path):
+                writer.put(audio_id, frames, clip)
+        writer.commit()
+    if not keep_parts:  # only our own folder: folders named on the command line are the user's to delete
+        shutil.rmtree(parts_dir_of(out_path), ignore_errors=True)
+    print(f"{out_path}: {len(written)} clips written, {len(missing)} missing"
+          + (f" (see {errors_csv})" if missing else ""), file=sys.stderr)
+    return out_path
