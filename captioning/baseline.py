@@ -9,9 +9,9 @@ that cannot beat this has learned nothing beyond retrieval.
 """
 from __future__ import annotations
 
-import fire
 import numpy as np
 
+from common.cli import run
 from captioning.data import load_captions, open_checked_store
 from captioning.decode import write_predictions
 from eval.fast_cider import FastCiderD
@@ -59,4 +59,4 @@ def nearest_neighbour(train_features: str, train_captions: str, features: str, o
 
 
 if __name__ == "__main__":
-    fire.Fire(nearest_neighbour)
+    run(nearest_neighbour, "captioning.baseline")

@@ -29,12 +29,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from common.cli import run
 from captioning.decode import load_ensemble
 from captioning.models import build_captioner
 from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
 from common import checkpoint_paths, load_checkpoint, load_state_dict_checked, save_checkpoint
+from common.cli import run
 from features.encoders import AudioEncoder
 from features.weights import CHUNK_SECONDS, checkpoint_sha256, chunked_spec, encoder_from_state, load_audio_encoder
 

@@ -35,4 +35,8 @@ def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, A
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit the model they describe ({err})") from None
+    broken = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if broken:  # NaN or inf weights decode one word for every clip: refuse rather than caption
+        raise ValueError(f"{path}: weights are not finite (NaN or inf) in {len(broken)} tensor(s), e.g. {broken[:3]}; "
+                         "the run that wrote them diverged")
     return model.eval(), Vocabulary(checkpoint["vocab"]), checkpoint

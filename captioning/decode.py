@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import fire
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,6 +18,7 @@ from captioning.search import Ensemble, beam_search
 from captioning.vocab import Vocabulary, tokenize
 from common import checkpoint_paths
 from common.io import write_csv, write_text_atomic
+from common.cli import run
 from features.store import FeatureStore
 
 
@@ -118,4 +118,4 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
 
 
 if __name__ == "__main__":
-    fire.Fire(decode)
+    run(decode, "captioning.decode")

@@ -25,14 +25,15 @@ def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch
     ctx = tree_map(lambda x: x.repeat_interleave(num_samples, dim=0), ctx)  # (B*S, ...)
     state = model.decoder.init_state(ctx)
     N = frames.shape[0] * num_samples
-    inputs = torch.full((N,), vocab.bos, dtype=torch.long)
-    alive = torch.ones(N, dtype=torch.bool)
+    device = frames.device
+    inputs = torch.full((N,), vocab.bos, dtype=torch.long, device=device)
+    alive = torch.ones(N, dtype=torch.bool, device=device)
     tokens, log_probs, masks = [], [], []
     for t in range(max_len):
         logits, state = model.decoder.step(ctx, state, inputs)  # (N, V)
-        logits = logits.index_fill(1, torch.tensor([vocab.bos, vocab.pad]), float("-inf"))
+        logits = logits.index_fill(1, torch.tensor([vocab.bos, vocab.pad], device=device), float("-inf"))
         if t == max_len - 1:  # the last position can only end the caption
-            logits = torch.full_like(logits, float("-inf")).index_fill(1, torch.tensor([vocab.eos]), 0.0)
+            logits = torch.full_like(logits, float("-inf")).index_fill(1, torch.tensor([vocab.eos], device=device), 0.0)
         logp = logits.log_softmax(-1)
         token = torch.multinomial(logp.detach().exp(), 1)[:, 0]
         masks.append(alive)

@@ -4,7 +4,8 @@ import importlib
 
 _EXPORTS = {
     "load_config": "common.config", "dump_config": "common.config",
-    "atomic_write": "common.io", "write_text_atomic": "common.io",
+    "atomic_write": "common.io", "write_text_atomic": "common.io", "read_csv": "common.io", "write_csv": "common.io",
+    "lengths_to_mask": "common.tensor", "masked_mean": "common.tensor",
     "checkpoint_paths": "common.checkpoint", "save_checkpoint": "common.checkpoint",
     "load_checkpoint": "common.checkpoint", "load_state_dict_checked": "common.checkpoint",
     "rng_state": "common.checkpoint", "set_rng_state": "common.checkpoint", "seed_everything": "common.checkpoint",

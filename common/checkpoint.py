@@ -7,7 +7,9 @@ Every project checkpoint is a dict with at least ``kind`` (``audio_encoder``, ``
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,15 +36,30 @@ def checkpoint_paths(value: str | Sequence[str | os.PathLike], what: str = "chec
     return paths
 
 
+def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` as data only (``weights_only=True``, on the CPU); every failure is a one-line ValueError
+    naming the file: missing, truncated or not a torch file, or holding Python objects (code is never run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: never repeat that
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise ValueError(f"{path}: not a readable {what} (not a torch file)") from None
+        raise ValueError(f"{path}: refused: the {what} holds Python objects ({found.group(1)}) besides tensors "
+                         "and plain data (checkpoints are read as data, never run as code)") from None
+    except Exception as err:  # torch raises many types for truncated, corrupt or foreign files
+        reason = " ".join(str(err).split())[:200]
+        raise ValueError(f"{path}: not a readable {what} (truncated, corrupt or not a torch file: "
+                         f"{type(err).__name__}: {reason})") from None
+
+
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Load a project checkpoint safely; ``kind`` (if given) must match the checkpoint's own."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    checkpoint = read_torch_file(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "kind" not in checkpoint:
         raise ValueError(f"{path}: not a project checkpoint (expected a dict with 'kind' and 'state_dict')")
     if kind is not None and checkpoint["kind"] != kind:

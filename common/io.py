@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Iterator
@@ -40,9 +42,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = isinstance(err, Exception) and _disk_full(err, path.parent)
         tmp.unlink(missing_ok=True)
+        if full:  # torch and h5py report a full disk in words of their own ("file write failed", ...)
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path.name}",
+                          str(path.parent)) from err
         raise
+
+
+def _disk_full(err: Exception, folder: Path) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

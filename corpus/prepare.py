@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import fire
 from tqdm import tqdm
 
+from common.cli import run
+from common.io import write_csv
 from features.audio import AudioError, AudioInfo, check_duration, probe
 from corpus import audiocaps, clotho
 from corpus.source import SplitSource
-from features.manifest import AudioEntry, Manifest, write_csv, write_manifest
+from features.manifest import AudioEntry, Manifest, write_manifest
 
 MISSING_CSV = "missing.csv"
 SYNTH_SPLITS = clotho.SPLITS  # the synthetic corpus is written in Clotho's layout
@@ -221,13 +222,5 @@ class Commands:
         _finish(prepare_synth(out, root=root, workers=workers))
 
 
-def main() -> None:
-    """Command-line entry: input errors end the run with their message, not a traceback."""
-    try:
-        fire.Fire(Commands(), name="corpus.prepare")
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-
-
 if __name__ == "__main__":
-    main()
+    run(Commands(), "corpus.prepare")

@@ -217,6 +217,6 @@ def main(predictions: str, references: str, out: str | None = None, metrics: str
 
 
 if __name__ == "__main__":
-    import fire
+    from common.cli import run
 
-    fire.Fire(main)
+    run(main, "eval.captions")

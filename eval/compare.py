@@ -111,6 +111,6 @@ def main(baseline: str, system: str, metrics: str = "cider_d", samples: int = 10
 
 
 if __name__ == "__main__":
-    import fire
+    from common.cli import run
 
-    fire.Fire(main)
+    run(main, "eval.compare")

@@ -23,8 +23,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from common.io import atomic_write, remove_stale_temps, write_text_atomic
-from features.manifest import AudioEntry, write_csv
+from common.io import atomic_write, remove_stale_temps, write_csv, write_text_atomic
+from features.manifest import AudioEntry
 from features.store import check_attrs, create_store, read_attrs
 
 PLAN_JSON = "plan.json"

@@ -191,7 +191,7 @@ def open_store(path: str | os.PathLike, expect: Mapping[str, Any] | None = None)
 class StoreWriter:
     """Writes one store whose ids and frame counts are known up front, clips in any order, then commits it.
 
-    Made by :func:`create_store`. Everything goes to ``<path>.tmp<pid>``; :meth:`commit` checks every id was
+    Made by :func:`create_store`. Everything goes to ``.<name>.tmp<pid>`` beside it; :meth:`commit` checks every id was
     written, marks the file complete and renames it onto ``path``. :meth:`abort` (or leaving the ``with`` block on an
     exception) deletes the temporary file.
     """

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from common.checkpoint import load_state_dict_checked
+from common.checkpoint import load_state_dict_checked, read_torch_file
 from common.io import atomic_write
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
 
@@ -45,15 +45,6 @@ def chunked_spec(spec: Mapping[str, Any], chunk_seconds: float | None) -> dict[s
     if chunk_seconds:
         spec["chunk_seconds"] = float(chunk_seconds)
     return spec
-
-
-def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise ValueError(f"Audio-encoder checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated, corrupt or code-carrying files
-        raise ValueError(f"Cannot read audio-encoder checkpoint {path}: {type(err).__name__}: {err}") from err
 
 
 def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -115,7 +106,7 @@ def load_audio_encoder(path: str | os.PathLike, name: str | None = None, *,
         kwargs: override the saved arguments (e.g. ``width`` or ``sample_rate`` of an official checkpoint).
     """
     path = Path(path)
-    spec, state = _spec_and_state(_read(path), path, name)
+    spec, state = _spec_and_state(read_torch_file(path, "audio-encoder checkpoint"), path, name)
     return encoder_from_state(chunked_spec({**spec, **kwargs}, chunk_seconds), state, str(path), strict=strict)
 
 

@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common.cli import run
 from common import checkpoint_paths, load_checkpoint
-from eval.retrieval import retrieval_metrics
+from common.cli import run
 from common.io import write_text_atomic
+from eval.retrieval import retrieval_metrics
 from features.manifest import Manifest, read_manifest
 from retrieval.data import WaveformStore
 from retrieval.embed import audio_embeddings, similarity, text_embeddings

@@ -15,15 +15,15 @@ concatenated, then pooled), never cropped.
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from common.cli import run
 from common import checkpoint_paths, load_checkpoint
+from common.cli import run
+from common.io import read_csv, write_text_atomic
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
 from features.weights import CHUNK_SECONDS, chunked_spec
@@ -98,8 +98,22 @@ def text_audio_scores(models: list[BiEncoder], texts: list[str], items: list[tup
     return total / len(models), kept, skipped
 
 
+def _check_top(top: Any) -> int:
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"Invalid top. (expected a positive integer, found {top!r})")
+    return top
+
+
+def _check_text(text: Any, what: str) -> str:
+    """A query or prompt: non-empty text (a blank one would still get a confident-looking ranking)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"Invalid {what}. (expected non-empty text, found {text!r})")
+    return text
+
+
 def search_text(checkpoints: str | Sequence[str], audio: str, query: str, top: int = 10) -> dict[str, Any]:
     """Rank the clips of ``audio`` for the text ``query``; returns ``{"query", "results": [[id, score], ...]}``."""
+    query, top = _check_text(query, "query"), _check_top(top)
     sim, ids, skipped = text_audio_scores(_models(checkpoints), [query], audio_collection(audio))
     order = np.argsort(-sim[0], kind="stable")[:top]
     return {"query": query, "results": [[ids[i], float(sim[0, i])] for i in order], "skipped": skipped}
@@ -107,6 +121,7 @@ def search_text(checkpoints: str | Sequence[str], audio: str, query: str, top: i
 
 def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top: int = 10) -> dict[str, Any]:
     """Rank ``captions`` (a manifest split or a text file) for the audio ``file``."""
+    top = _check_top(top)
     source = Path(captions)
     if (source / WAV_CSV).is_file():
         texts = sorted({c for caps in read_manifest(source).captions.values() for c in caps})
@@ -121,11 +136,7 @@ def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top
 
 def read_truth(path: str | Path) -> dict[str, str]:
     """``audio_id -> label`` from a CSV with columns ``audio_id,label``."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"audio_id", "label"} <= set(reader.fieldnames or []):
-            raise ValueError(f"{path}: expected columns audio_id,label, found {reader.fieldnames}")
-        return {row["audio_id"]: row["label"] for row in reader}
+    return {row["audio_id"]: row["label"] for row in read_csv(path, ("audio_id", "label"))}
 
 
 def classify(checkpoints: str | Sequence[str], audio: str, labels: str | Sequence[str],
@@ -136,7 +147,7 @@ def classify(checkpoints: str | Sequence[str], audio: str, labels: str | Sequenc
     when ``truth`` is given (clips absent from it are not scored; a true label absent from ``labels`` is an error).
     """
     names = _lines(labels, "labels")
-    if "{label}" not in template:
+    if "{label}" not in _check_text(template, "template"):
         raise ValueError(f"Invalid template. (expected a string containing '{{label}}', found {template!r})")
     sim, ids, skipped = text_audio_scores(_models(checkpoints), [template.format(label=n) for n in names],
                                           audio_collection(audio))
@@ -154,7 +165,7 @@ def classify(checkpoints: str | Sequence[str], audio: str, labels: str | Sequenc
         result["accuracy"] = sum(predictions[i] == known[i] for i in scored) / len(scored)
         result["chance"] = 1.0 / len(names)
     if out:
-        Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
     return result
 
 

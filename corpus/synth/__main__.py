@@ -2,8 +2,6 @@
 [--sample-rate 16000] [--workers 2]``."""
 from __future__ import annotations
 
-import fire
-
 from .corpus import SPLIT_SHARES, make_corpus
 
 
@@ -33,4 +31,6 @@ def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...]
 
 
 if __name__ == "__main__":  # guarded: worker processes import this module too
-    fire.Fire(main)
+    from common.cli import run
+
+    run(main, "corpus.synth")

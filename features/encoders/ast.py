@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from common.tensor import lengths_to_mask
 from features.encoders.panns import check_input
-from features.frontend import LogMelFrontend, MelConfig
+from features.frontend import LogMelFrontend, MelConfig, stft_frame_lengths
 
 AST_MEAN, AST_STD = -4.2677393, 4.5689974  # AudioSet fbank statistics used by AST's feature extractor
 DB_TO_NATURAL_LOG = math.log(10.0) / 10.0
@@ -92,7 +92,7 @@ class AstEncoder(nn.Module):
             part = (lengths - start).clamp(0, self.window_samples)
             if start == 0:
                 part = part.clamp(min=self.min_samples)
-            fbank = (torch.div(part, self.frontend.cfg.hop_size, rounding_mode="floor") + 1).clamp(max=self.max_length)
+            fbank = stft_frame_lengths(part, self.frontend.cfg.hop_size).clamp(max=self.max_length)
             total += self._count(fbank) * (part > 0)
         return total
 

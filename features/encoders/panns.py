@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.tensor import lengths_to_mask, masked_mean
-from features.frontend import build_extractors, build_spec_augment, panns_mel_config, waveform_to_logmel
+from features.frontend import (build_extractors, build_spec_augment, panns_mel_config, stft_frame_lengths,
+                               waveform_to_logmel)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class PannsCnn(nn.Module):
     # ---- lengths ----------------------------------------------------------------------------------------------
     def _count(self, lengths: Tensor) -> Tensor:
         """Output frames for clips of ``lengths`` samples (no short-clip padding applied here)."""
-        n = torch.div(lengths, self.mel.hop_size, rounding_mode="floor") + 1  # centred STFT frames
+        n = stft_frame_lengths(lengths, self.mel.hop_size)  # centred STFT frames
         n = torch.div(n, 2, rounding_mode="floor")  # conv_block1
         if hasattr(self, "pre_conv0"):
             a = torch.div(lengths + WAVEGRAM_STRIDES[0] - 1, WAVEGRAM_STRIDES[0], rounding_mode="floor")

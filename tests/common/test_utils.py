@@ -134,3 +134,28 @@ def test_masked_mean_is_the_hand_written_formula_bit_for_bit():
     reference = (x[..., 0] * mask).sum() / mask.sum()
     assert torch.equal(loss, reference)
     assert torch.equal(torch.autograd.grad(loss, x)[0], torch.autograd.grad(reference, x)[0])
+
+
+def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path, monkeypatch):
+    """torch reports a full disk as "file write failed": the write says "no space left" with the folder instead,
+    removes its temporary file and keeps the previous result."""
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    from common.checkpoint import save_checkpoint
+    from common.cli import describe_error
+
+    target = tmp_path / "last.pt"
+    save_checkpoint({"kind": "x", "state_dict": {}, "epoch": 1}, target)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10, 10, 0))
+    monkeypatch.setattr(torch, "save", lambda obj, f: (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")))
+    with pytest.raises(OSError) as err:
+        save_checkpoint({"kind": "x", "state_dict": {}, "epoch": 2}, target)
+    assert describe_error(err.value) == f"no space left on the device holding {tmp_path}"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["epoch"] == 1
