@@ -143,3 +143,21 @@ def read_manifest(split_dir: str | os.PathLike) -> Manifest:
     manifest = Manifest(split_dir.name, audio, captions, errors)
     _validate(manifest, where=str(split_dir))
     return manifest
+
+
+def check_audio_files(manifest: Manifest, where: str | os.PathLike, listed: int = 20) -> None:
+    """Check, from headers only (fast), that every clip of ``manifest`` is still readable audio; a ValueError names
+    every bad one. Training calls this before it starts: audio that went bad after preparation would otherwise stop
+    a run in the middle of an epoch."""
+    from features.audio import AudioError, probe
+
+    bad = []
+    for entry in manifest.audio:
+        try:
+            probe(entry.path, scan=False)
+        except AudioError as err:
+            bad.append(f"{entry.path} ({err.reason})")
+    if bad:
+        more = f", and {len(bad) - listed} more" if len(bad) > listed else ""
+        raise ValueError(f"{where}: {len(bad)} of {len(manifest)} clips are no longer readable audio (prepare the "
+                         f"split again or restore them): " + "; ".join(bad[:listed]) + more)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import checkpoint_paths, load_checkpoint
+from common import checkpoint_paths
 from common.cli import run
 from common.io import write_text_atomic
 from eval.retrieval import retrieval_metrics
@@ -68,7 +68,7 @@ def member_similarities(checkpoints: Sequence[str], manifest: Manifest, batch_si
     stores: dict[int, WaveformStore] = {}
     sims = []
     for path in checkpoints:
-        model = load_model(load_checkpoint(path, kind="retrieval"))
+        model = load_model(path)  # whole clips, as training validates
         store = stores.setdefault(model.sample_rate, WaveformStore(manifest, model.sample_rate))
         sims.append(model_similarity(model, manifest, store, batch_size))
     return sims

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.checkpoint import load_checkpoint, load_state_dict_checked
 from features.encoders import build_audio_encoder
+from features.weights import chunked_spec
 from retrieval.text import TextEncoder, build_text_encoder
 
 MAX_TEMPERATURE = 1.0
@@ -83,8 +86,17 @@ def build_model(model_args: dict[str, Any]) -> BiEncoder:
     return BiEncoder(audio_encoder, text_encoder, **args)
 
 
-def load_model(checkpoint: dict[str, Any]) -> BiEncoder:
-    """Rebuild the model of a retrieval checkpoint and load its weights strictly (eval mode)."""
-    model = build_model(checkpoint["model_args"])
-    model.load_state_dict(checkpoint["state_dict"], strict=True)
+def load_model(path: str | os.PathLike, chunk_seconds: float | None = None) -> BiEncoder:
+    """Rebuild the model of a retrieval checkpoint file and load its weights strictly (eval mode); a weight that
+    does not fit is a ValueError naming the file and the keys. ``chunk_seconds`` (0/None: whole clips, as training
+    validates) makes the audio encoder window long audio as feature extraction does (same weights)."""
+    checkpoint = load_checkpoint(path, kind="retrieval")
+    args = dict(checkpoint["model_args"])
+    if chunk_seconds:
+        args["audio_encoder"] = chunked_spec(args["audio_encoder"], chunk_seconds)
+    try:
+        model = build_model(args)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: model_args do not describe a bi-encoder ({err})") from None
+    load_state_dict_checked(model, checkpoint["state_dict"], str(path), strict=True)
     return model.eval()

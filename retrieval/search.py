@@ -21,12 +21,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import checkpoint_paths, load_checkpoint
+from common import checkpoint_paths
 from common.cli import run
 from common.io import read_csv, write_text_atomic
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
-from features.weights import CHUNK_SECONDS, chunked_spec
+from features.weights import CHUNK_SECONDS
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
 
@@ -61,16 +61,10 @@ def _lines(value: str | Sequence[str], what: str) -> list[str]:
     return items
 
 
-def _models(checkpoints: str | Sequence[str], chunk_seconds: float | None = CHUNK_SECONDS) -> list[BiEncoder]:
-    """Retrieval checkpoints -> bi-encoders in eval mode whose audio encoders window long audio every
-    ``chunk_seconds`` (0/None: whole clips), as feature extraction loads them."""
-    models = []
-    for path in checkpoint_paths(checkpoints):
-        ckpt = load_checkpoint(path, kind="retrieval")
-        args = dict(ckpt["model_args"])
-        args["audio_encoder"] = chunked_spec(args["audio_encoder"], chunk_seconds)  # same weights, windowed
-        models.append(load_model({**ckpt, "model_args": args}))
-    return models
+def _models(checkpoints: str | Sequence[str]) -> list[BiEncoder]:
+    """Retrieval checkpoints -> bi-encoders in eval mode whose audio encoders window long audio as feature
+    extraction does (memory stays bounded for any length)."""
+    return [load_model(path, chunk_seconds=CHUNK_SECONDS) for path in checkpoint_paths(checkpoints)]
 
 
 def _load_all(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[str], list[np.ndarray], list[str]]:

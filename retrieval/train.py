@@ -27,7 +27,7 @@ from common.config import load_config
 from common.distributed import init_distributed, is_main
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
-from features.manifest import read_manifest
+from features.manifest import check_audio_files, read_manifest
 from features.weights import load_audio_encoder, save_audio_encoder
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
 from retrieval.evaluate import evaluate_model
@@ -130,6 +130,10 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
 
     # data: every (clip, caption) pair; the same global batches whatever the number of processes
     train_manifest = read_manifest(d["train_manifest"])
+    val_manifest = read_manifest(d["val_manifest"]) if d["val_manifest"] else None
+    for split, where in ((train_manifest, d["train_manifest"]), (val_manifest, d["val_manifest"])):
+        if split is not None:  # every process: a failure must stop them all before they wait on each other
+            check_audio_files(split, where)
     store = WaveformStore(train_manifest, model.sample_rate, cache=d["cache_audio"])
     t0 = time.time()
     if d["cache_audio"]:
@@ -141,7 +145,6 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=collate_pairs, drop_last=True)
     if len(loader) == 0:
         raise ValueError(f"{d['train_manifest']}: {len(dataset)} pairs make no batch of {local_batch} per process")
-    val_manifest = read_manifest(d["val_manifest"]) if d["val_manifest"] else None
     val_store = WaveformStore(val_manifest, model.sample_rate) if val_manifest is not None and is_main() else None
     if cfg["sync_batchnorm"] and world > 1:
         if not torch.cuda.is_available():

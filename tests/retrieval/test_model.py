@@ -108,3 +108,19 @@ def test_info_nce_masks_captions_of_the_same_clip():
     assert info_nce(audio, audio, distinct, torch.tensor(0.01)) < 0.05
     with pytest.raises(ValueError, match="info_nce"):
         info_nce(audio, text[:5], ids, t)
+
+
+def test_load_model_names_the_file_and_the_keys_that_do_not_fit(tmp_path):
+    from common import save_checkpoint
+    from retrieval.model import load_model
+
+    args = {"audio_encoder": {"name": "cnn6", "width": 0.125, "sample_rate": 16000},
+            "text_encoder": {"name": "minilm", "freeze_layers": -1}, "embed_dim": 16}
+    state = build_model(args).state_dict()
+    state["audio_proj.weight"] = torch.zeros(3, 3)
+    save_checkpoint({"kind": "retrieval", "model_args": args, "state_dict": state}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=r"odd.pt does not fit BiEncoder: shape mismatches: audio_proj.weight"):
+        load_model(tmp_path / "odd.pt")
+    save_checkpoint({"kind": "retrieval", "model_args": {"embed_dim": 16}, "state_dict": {}}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="bare.pt: model_args do not describe a bi-encoder"):
+        load_model(tmp_path / "bare.pt")

@@ -145,3 +145,27 @@ def test_recipe_configs_are_valid():
     for path in configs:
         cfg = load_config(DEFAULTS, path)  # unknown keys or wrong types raise
         assert cfg["model"]["audio_encoder"]["name"] in path.stem
+
+
+def test_audio_gone_bad_after_preparation_is_named_before_training(tiny_corpus, tiny_settings, tmp_path):
+    import shutil
+
+    from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
+
+    split = read_manifest(tiny_corpus["train"])
+    audio = []
+    for k, entry in enumerate(split.audio):
+        path = tmp_path / "wav" / Path(entry.path).name
+        path.parent.mkdir(exist_ok=True)
+        shutil.copy(entry.path, path)
+        audio.append(AudioEntry(entry.audio_id, str(path), entry.duration, entry.sample_rate, entry.channels))
+    bad = [Path(audio[3].path), Path(audio[7].path)]
+    bad[0].unlink()
+    bad[1].write_bytes(bad[1].read_bytes()[:200])  # truncated
+    folder = write_manifest(Manifest("train", audio, split.captions), tmp_path / "manifests")
+    with pytest.raises(ValueError) as err:
+        train(None, tiny_settings(tiny_corpus, tmp_path / "exp", **{"data.train_manifest": str(folder)}))
+    message = str(err.value)
+    assert "2 of 48 clips are no longer readable" in message and all(str(p) in message for p in bad)
+    assert "truncated" in message
+    assert not (tmp_path / "exp" / "config.yaml").exists()  # nothing claimed the folder
