@@ -14,6 +14,10 @@ environment variable ``AACTK_SHARED_DATA`` moves it. To run the suite as in a fr
   ``real_captions_if_any`` is that folder or None, for tests that use real text where present and generated
   text otherwise (the caption metrics, see ``tests/eval/conftest.py``).
 
+- ``reference_dir``: the official reference implementations (``shared/reference`` beside the checkout, or
+  ``$AACTK_REFERENCE``) that parity tests compare against; where absent they skip with a reason starting with
+  :data:`REFERENCE_SKIP`.
+
 The skip rule: any other skip (a missing package, a missing tool, a test skipping itself) fails the run, so that
 ``python -m pytest`` cannot pass by silently not testing. The offending tests are listed at the end of the report.
 """
@@ -31,7 +35,10 @@ pytest_plugins = ["pytester"]  # tests/test_skip_rule.py runs the rule on a thro
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA_ENV = "AACTK_SHARED_DATA"
-REAL_DATA_SKIP = "needs the real Clotho/AudioCaps data"  # the only skip reason that does not fail the run
+REAL_DATA_SKIP = "needs the real Clotho/AudioCaps data"
+REFERENCE_SKIP = "needs the reference implementations"  # official BEATs / LAION-CLAP code, for parity tests
+ALLOWED_SKIPS = (REAL_DATA_SKIP, REFERENCE_SKIP)  # the only skip reasons that do not fail the run
+REFERENCE_ENV = "AACTK_REFERENCE"
 
 MINI_DURATIONS = (15.7, 29.5, 17.3, 24.1, 19.0, 21.6, 27.2)  # seconds, the range of the real clotho_mini
 MINI_SAMPLE_RATE = 44100
@@ -98,6 +105,17 @@ def real_captions(real_captions_if_any: Path | None) -> Path:
     return real_captions_if_any
 
 
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The reference implementations (``beats/``, ``laion_clap/``) beside the checkout (``shared/reference``, or
+    ``$AACTK_REFERENCE``), for parity tests; skips where absent with a reason starting :data:`REFERENCE_SKIP`."""
+    folder = Path(os.environ.get(REFERENCE_ENV) or REPO.parent / "shared" / "reference")
+    if not folder.is_dir():
+        pytest.skip(f"{REFERENCE_SKIP}: none at {folder} (a folder 'shared/reference' beside the checkout, or set "
+                    f"{REFERENCE_ENV})")
+    return folder
+
+
 # --- the skip rule ----------------------------------------------------------------------------------------------
 
 def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
@@ -108,7 +126,7 @@ def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
 
 
 class SkipRule:
-    """Collects skips whose reason is not :data:`REAL_DATA_SKIP` and fails the run over them."""
+    """Collects skips whose reason is not one of :data:`ALLOWED_SKIPS` and fails the run over them."""
 
     def __init__(self) -> None:
         self.offending: list[tuple[str, str]] = []  # (node id, reason)
@@ -116,7 +134,7 @@ class SkipRule:
     def _check(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         if report.skipped and not hasattr(report, "wasxfail"):
             reason = skip_reason(report)
-            if not reason.startswith(REAL_DATA_SKIP):
+            if not reason.startswith(ALLOWED_SKIPS):
                 self.offending.append((report.nodeid, reason))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -132,7 +150,7 @@ class SkipRule:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.offending:
             terminalreporter.section("skips that fail the run", sep="=", red=True, bold=True)
-            terminalreporter.line(f"Only a skip whose reason starts with {REAL_DATA_SKIP!r} is allowed; "
+            terminalreporter.line(f"Only a skip whose reason starts with one of {ALLOWED_SKIPS} is allowed; "
                                   f"{len(self.offending)} other skip(s):")
             for nodeid, reason in self.offending:
                 terminalreporter.line(f"SKIPPED {nodeid}: {reason}", red=True)

@@ -1,4 +1,5 @@
-"""The suite's skip rule (tests/conftest.py), run on throw-away suites: only a missing-real-data skip may pass."""
+"""The suite's skip rule (tests/conftest.py), run on throw-away suites: only a skip for want of the real data or
+of the reference implementations may pass."""
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ ALLOWED = """
 import pytest
 
 def test_needs_real_data(real_captions):
+    pass
+
+def test_needs_reference_code(reference_dir):
     pass
 
 def test_says_so_itself():
@@ -27,6 +31,7 @@ def test_passes():
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A throw-away folder with a copy of tests/conftest.py, where the real data is absent."""
     monkeypatch.setenv("AACTK_SHARED_DATA", str(pytester.path / "absent"))
+    monkeypatch.setenv("AACTK_REFERENCE", str(pytester.path / "absent"))
     pytester.makeconftest(CONFTEST.read_text(encoding="utf-8"))
     return pytester
 
@@ -34,7 +39,7 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
 def test_real_data_skips_and_xfails_pass(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_allowed=ALLOWED)
     result = suite.runpytest("-ra")
-    result.assert_outcomes(passed=1, skipped=2, xfailed=1)
+    result.assert_outcomes(passed=1, skipped=3, xfailed=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.no_fnmatch_line("*skips that fail the run*")
 
