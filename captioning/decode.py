@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -73,11 +73,15 @@ def load_ensemble(checkpoints: Sequence[str | Path]) -> tuple[Ensemble, Vocabula
 
 
 def write_predictions(predictions: dict[str, str], out_json: str | Path | None,
-                      out_csv: str | Path | None = None, *, paths: Mapping[str, str] | None = None) -> None:
+                      out_csv: str | Path | None = None, *, paths: Mapping[str, str] | None = None,
+                      extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """``[{"audio_id", "caption"}]`` as JSON (if ``out_json``) and, if asked, the DCASE CSV
-    ``file_name,caption_predicted``. With ``paths`` (audio_id -> audio file), JSON rows also hold ``"path"``."""
+    ``file_name,caption_predicted``. With ``paths`` (audio_id -> audio file), JSON rows also hold ``"path"``; with
+    ``extra`` (audio_id -> fields, e.g. ``{"silent": True}``), those clips' JSON rows end with their fields. The CSV
+    keeps its two columns."""
     if out_json is not None:
-        rows = [{"audio_id": i, **({"path": paths[i]} if paths else {}), "caption": c}
+        extra = extra or {}
+        rows = [{"audio_id": i, **({"path": paths[i]} if paths else {}), "caption": c, **extra.get(i, {})}
                 for i, c in predictions.items()]
         write_text_atomic(out_json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     if out_csv is not None:

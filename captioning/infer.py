@@ -11,26 +11,34 @@ padded batches with lengths, so a clip gets the same features alone or in any ba
 ``chunk_seconds``, chosen when the encoder is loaded). The captioners (an ensemble when several) decode each batch
 with one batched beam search.
 
-Outputs: JSON ``[{"audio_id": file name, "path", "caption"}]`` (``--out``) and/or the DCASE CSV
+Short sounds (clicks, drum hits) are captioned like the rest: a clip shorter than ``features.audio.MIN_SECONDS``
+(0.1 s) is zero-padded at its end to that length, as feature extraction pads it. Silent audio (digital silence, or a
+peak at or below ``features.audio.SILENCE_DBFS``, -80 dBFS, as the encoder gets it) is captioned too, since a captioner
+always says something, but flagged: a note on stderr, ``"silent": true`` in its JSON entry, its id under ``silent``
+in the returned dict.
+
+Outputs: JSON ``[{"audio_id": file name, "path", "caption"[, "silent": true]}]`` (``--out``) and/or the DCASE CSV
 ``file_name,caption_predicted`` (``--csv``), in input order; with neither, ``file name<TAB>caption`` lines go to
-stdout. A bad file (unreadable, not audio, too short, ...) is reported on stderr with its reason and skipped; the
-others are captioned. Two inputs with the same file name are refused (their ids would clash).
+stdout. A bad file (empty, without samples, unreadable, not audio, non-finite, ...) is reported on stderr with its
+reason and skipped; the others are captioned. Two inputs with the same file name are refused (their ids would clash).
 """
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from common.cli import run
 from captioning.bundle import Pipeline, check_decoding, load_bundle, load_pipeline
 from captioning.decode import caption_frames, write_predictions
-from features.audio import AudioError, load_audio, probe
+from features.audio import SILENCE_DBFS, AudioError, is_silent, load_audio, probe
 from features.encode import encode_waveforms, plan_batches
 from features.weights import CHUNK_SECONDS
 
@@ -59,12 +67,11 @@ def list_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
-                  min_duration: float = 0.1, progress: bool = False,
-                  **decoding: Any) -> tuple[dict[str, str], dict[str, str]]:
+                  progress: bool = False, **decoding: Any) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """Caption audio files with a pipeline; ``decoding`` overrides ``pipeline.decoding`` (beam_size, max_len, ...).
 
-    Returns ``(captions, errors)``: ``{path: caption}`` for the files captioned, in the order given, and
-    ``{path: reason}`` for the files skipped (also printed on stderr).
+    Returns ``(captions, errors, silent)``: ``{path: caption}`` for the files captioned, in the order given,
+    ``{path: reason}`` for the files skipped, and the captioned files whose audio is silent (both printed on stderr).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Invalid batch_size. (expected a positive integer, found {batch_size!r})")
@@ -83,6 +90,7 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
             errors[path] = err.reason
     readable = [p for p in paths if p in durations]
     captions: dict[str, str] = {}
+    silent: set[str] = set()
     bar = tqdm(total=len(paths), unit="clip", desc="caption", disable=not progress, file=sys.stderr)
     for path in errors:
         bar.write(f"skipping {path}: {errors[path]}", file=sys.stderr)
@@ -92,11 +100,16 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
             names, waves = [], []
             for i in batch:
                 try:
-                    waves.append(load_audio(readable[i], rate, min_duration=min_duration))
+                    waves.append(load_audio(readable[i], rate))  # (N,) at least MIN_SECONDS, zero-padded
                     names.append(readable[i])
                 except AudioError as err:
                     errors[readable[i]] = err.reason
                     bar.write(f"skipping {readable[i]}: {err.reason}", file=sys.stderr)
+                    continue
+                if is_silent(waves[-1]):
+                    silent.add(readable[i])
+                    bar.write(f"note: {readable[i]}: {_silence(waves[-1])}; captioned anyway, flagged silent",
+                              file=sys.stderr)
             if waves:
                 out = encode_waveforms(encoder, waves)
                 texts = caption_frames(pipeline.scorer, out["frames"], out["frame_lengths"], pipeline.vocab,
@@ -104,15 +117,28 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
                 captions.update(zip(names, texts))
             bar.update(len(batch))
     bar.close()
-    return {p: captions[p] for p in paths if p in captions}, {p: errors[p] for p in paths if p in errors}
+    return ({p: captions[p] for p in paths if p in captions}, {p: errors[p] for p in paths if p in errors},
+            [p for p in paths if p in silent])
+
+
+def _silence(wave: np.ndarray) -> str:
+    """How silent a silent waveform is, for a note."""
+    peak = float(np.abs(wave).max())
+    if peak == 0.0:
+        return "silent audio (digital silence)"
+    return f"silent audio (peak {20 * math.log10(peak):.1f} dBFS <= {SILENCE_DBFS:g} dBFS)"
 
 
 def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequence[str] | None = None,
           bundle: str | None = None, encoder: str | None = None, out: str | None = None, csv: str | None = None,
           beam_size: int | None = None, max_len: int | None = None, min_len: int | None = None,
           length_norm: float | None = None, batch_size: int = 8, chunk_seconds: float | None = None,
-          min_duration: float = 0.1, progress: bool = True) -> dict[str, Any]:
+          progress: bool = True) -> dict[str, Any]:
     """Caption audio files and folders with an audio encoder and captioner(s), or with one bundle.
+
+    Clips shorter than 0.1 s (``features.audio.MIN_SECONDS``) are zero-padded at their end to 0.1 s; empty,
+    unreadable or non-finite files are reported and skipped. Silent clips (peak at or below -80 dBFS,
+    ``features.audio.SILENCE_DBFS``) are captioned but flagged: a note on stderr and ``"silent": true`` in ``out``.
 
     Args:
         inputs: audio files (any readable format) and folders (their .wav/.flac/.ogg files, sorted).
@@ -122,8 +148,8 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
         captioners: captioner checkpoint(s), comma-separated; several sharing a vocabulary decode as an ensemble.
         bundle: a checkpoint made by ``python -m captioning.bundle`` (instead of audio_encoder and captioners).
         encoder: architecture of an official PANNs audio_encoder checkpoint (e.g. cnn14).
-        out: JSON predictions ``[{"audio_id", "path", "caption"}]``.
-        csv: DCASE submission CSV ``file_name,caption_predicted``.
+        out: JSON predictions ``[{"audio_id", "path", "caption"}]``, plus ``"silent": true`` for silent clips.
+        csv: DCASE submission CSV ``file_name,caption_predicted`` (silent clips too, unflagged).
         beam_size: beams per clip, 1 = greedy (default: the bundle's, else 3).
         max_len: at most this many words per caption (default: the bundle's, else 30).
         min_len: at least this many words per caption (default: the bundle's, else 1).
@@ -131,9 +157,9 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
         batch_size: clips per encoder and beam-search batch.
         chunk_seconds: window for long audio (default: the bundle's, else ``features.weights.CHUNK_SECONDS``;
             0 = whole clips).
-        min_duration: shorter files (seconds) are reported and skipped.
         progress: show a progress bar on stderr.
-    Returns ``{"captions": {audio_id: caption}, "paths": {audio_id: path}, "errors": {path: reason}}``.
+    Returns ``{"captions": {audio_id: caption}, "paths": {audio_id: path}, "errors": {path: reason},
+    "silent": [audio_id, ...]}`` (the captioned clips whose audio is silent, in input order).
     """
     if not inputs:
         raise ValueError("No inputs. (expected audio files or folders)")
@@ -149,19 +175,20 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     files = list_audio(inputs)
     if not files:
         raise ValueError(f"No audio files in {', '.join(map(str, inputs))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
-    by_path, errors = caption_files(pipeline, files, batch_size=batch_size, min_duration=min_duration,
-                                    progress=progress, beam_size=beam_size, max_len=max_len, min_len=min_len,
-                                    length_norm=length_norm)
+    by_path, errors, silent_paths = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
+                                                  beam_size=beam_size, max_len=max_len, min_len=min_len,
+                                                  length_norm=length_norm)
     captions = {Path(p).name: c for p, c in by_path.items()}
     paths = {Path(p).name: p for p in by_path}
+    silent = [Path(p).name for p in silent_paths]
     if out is not None or csv is not None:
-        write_predictions(captions, out, csv, paths=paths)
+        write_predictions(captions, out, csv, paths=paths, extra={i: {"silent": True} for i in silent})
     else:
         for audio_id, caption in captions.items():
             print(f"{audio_id}\t{caption}")
-    print(f"captioned {len(captions)} of {len(files)} files" + (f"; skipped {len(errors)}" if errors else ""),
-          file=sys.stderr)
-    return {"captions": captions, "paths": paths, "errors": errors}
+    print(f"captioned {len(captions)} of {len(files)} files" + (f"; skipped {len(errors)}" if errors else "")
+          + (f"; {len(silent)} silent (flagged)" if silent else ""), file=sys.stderr)
+    return {"captions": captions, "paths": paths, "errors": errors, "silent": silent}
 
 
 @functools.wraps(infer)

@@ -1,7 +1,9 @@
 """Prepare a corpus into manifests (see :mod:`features.manifest`): ``<out>/<split>/{wav.csv,captions.json,errors.csv}``.
 
 Every clip is probed (read in full, in a process pool): bad files are reported with their reason, printed and in
-``errors.csv``, and the good ones are prepared. Nothing is downloaded.
+``errors.csv``, and the good ones are prepared. Short sounds are good ones: any clip with at least one sample is kept
+(its real duration in ``wav.csv``), and the stages that encode audio zero-pad it to ``features.audio.MIN_SECONDS``;
+``--min-duration``/``--max-duration`` refuse clips outside a range on request. Nothing is downloaded.
 
     python -m corpus.prepare clotho --root DIR --out OUT [--splits development,validation,evaluation]
     python -m corpus.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
@@ -67,9 +69,10 @@ def _check_one(path: str, min_duration: float, max_duration: float | None) -> Au
         return f"unexpected error: {type(err).__name__}: {err}"
 
 
-def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0.1,
+def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0.0,
               max_duration: float | None = None, desc: str = "probing") -> list[AudioInfo | str]:
-    """Probe ``paths`` (in order) with ``workers`` processes; each result is an AudioInfo or a refusal reason."""
+    """Probe ``paths`` (in order) with ``workers`` processes; each result is an AudioInfo or a refusal reason.
+    ``min_duration``/``max_duration`` (s) refuse clips outside that range; by default any clip with a sample is kept."""
     check = functools.partial(_check_one, min_duration=min_duration, max_duration=max_duration)
     results: list[AudioInfo | str] = []
     with tqdm(total=len(paths), desc=desc, unit="file", file=sys.stderr) as progress:
@@ -86,7 +89,7 @@ def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0
     return results
 
 
-def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int = 2, min_duration: float = 0.1,
+def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int = 2, min_duration: float = 0.0,
                   max_duration: float | None = None) -> SplitReport:
     """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/``, report."""
     results = probe_all([c.path for c in source.clips], workers=workers, min_duration=min_duration,
@@ -121,7 +124,7 @@ def _split_names(splits: str | Sequence[str]) -> list[str]:
 def prepare_clotho(out: str | os.PathLike, *, root: str | os.PathLike | None = None,
                    splits: str | Sequence[str] = clotho.SPLITS, audio_dir: str | os.PathLike | None = None,
                    captions_csv: str | os.PathLike | None = None, split: str | None = None, workers: int = 2,
-                   min_duration: float = 0.1, max_duration: float | None = None) -> list[SplitReport]:
+                   min_duration: float = 0.0, max_duration: float | None = None) -> list[SplitReport]:
     """Prepare Clotho from ``root`` (as distributed) or from one explicit ``audio_dir`` + ``captions_csv`` + ``split``.
 
     All caption tables are read before any audio is probed, so a broken table stops the run before anything is
@@ -142,7 +145,7 @@ def prepare_clotho(out: str | os.PathLike, *, root: str | os.PathLike | None = N
 
 
 def prepare_audiocaps(out: str | os.PathLike, *, csv_dir: str | os.PathLike, audio_dir: str | os.PathLike,
-                      splits: str | Sequence[str] = audiocaps.SPLITS, workers: int = 2, min_duration: float = 0.1,
+                      splits: str | Sequence[str] = audiocaps.SPLITS, workers: int = 2, min_duration: float = 0.0,
                       max_duration: float | None = None) -> list[SplitReport]:
     """Prepare AudioCaps from its caption tables in ``csv_dir`` and whatever clips ``audio_dir`` holds."""
     index = audiocaps.index_audio(audio_dir)
@@ -169,13 +172,15 @@ def _finish(reports: list[SplitReport]) -> None:
 class Commands:
     """Prepare a corpus into manifests: <out>/<split>/wav.csv, captions.json, errors.csv (+ missing.csv for AudioCaps).
 
-    Every clip is read in full; bad files (missing, empty, not audio, truncated, NaN samples, too short) are
-    printed with their reason and listed in errors.csv, and the good ones are prepared. Nothing is downloaded.
+    Every clip is read in full; bad files (missing, empty or without samples, not audio, truncated, NaN samples,
+    outside --min-duration/--max-duration when given) are printed with their reason and listed in errors.csv, and
+    the good ones are prepared. Clips of any length are kept by default: encoders zero-pad those shorter than 0.1 s.
+    Nothing is downloaded.
     """
 
     def clotho(self, out: str, root: str | None = None, splits: str = ",".join(clotho.SPLITS),
                audio_dir: str | None = None, captions_csv: str | None = None, split: str | None = None,
-               workers: int = 2, min_duration: float = 0.1, max_duration: float | None = None) -> None:
+               workers: int = 2, min_duration: float = 0.0, max_duration: float | None = None) -> None:
         """Clotho: --root DIR (holding clotho_audio_<split>/ and clotho_captions_<split>.csv), or one split from
         --audio-dir DIR --captions-csv FILE --split NAME.
 
@@ -187,14 +192,15 @@ class Commands:
             captions_csv: that split's caption table (header file_name,caption_1..caption_5).
             split: name of that split in the output.
             workers: processes probing audio.
-            min_duration: clips shorter than this (seconds) are refused.
+            min_duration: clips shorter than this (seconds) are refused; none by default (shorter than 0.1 s
+                is fine: encoders zero-pad them to 0.1 s).
             max_duration: clips longer than this (seconds) are refused; none by default.
         """
         _finish(prepare_clotho(out, root=root, splits=splits, audio_dir=audio_dir, captions_csv=captions_csv,
                                split=split, workers=workers, min_duration=min_duration, max_duration=max_duration))
 
     def audiocaps(self, out: str, csv_dir: str, audio_dir: str, splits: str = ",".join(audiocaps.SPLITS),
-                  workers: int = 2, min_duration: float = 0.1, max_duration: float | None = None) -> None:
+                  workers: int = 2, min_duration: float = 0.0, max_duration: float | None = None) -> None:
         """AudioCaps: caption tables <split>.csv or audiocaps_v2_<split>.csv in --csv-dir, clips under --audio-dir
         named <yid>, Y<yid>, <yid>_<start> or <yid>_<start>_<end> (.wav/.flac/.ogg). Absent clips are listed in
         missing.csv, not fatal.
@@ -205,7 +211,8 @@ class Commands:
             audio_dir: folder (searched recursively) of the downloaded clips.
             splits: comma-separated split names.
             workers: processes probing audio.
-            min_duration: clips shorter than this (seconds) are refused.
+            min_duration: clips shorter than this (seconds) are refused; none by default (shorter than 0.1 s
+                is fine: encoders zero-pad them to 0.1 s).
             max_duration: clips longer than this (seconds) are refused; none by default.
         """
         _finish(prepare_audiocaps(out, csv_dir=csv_dir, audio_dir=audio_dir, splits=splits, workers=workers,

@@ -3,6 +3,10 @@
 Every failure raises :class:`AudioError`, whose message names the file and the reason, so a preparation or
 extraction stage can report a bad clip and carry on with the others.
 
+Short sounds are audio too (a click or a drum hit of a real sound library lasts 40-100 ms): :func:`load_audio`
+zero-pads a clip shorter than :data:`MIN_SECONDS` at its end to that length, so every audio encoder gets at least
+that much; only a file without a single sample is refused.
+
 Formats: whatever libsndfile reads (wav in 8/16/24/32-bit integer or float, flac, ogg/vorbis, ...), at any sample
 rate and channel count.
 """
@@ -17,8 +21,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-# Peak (full scale = 1.0) at or below which a clip counts as silent: about -120 dBFS, i.e. below 16-bit dither.
-SILENCE_PEAK = 1e-6
+# Shortest audio handed to an encoder (s): shorter clips are zero-padded at their end to this length. It is the
+# shortest clip extraction used to accept, so no clip of that length or more changes; it spans every registered
+# encoder's analysis window (PANNs 1024 samples at 32 kHz, 512 at 16 kHz: 32 ms; AST 400 at 16 kHz: 25 ms), and each
+# encoder pads further to its own floor if it has one (PANNs CNNs: one output frame, 0.32 s).
+MIN_SECONDS = 0.1
+# Peak level (dBFS, full scale = 0 dB) at or below which a clip counts as silent: digital silence, or 16-bit dither
+# of a few steps (one step is -90 dBFS), too faint to describe.
+SILENCE_DBFS = -80.0
+SILENCE_PEAK = 10.0 ** (SILENCE_DBFS / 20.0)  # the same as a linear peak: 1e-4
 # Samples read per block while scanning a file, so probing a long file never holds it all in memory.
 _SCAN_BLOCK = 1 << 16
 # libsndfile notes a WAV whose data chunk claims more bytes than the file holds as "data : N (should be M)".
@@ -121,34 +132,58 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> AudioInfo:
     )
 
 
+def is_silent(waveform: np.ndarray) -> bool:
+    """True when a waveform's peak is at or below :data:`SILENCE_PEAK` (:data:`SILENCE_DBFS`), e.g. all zeros."""
+    return waveform.size == 0 or float(np.abs(waveform).max()) <= SILENCE_PEAK
+
+
+def min_samples(sample_rate: int) -> int:
+    """Length, in samples at ``sample_rate``, that :func:`load_audio` pads shorter clips to (:data:`MIN_SECONDS`)."""
+    return round(MIN_SECONDS * sample_rate)
+
+
+def _pair(value: float, limit: float) -> tuple[str, str]:
+    """``value`` and ``limit`` with the fewest significant digits (at least 3) that tell them apart."""
+    for digits in range(3, 13):
+        a, b = f"{value:.{digits}g}", f"{limit:.{digits}g}"
+        if a != b:
+            return a, b
+    return repr(value), repr(limit)
+
+
 def check_duration(path: str | os.PathLike, duration: float, min_duration: float,
                    max_duration: float | None) -> None:
-    """Raise :class:`AudioError` when ``duration`` (s) lies outside ``[min_duration, max_duration]``."""
+    """Raise :class:`AudioError` when ``duration`` (s) lies outside ``[min_duration, max_duration]``; the message
+    prints enough digits to show the difference (``too short: 0.09998 s < min_duration 0.1 s``)."""
     if duration < min_duration:
-        raise AudioError(path, f"too short: {duration:.3f} s < min_duration {min_duration} s")
+        found, limit = _pair(duration, min_duration)
+        raise AudioError(path, f"too short: {found} s < min_duration {limit} s")
     if max_duration is not None and duration > max_duration:
-        raise AudioError(path, f"too long: {duration:.3f} s > max_duration {max_duration} s")
+        found, limit = _pair(duration, max_duration)
+        raise AudioError(path, f"too long: {found} s > max_duration {limit} s")
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int, *, min_duration: float = 0.1,
-               max_duration: float | None = None) -> np.ndarray:
-    """Load a file as float32 mono at ``sample_rate`` Hz.
+def load_audio(path: str | os.PathLike, sample_rate: int, *, max_duration: float | None = None,
+               pad_to: float = MIN_SECONDS) -> np.ndarray:
+    """Load a file as float32 mono at ``sample_rate`` Hz, zero-padded at its end to at least ``pad_to`` seconds.
 
     Channels are mixed to mono by averaging. Resampling, when the file's rate differs, uses soxr at its highest
     quality setting ('VHQ': a linear-phase filter with a very steep cut-off and ~175 dB stop-band), so frequencies and
-    levels below the new Nyquist are kept. Durations are checked on the file as stored.
+    levels below the new Nyquist are kept. A clip shorter than ``pad_to`` (default :data:`MIN_SECONDS`, 0.1 s; 0 for
+    none) is resampled as it is, then zeros are appended; longer clips are returned unchanged. ``max_duration`` is
+    checked on the file as stored.
 
     Returns:
-        waveform [N] float32 with ``N = round(num_frames * sample_rate / file_rate)``.
+        waveform [N] float32 with ``N = max(round(num_frames * sample_rate / file_rate), round(pad_to * sample_rate))``.
     Raises:
-        AudioError: missing, empty, unreadable or corrupt file; no samples; NaN/inf samples; shorter than
-            ``min_duration`` or longer than ``max_duration`` seconds.
+        AudioError: missing, empty, unreadable or corrupt file; no samples; NaN/inf samples; longer than
+            ``max_duration`` seconds.
     """
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"Invalid sample_rate. (expected a positive integer, found {sample_rate!r})")
     path = Path(path)
     info = probe(path, scan=False)
-    check_duration(path, info.duration, min_duration, max_duration)
+    check_duration(path, info.duration, 0.0, max_duration)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -160,4 +195,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, min_duration: float
         raise AudioError(path, "non-finite samples (NaN or inf)")
     if file_rate != sample_rate:
         mono = soxr.resample(mono, file_rate, int(sample_rate), quality="VHQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    wave = np.ascontiguousarray(mono, dtype=np.float32)
+    target = round(max(pad_to, 0.0) * sample_rate)
+    if len(wave) < target:
+        wave = np.pad(wave, (0, target - len(wave)))  # (target,) the clip, then zeros
+    return wave

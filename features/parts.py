@@ -5,14 +5,17 @@ Layout beside the store ``<out>``::
     <out>.parts/plan.json         {"fingerprint": what makes the features, "ids": manifest order, "batches": [[i, ...]]}
     <out>.parts/part-<b>.npz      batch b: meta (JSON), frames [sum T, D], lengths [B], clips [B, D_clip], errors
     <out>.errors.csv              audio_id,path,reason of the clips that could not be read (written by :func:`merge`)
+    <out>.lock, <out>.shard<i>.lock   held while a process writes the store or a shard of it (:class:`StoreLock`)
 
 Every file is written under a temporary name and renamed (``common.io``), so a part is either whole or absent and a
 rerun redoes only the absent ones; temporaries left by killed processes are deleted. The fingerprint (encoder, its
 arguments, the checkpoint's hash, sample rate, dtype, batch size, the manifest's clips) must agree between the plan,
-every part and an existing store: a run made differently is refused rather than mixed.
+every part and an existing store: a run made differently is refused rather than mixed. One process at a time writes
+a store (or one shard of it): a second one is refused at once (:class:`StoreLock`).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -77,6 +80,134 @@ def open_plan(parts_dir: Path, fingerprint: dict[str, Any], batches: list[list[i
                                             ensure_ascii=False, indent=1, sort_keys=True))
 
 
+# ---- one writer at a time -------------------------------------------------------------------------------------
+_HELD: set[int] = set()  # descriptors of the lock files this process holds
+
+
+def _close_held_in_child() -> None:
+    """In a forked child (an audio-reading worker): close the copies of the lock descriptors, without unlocking, so
+    the locks stay the parent's alone and go when it dies, even while the child lingers."""
+    for fd in _HELD:
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def _try_lock(path: Path, shared: bool) -> int | None:
+    """A descriptor holding ``flock`` on ``path`` (created if absent), or None when another process holds it. An
+    exclusive holder records its pid in the file."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        held = os.fstat(fd)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # its last holder deleted the file between our open and our lock: lock the new one
+    _HELD.add(fd)
+    _record_pid(fd, shared)
+    return fd
+
+
+def _record_pid(fd: int, shared: bool) -> None:
+    os.ftruncate(fd, 0)  # shared holders are many: no pid (and no stale one)
+    if not shared:
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _unlock(fd: int, path: Path) -> None:
+    """Release a lock; its last holder deletes the file, so no lock file outlives the run."""
+    _HELD.discard(fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a failed attempt gives up a shared lock too
+        path.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        pid = ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+class StoreLock:
+    """The right to write the store ``out`` and its parts, from ``__enter__`` until released or the process ends.
+
+    ``shard=None`` (an unsharded extraction, :func:`merge`): ``<out>.lock``, exclusively. ``shard=i``: ``<out>.lock``
+    shared with the other shards and ``<out>.shard<i>.lock`` exclusively, so the shards of one job run side by side
+    but never beside a whole-store writer or a second copy of themselves. Nothing waits: a lock held elsewhere is a
+    ValueError naming the store and the holder's pid. Locks are ``flock`` locks, which the kernel releases when their
+    process ends, killed or not, so a killed run can be resumed at once; the last holder deletes the lock file.
+    """
+
+    def __init__(self, out: str | os.PathLike, shard: int | None = None) -> None:
+        self.out, self.shard = Path(out), shard
+        self.store_path = Path(f"{out}.lock")
+        self.shard_path = None if shard is None else Path(f"{out}.shard{shard}.lock")
+        self._store: int | None = None
+        self._shard: int | None = None
+        self._alone = False  # holds <out>.lock exclusively
+
+    def __enter__(self) -> "StoreLock":
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._store = _try_lock(self.store_path, shared=self.shard is not None)
+        if self._store is None:
+            raise ValueError(f"{self.out}: another extraction{_holder(self.store_path)} is writing it; wait for it "
+                             "to finish (or stop it), then run again")
+        self._alone = self.shard is None
+        if self.shard_path is not None:
+            self._shard = _try_lock(self.shard_path, shared=False)
+            if self._shard is None:
+                self.release()
+                raise ValueError(f"{self.out}: another extraction{_holder(self.shard_path)} is writing shard "
+                                 f"{self.shard} of it; wait for it to finish (or stop it), then run again")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release_shard(self) -> None:
+        """Give up ``<out>.shard<i>.lock`` (this shard's batches are done)."""
+        if self._shard is not None:
+            _unlock(self._shard, self.shard_path)
+            self._shard = None
+
+    def release(self) -> None:
+        self.release_shard()
+        if self._store is not None:
+            _unlock(self._store, self.store_path)
+            self._store, self._alone = None, False
+
+    def take_store(self) -> bool:
+        """Hold ``<out>.lock`` alone (to assemble or clean up the store): True at once for a whole-store holder; for
+        a shard, False when other shards still hold it, and this shard's hold is then given up."""
+        if self._alone or self._store is None:
+            return self._alone
+        try:
+            fcntl.flock(self._store, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # the shared lock may already be gone (Linux drops it first): close it
+            _HELD.discard(self._store)
+            os.close(self._store)
+            self._store = None
+            return False
+        _record_pid(self._store, shared=False)
+        self._alone = True
+        return True
+
+
 # ---- part files -----------------------------------------------------------------------------------------------
 def write_part(path: Path, meta: dict[str, Any], frames: np.ndarray, lengths: np.ndarray, clips: np.ndarray,
                errors: list[tuple[str, str, str]]) -> None:
@@ -129,11 +260,18 @@ def merge(out: str | os.PathLike, *parts_dirs: str | os.PathLike, keep_parts: bo
     """Assemble the store ``out`` from finished parts, in manifest order, and delete ``<out>.parts``.
 
     Args:
-        out: the store to write; an existing one made differently is refused.
+        out: the store to write; an existing one made differently is refused, and so is one that another process
+            is writing (extraction or merge: ValueError at once).
         parts_dirs: folders holding parts (default ``<out>.parts``); several, e.g. one per machine, are searched in
             turn. ValueError if a batch has no part in any of them.
         keep_parts: keep ``<out>.parts`` after assembling.
     """
+    with StoreLock(out):
+        return assemble(out, *parts_dirs, keep_parts=keep_parts)
+
+
+def assemble(out: str | os.PathLike, *parts_dirs: str | os.PathLike, keep_parts: bool = False) -> Path:
+    """:func:`merge` for a caller already holding the store's :class:`StoreLock` alone."""
     out_path = Path(out)
     dirs = [Path(d) for d in parts_dirs] or [parts_dir_of(out_path)]
     plans = []

@@ -3,6 +3,8 @@
 Waveforms are decoded once, at the audio encoder's sample rate, and held in memory as float32: a split costs
 ``4 bytes x sample_rate x total seconds`` (e.g. 600 clips of 5 s at 16 kHz: 190 MB; Clotho development, 3,839 clips
 of ~22 s at 32 kHz: ~11 GB, so use 16 kHz or ``cache_audio: false`` there). Under DDP every process holds its own copy.
+Clips shorter than ``features.audio.MIN_SECONDS`` (0.1 s: clicks, drum hits) are zero-padded at their end to that
+length by ``load_audio``, as extraction and inference pad them.
 
 Training crops clips longer than ``crop_seconds`` at a random offset drawn from ``(seed, epoch, index)``, so a
 batch's content depends only on the seed and epoch (the same after a resume, and across process counts).
@@ -20,7 +22,8 @@ from features.manifest import Manifest
 
 
 class WaveformStore:
-    """Clips of a manifest as float32 mono arrays at ``sample_rate``, decoded on first use (kept if ``cache``)."""
+    """Clips of a manifest as float32 mono arrays at ``sample_rate`` (at least ``MIN_SECONDS`` long, short ones
+    zero-padded), decoded on first use (kept if ``cache``)."""
 
     def __init__(self, manifest: Manifest, sample_rate: int, cache: bool = True) -> None:
         self.manifest, self.sample_rate, self.cache = manifest, int(sample_rate), cache

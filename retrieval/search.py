@@ -9,9 +9,10 @@
 ``--captions`` is a manifest split (its captions) or a text file with one caption per line. ``--labels`` is a
 comma-separated list or a text file with one label per line; ``--truth`` is a CSV with columns ``audio_id,label``
 (for a folder the audio id is the path relative to it) and adds accuracy to the result. Files that cannot be read
-are skipped and listed under ``skipped``. With several checkpoints, similarities are averaged. Clips are encoded whole
-as feature extraction encodes them: long audio in windows of ``features.weights.CHUNK_SECONDS`` (frames
-concatenated, then pooled), never cropped.
+(empty, no samples, not audio, non-finite samples) are skipped and listed under ``skipped``. With several
+checkpoints, similarities are averaged. Clips are encoded whole as feature extraction encodes them: long audio in
+windows of ``features.weights.CHUNK_SECONDS`` (frames concatenated, then pooled), never cropped; clips shorter than
+``features.audio.MIN_SECONDS`` (0.1 s) zero-padded at their end to it.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def _models(checkpoints: str | Sequence[str]) -> list[BiEncoder]:
 
 
 def _load_all(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """Decode clips, skipping unreadable ones: (ids, waveforms, ["path: reason", ...])."""
+    """Decode clips (short ones zero-padded to ``MIN_SECONDS``), skipping unreadable ones: (ids, waveforms,
+    ["path: reason", ...])."""
     ids, waves, skipped = [], [], []
     for audio_id, path in items:
         try:

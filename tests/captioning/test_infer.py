@@ -1,4 +1,5 @@
-"""Captioning raw audio (captioning.infer) and caption bundles (captioning.bundle) on Clotho-mini clips.
+"""Captioning raw audio (captioning.infer) and caption bundles (captioning.bundle) on Clotho-mini clips, and on
+generated short, empty and silent files.
 
 Models are small and random: a CNN10 (width 0.25, 16 kHz) audio encoder saved the project's way, and captioners
 built with ``build_captioner`` and saved the way ``captioning.train`` saves them (``model_checkpoint``), recording
@@ -13,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from captioning.bundle import KIND, load_bundle, load_pipeline, make_bundle
@@ -74,7 +77,7 @@ def test_captions_every_real_clip(models, reference):
     names = sorted(n for n in os.listdir(models["audio"]) if n.endswith(".wav"))
     assert list(reference["captions"]) == names and len(names) == N_CLIPS
     assert any(" " in n for n in names)
-    assert reference["errors"] == {}
+    assert reference["errors"] == {} and reference["silent"] == []
     assert all(c.strip() for c in reference["captions"].values())
     assert len(set(reference["captions"].values())) > 1, "captions should depend on the audio"
 
@@ -146,8 +149,8 @@ def test_batched_equals_one_at_a_time(models, reference):
             n = int(alone["frame_lengths"][0])
             assert int(batch["frame_lengths"][row]) == n
             torch.testing.assert_close(batch["frames"][row, :n], alone["frames"][0, :n], atol=1e-4, rtol=1e-4)
-    one_by_one, errors = caption_files(pipeline, files, batch_size=1)
-    assert errors == {}
+    one_by_one, errors, silent = caption_files(pipeline, files, batch_size=1)
+    assert errors == {} and silent == []
     assert {Path(p).name: c for p, c in one_by_one.items()} == reference["captions"]
 
 
@@ -199,3 +202,51 @@ def test_retrieval_checkpoint_is_refused_clearly(models, tmp_path):
     with pytest.raises(ValueError, match=message):
         make_bundle(str(best), str(models["a"]), str(tmp_path / "bundle.pt"))
     assert not (tmp_path / "bundle.pt").exists()
+
+
+def test_short_click_is_captioned_and_empty_file_refused(models, tmp_path, capsys):
+    """A 0.044 s click is padded to 0.1 s and captioned, alone or beside a long clip; a file without samples is not."""
+    folder = tmp_path / "short"
+    folder.mkdir()
+    t = np.arange(1929) / 44100
+    sf.write(folder / "click.wav", (0.8 * np.exp(-t / 0.01) * np.sin(2 * np.pi * 3000 * t)).astype(np.float32),
+             44100, subtype="PCM_16")
+    sf.write(folder / "empty.wav", np.zeros(0, np.float32), 16000)
+    long_clip = sorted(models["audio"].glob("*.wav"))[0]
+    (folder / long_clip.name).symlink_to(long_clip)
+    result = infer(str(folder), audio_encoder=str(models["encoder"]), captioners=str(models["a"]), batch_size=2,
+                   progress=False)
+    assert sorted(result["captions"]) == sorted(["click.wav", long_clip.name])
+    assert result["captions"]["click.wav"].strip() and result["silent"] == []
+    assert result["errors"] == {str(folder / "empty.wav"): "no samples (header only)"}
+    assert f"skipping {folder / 'empty.wav'}: no samples" in capsys.readouterr().err
+    alone = infer(str(folder / "click.wav"), audio_encoder=str(models["encoder"]), captioners=str(models["a"]),
+                  progress=False)
+    assert alone["captions"] == {"click.wav": result["captions"]["click.wav"]}  # padding, not the batch, decides
+
+
+def test_silent_clip_is_captioned_but_flagged(models, tmp_path, capsys):
+    folder = tmp_path / "quiet"
+    folder.mkdir()
+    normal = sorted(models["audio"].glob("*.wav"))[0]
+    (folder / normal.name).symlink_to(normal)
+    sf.write(folder / "zeros.wav", np.zeros(32000, np.float32), 16000)
+    dither = np.random.default_rng(0).integers(-2, 3, 32000) / 32768  # +-2 steps of 16 bits: about -84 dBFS
+    sf.write(folder / "dither.wav", dither.astype(np.float32), 16000, subtype="PCM_16")
+    out, sub = tmp_path / "pred.json", tmp_path / "sub.csv"
+    result = infer(str(folder), audio_encoder=str(models["encoder"]), captioners=str(models["a"]), out=str(out),
+                   csv=str(sub), progress=False)
+    assert list(result["captions"]) == sorted(["dither.wav", normal.name, "zeros.wav"])
+    assert all(c.strip() for c in result["captions"].values())  # captioned all the same
+    assert result["silent"] == ["dither.wav", "zeros.wav"]
+    rows = {r["audio_id"]: r for r in json.loads(out.read_text(encoding="utf-8"))}
+    assert rows["zeros.wav"]["silent"] is True and rows["dither.wav"]["silent"] is True
+    assert list(rows[normal.name]) == ["audio_id", "path", "caption"]  # unchanged for audible clips
+    with open(sub, encoding="utf-8", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["file_name", "caption_predicted"] and all(len(row) == 2 for row in table)
+    assert dict(table[1:]) == result["captions"]
+    err = capsys.readouterr().err
+    assert f"note: {folder / 'zeros.wav'}: silent audio (digital silence)" in err
+    assert f"note: {folder / 'dither.wav'}: silent audio (peak -84.3 dBFS <= -80 dBFS)" in err
+    assert normal.name not in err and "2 silent (flagged)" in err

@@ -108,6 +108,29 @@ def test_clotho_cli_reports_bad_files(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "out" / "development").ids[0] == "good, one.wav"
 
 
+def test_short_click_is_prepared_and_empty_file_refused(tmp_path: Path) -> None:
+    """A 0.044 s click (a drum hit, a clap) is a clip like any other; a file without samples is not."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(1929) / 44100
+    sf.write(audio / "click.wav", (0.8 * np.exp(-t / 0.01) * np.sin(2 * np.pi * 3000 * t)).astype(np.float32),
+             44100, subtype="PCM_16")
+    sf.write(audio / "hum.wav", tone(16000, 1.0), 16000)
+    sf.write(audio / "empty.wav", np.zeros(0, np.float32), 16000)
+    write_table(tmp_path / "captions.csv", [[n, *caps(n)] for n in ("click.wav", "hum.wav", "empty.wav")])
+    (report,) = prepare_clotho(tmp_path / "out", audio_dir=audio, captions_csv=tmp_path / "captions.csv",
+                               split="dev", workers=1)
+    manifest = read_manifest(tmp_path / "out" / "dev")
+    assert manifest.ids == ["click.wav", "hum.wav"]
+    assert manifest.entry("click.wav").duration == pytest.approx(1929 / 44100, abs=1e-6)  # the real duration
+    assert [(Path(p).name, r) for p, r in report.errors] == [("empty.wav", "no samples (header only)")]
+    # a minimum asked for is still applied, and the message tells the durations apart
+    (report,) = prepare_clotho(tmp_path / "out2", audio_dir=audio, captions_csv=tmp_path / "captions.csv",
+                               split="dev", workers=1, min_duration=0.05)
+    assert dict((Path(p).name, r) for p, r in report.errors)["click.wav"] == \
+        "too short: 0.0437 s < min_duration 0.05 s"
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "caption table not found"),
     ("name,caption_1\nx.wav,hello\n", "row 1: wrong header"),

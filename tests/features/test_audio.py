@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from features.audio import AudioError, load_audio, probe
+from features.audio import (MIN_SECONDS, SILENCE_DBFS, SILENCE_PEAK, AudioError, check_duration, is_silent,
+                            load_audio, min_samples, probe)
 
 
 def sine(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -86,6 +87,14 @@ def test_silence_is_valid_and_flagged(tmp_path: Path) -> None:
     assert probe(tmp_path / "quiet.wav").silent and probe(tmp_path / "quiet.wav").peak == 0.0
     assert not probe(tmp_path / "loud.wav").silent
     assert load_audio(tmp_path / "quiet.wav", 16000).shape == (8000,)
+    # below SILENCE_DBFS (-80 dBFS) counts as silent: e.g. 16-bit dither of one or two steps (-90 dBFS)
+    assert SILENCE_DBFS == -80.0 and SILENCE_PEAK == pytest.approx(1e-4)
+    dither = np.random.default_rng(0).integers(-2, 3, 8000).astype(np.float32) / 32768
+    sf.write(tmp_path / "dither.wav", dither, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "faint.wav", sine(100, 16000, 0.5, amp=10 ** (-70 / 20)), 16000, subtype="PCM_16")
+    assert probe(tmp_path / "dither.wav").silent and not probe(tmp_path / "faint.wav").silent
+    assert is_silent(load_audio(tmp_path / "dither.wav", 16000)) and is_silent(np.zeros(4, np.float32))
+    assert not is_silent(load_audio(tmp_path / "faint.wav", 16000))
 
 
 def test_probe_matches_clotho_mini_clips(clotho_mini: Path) -> None:
@@ -152,15 +161,73 @@ def test_bad_files_raise_audio_error_naming_file_and_reason(tmp_path: Path) -> N
                 probe(path)
 
 
-def test_duration_limits(tmp_path: Path) -> None:
-    sf.write(tmp_path / "short.wav", sine(440, 16000, 0.05), 16000)
+def click(sr: int, n: int) -> np.ndarray:
+    """A short real-world-like sound: a decaying 3 kHz burst of ``n`` samples."""
+    t = np.arange(n) / sr
+    return (0.8 * np.exp(-t / 0.01) * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+
+
+def test_short_clip_is_zero_padded_to_min_seconds(tmp_path: Path) -> None:
+    """A 0.0437 s click (shorter than MIN_SECONDS) is kept: resampled as is, then zero-padded at its end."""
+    sf.write(tmp_path / "click.wav", click(44100, 1929), 44100, subtype="PCM_16")
+    assert probe(tmp_path / "click.wav").duration == pytest.approx(0.043741, abs=1e-6)
+    raw = load_audio(tmp_path / "click.wav", 16000, pad_to=0)
+    assert len(raw) == round(1929 * 16000 / 44100) == 700
+    y = load_audio(tmp_path / "click.wav", 16000)
+    assert MIN_SECONDS == 0.1 and len(y) == 1600 == min_samples(16000)
+    np.testing.assert_array_equal(y[:700], raw)
+    assert not y[700:].any() and np.abs(raw).max() > 0.5
+    assert len(load_audio(tmp_path / "click.wav", 32000)) == 3200
+    # clips of MIN_SECONDS or more are returned exactly as before: no padding
+    sf.write(tmp_path / "tenth.wav", sine(440, 16000, 0.1), 16000, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(tmp_path / "tenth.wav", 16000), sine(440, 16000, 0.1))
+    # a single sample is audio too; no sample at all is not
+    sf.write(tmp_path / "one.wav", np.full(1, 0.5, np.float32), 48000, subtype="FLOAT")
+    assert len(load_audio(tmp_path / "one.wav", 16000)) == 1600
+    sf.write(tmp_path / "none.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="none.wav: no samples"):
+        load_audio(tmp_path / "none.wav", 16000)
+
+
+def test_padded_minimum_runs_through_every_registered_encoder(tmp_path: Path) -> None:
+    """MIN_SECONDS of audio (and less: each encoder pads to its own floor) gives finite frames from every encoder."""
+    import torch
+
+    from features.encoders import AUDIO_ENCODERS, build_audio_encoder
+    from features.encoders.panns import PANNS_ARCHS
+
+    small = {**{name: dict(width=0.25) for name in PANNS_ARCHS},  # others: their default size
+             "ast": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         max_length=64, num_mel_bins=32),
+             "beats": dict(input_patch_size=16, embed_dim=24, encoder_layers=1, encoder_embed_dim=32,
+                           encoder_ffn_embed_dim=64, encoder_attention_heads=4, conv_pos=16, conv_pos_groups=4)}
+    sf.write(tmp_path / "click.wav", click(44100, 1929), 44100)
+    for name in AUDIO_ENCODERS:
+        torch.manual_seed(0)
+        encoder = build_audio_encoder(name, **small.get(name, {})).eval()
+        wave = torch.from_numpy(load_audio(tmp_path / "click.wav", encoder.sample_rate))
+        assert len(wave) == min_samples(encoder.sample_rate)
+        with torch.no_grad():
+            out = encoder(wave[None])
+            tiny = encoder(wave[None, :1])  # the encoders' own floor is lower still
+        n = int(encoder.num_frames(torch.tensor([len(wave)]))[0])
+        assert n >= 1 and out["frames"].shape == (1, n, encoder.frame_dim), name
+        assert torch.isfinite(out["frames"]).all() and torch.isfinite(out["clip"]).all(), name
+        assert torch.isfinite(tiny["clip"]).all(), name
+
+
+def test_duration_limits_print_enough_digits(tmp_path: Path) -> None:
     sf.write(tmp_path / "long.wav", sine(440, 16000, 3.0), 16000)
-    with pytest.raises(AudioError, match="too short"):
-        load_audio(tmp_path / "short.wav", 16000)
-    assert len(load_audio(tmp_path / "short.wav", 16000, min_duration=0.0)) == 800
-    with pytest.raises(AudioError, match="too long"):
+    with pytest.raises(AudioError, match=r"too long: 3 s > max_duration 2 s"):
         load_audio(tmp_path / "long.wav", 16000, max_duration=2.0)
     assert len(load_audio(tmp_path / "long.wav", 16000, max_duration=3.0)) == 48000
+    with pytest.raises(AudioError, match=r"too short: 0\.0437 s < min_duration 0\.05 s"):
+        check_duration("x.wav", 1929 / 44100, 0.05, None)
+    with pytest.raises(AudioError, match=r"too short: 0\.09998 s < min_duration 0\.1 s"):
+        check_duration("x.wav", 4409 / 44100, 0.1, None)  # not "0.100 s < 0.1 s"
+    with pytest.raises(AudioError, match=r"too long: 30\.00002 s > max_duration 30 s"):
+        check_duration("x.wav", 1323001 / 44100, 0.0, 30.0)
+    check_duration("x.wav", 0.01, 0.0, None)
 
 
 def test_invalid_sample_rate(tmp_path: Path) -> None:

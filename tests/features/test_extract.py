@@ -1,5 +1,6 @@
 """Feature extraction on Clotho-mini clips: one entry per clip, bad clips skipped, resumable after SIGKILL,
-shardable; only audio-encoder checkpoints are read."""
+shardable; only audio-encoder checkpoints are read. On a small generated split: short clips padded, one writer
+per store (or shard) at a time."""
 from __future__ import annotations
 
 import math
@@ -14,14 +15,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from features.audio import probe
+from features.audio import min_samples, probe
 from features.encoders import build_audio_encoder
 from features.encode import plan_batches
 from features.extract import extract
 from features.manifest import AudioEntry, Manifest, write_manifest
-from features.parts import errors_csv_of, merge, parts_dir_of
+from features.parts import StoreLock, errors_csv_of, merge, parts_dir_of
 from features.store import open_store
 from features.weights import checkpoint_sha256, save_audio_encoder
 
@@ -112,10 +114,10 @@ def test_rerun_of_finished_store_changes_nothing(work: dict, capsys) -> None:
     assert work["reference"].stat().st_mtime_ns == before and "already complete" in capsys.readouterr().err
 
 
-def _command(work: dict, out: Path, *extra: str) -> list[str]:
+def _command(work: dict, out: Path, *extra: str, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "features.extract", "--manifest", str(work["split"]), "--checkpoint",
             str(work["ckpt"]), "--out", str(out), "--batch-size", "1", "--chunk-seconds", "10", "--dtype",
-            "float32", "--workers", "1", "--progress", "False", *extra]
+            "float32", "--workers", str(workers), "--progress", "False", *extra]
 
 
 @pytest.mark.slow
@@ -230,3 +232,114 @@ def test_torchrun_two_processes_equal_one_run(work: dict, tmp_path: Path) -> Non
     assert got.ids == ref.ids and got.missing == ref.missing
     for audio_id in ref.ids:  # torchrun runs each process single-threaded: same features up to rounding
         np.testing.assert_allclose(got.frames(audio_id), ref.frames(audio_id), rtol=1e-5, atol=1e-5)
+
+
+# ---- a small generated split: short clips, one writer at a time ------------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> dict:
+    """Twelve 2-3 s sounds, a 0.044 s click (44.1 kHz) and a file without samples; their reference store."""
+    root = tmp_path_factory.mktemp("small")
+    folder = root / "audio"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        t = np.arange(int(16000 * (2.0 + k / 12))) / 16000
+        x = 0.3 * np.sin(2 * np.pi * (200 + 100 * k) * t) + 0.05 * rng.normal(size=t.size)
+        sf.write(folder / f"sound {k:02d}.wav", x.astype(np.float32), 16000)
+    t = np.arange(1929) / 44100
+    sf.write(folder / "click.wav", (0.8 * np.exp(-t / 0.01) * np.sin(2 * np.pi * 3000 * t)).astype(np.float32),
+             44100, subtype="PCM_16")
+    sf.write(folder / "empty.wav", np.zeros(0, np.float32), 16000)
+    audio = []
+    for path in sorted(folder.iterdir()):
+        info = sf.info(str(path))
+        audio.append(AudioEntry(path.name, str(path), info.frames / info.samplerate, info.samplerate, 1))
+    split = write_manifest(Manifest("small", audio, {}), root / "manifest")
+    ckpt = _encoder_ckpt(root / "encoder.pt", seed=0)
+    reference = root / "reference" / "small.h5"
+    extract(str(split), str(ckpt), str(reference), workers=0, progress=False, **SETTINGS)
+    return {"split": split, "ckpt": ckpt, "reference": reference}
+
+
+def test_short_click_is_padded_and_empty_file_skipped(small: dict) -> None:
+    store = open_store(small["reference"])
+    assert "click.wav" in store.ids and len(store.ids) == 13
+    encoder = build_audio_encoder("cnn14", width=0.25, sample_rate=16000)
+    frames, clip = store.frames("click.wav"), store.clip("click.wav")
+    assert frames.shape == (int(encoder.num_frames(torch.tensor([min_samples(16000)]))[0]), 512) == (1, 512)
+    assert np.isfinite(frames).all() and np.isfinite(clip).all() and frames.std() > 0
+    assert list(store.missing) == ["empty.wav"] and "no samples" in store.missing["empty.wav"]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_second_writer_is_refused_at_once(small: dict, tmp_path: Path) -> None:
+    """Two processes on one --out: the second exits 1 with one line naming the first; the first finishes."""
+    out = tmp_path / "two.h5"
+    first = subprocess.Popen(_command(small, out, workers=0), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        _wait_for(parts_dir_of(out) / "plan.json", first)
+        first.send_signal(signal.SIGSTOP)  # held mid-extraction, so the second surely meets it
+        assert not out.exists(), "the first process finished before the test could hold it"
+        second = subprocess.run(_command(small, out, workers=0), cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 1, second.stderr
+    assert second.stderr.splitlines() == [
+        f"features.extract: error: {out}: another extraction (pid {first.pid}) is writing it; wait for it to finish "
+        "(or stop it), then run again"]
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    assert_same_store(out, small["reference"])
+    rerun = subprocess.run(_command(small, out), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "already complete" in rerun.stderr, rerun.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.h5", "two.h5.errors.csv"]  # no lock file left
+
+
+def test_shards_of_one_job_run_side_by_side_but_each_once(small: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sh.h5"
+    args = (str(small["split"]), str(small["ckpt"]), str(out))
+    with StoreLock(out, shard=0):  # shard 0 of a job, running
+        with pytest.raises(ValueError, match=rf"sh\.h5: another extraction \(pid {os.getpid()}\) is writing shard 0"):
+            extract(*args, num_shards=2, shard_id=0, workers=0, progress=False, **SETTINGS)
+        with pytest.raises(ValueError, match=r"sh\.h5: another extraction is writing it"):
+            extract(*args, workers=0, progress=False, **SETTINGS)
+        with pytest.raises(ValueError, match=r"sh\.h5: another extraction is writing it"):
+            merge(out)
+        assert extract(*args, num_shards=2, shard_id=1, workers=0, progress=False, **SETTINGS) is None
+        assert "other shards are still running" in capsys.readouterr().err
+    assert extract(*args, num_shards=2, shard_id=0, workers=0, progress=False, **SETTINGS) == out
+    assert_same_store(out, small["reference"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sh.h5", "sh.h5.errors.csv"]
+    with StoreLock(out):  # the whole store, held: not even a shard may start
+        with pytest.raises(ValueError, match=rf"sh\.h5: another extraction \(pid {os.getpid()}\) is writing it"):
+            extract(*args, num_shards=2, shard_id=1, workers=0, progress=False, **SETTINGS)
+
+
+@pytest.mark.slow
+def test_lock_goes_with_a_killed_extractor(small: dict, tmp_path: Path) -> None:
+    """SIGKILL of the extractor alone (its audio-reading worker lives on a while): a rerun may start at once."""
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen(_command(small, out, workers=1), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(parts_dir_of(out) / "part-000000.npz", proc)
+        proc.kill()
+        proc.wait()
+        assert not out.exists(), "the kill came too late to test anything"
+        assert extract(str(small["split"]), str(small["ckpt"]), str(out), workers=0, progress=False,
+                       **SETTINGS) == out
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the orphaned worker
+        except ProcessLookupError:
+            pass
+    assert_same_store(out, small["reference"])
