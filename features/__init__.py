@@ -5,8 +5,9 @@ Corpora (the synthetic one, Clotho, AudioCaps) are made and prepared by the ``co
 - ``features.audio``: ``load_audio``, ``probe``, ``AudioError`` (reading, validation, resampling)
 - ``features.manifest``: ``Manifest``, ``read_manifest``, ``write_manifest`` (the per-split corpus format)
 - ``features.frontend``: the log-mel front end (torchlibrosa) and SpecAugment
+- ``features.kaldi``: ``fbank``, ``FbankConfig``: a batched Kaldi filterbank in torch (the front end of AST and BEATs)
 - ``features.encoders``: ``build_audio_encoder`` and the registry ``AUDIO_ENCODERS`` (cnn14, cnn10, cnn6,
-  wavegram_logmel_cnn14, ast)
+  wavegram_logmel_cnn14, ast, beats)
 - ``features.weights``: ``load_audio_encoder``, ``save_audio_encoder``, ``checkpoint_sha256``; ``CHUNK_SECONDS`` and
   ``chunked_spec``, the one place where the window for long audio is chosen (at load time)
 - ``features.encode``: ``plan_batches``, ``encode_waveforms`` (batching and encoding shared by extraction,
@@ -17,4 +18,4 @@ Corpora (the synthetic one, Clotho, AudioCaps) are made and prepared by the ``co
 
 Submodules are imported where used, so that light commands don't pay for torch or transformers.
 """
-__all__ = ["audio", "manifest", "frontend", "encoders", "weights", "encode", "store", "parts", "extract"]
+__all__ = ["audio", "manifest", "frontend", "kaldi", "encoders", "weights", "encode", "store", "parts", "extract"]

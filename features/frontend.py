@@ -125,7 +125,7 @@ def waveform_to_logmel(spectrogram: Spectrogram, logmel: LogmelFilterBank, wavef
 class LogMelFrontend(nn.Module):
     """Waveform (B, N) -> log-mel (B, 1, T, M) [dB], with SpecAugment in training mode if enabled.
 
-    Standalone front end (used by AST and by anyone who wants the features alone); PANNs CNNs hold the same
+    Standalone front end (for anyone who wants the features alone); PANNs CNNs hold the same
     extractor modules at their top level instead, for checkpoint compatibility.
     """
 

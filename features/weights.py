@@ -4,7 +4,8 @@ Accepted checkpoint formats (all read with ``weights_only=True``):
 
 - project audio encoder: ``{"kind": "audio_encoder", "model_args": {"name": ..., **kwargs}, "state_dict": ...}``,
   written by :func:`save_audio_encoder` (``retrieval.train`` writes one, ``audio_encoder.pt``, beside ``best.pt``);
-- official PANNs: ``{"model": state_dict}`` (``name`` required; sample rate inferred from the STFT size).
+- official PANNs: ``{"model": state_dict}`` (``name`` required; sample rate inferred from the STFT size);
+- official BEATs: ``{"cfg": dict, "model": state_dict}`` (``name`` "beats" or None; built from its ``cfg``).
 
 A retrieval checkpoint (kind ``"retrieval"``, the whole bi-encoder) is refused: its layout belongs to the retrieval
 stage, whose output for later stages is ``audio_encoder.pt``.
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from common.checkpoint import load_state_dict_checked, read_torch_file
 from common.io import atomic_write
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
+from features.encoders.beats import official_spec_and_state
 
 CHUNK_SECONDS = 10.0  # window for long audio in extraction, inference and search; 0 or None = whole clips
 # PANNs' STFT size -> sample rate of the official checkpoints (1024 at 32 kHz, 512 for the 16 kHz models).
@@ -65,6 +67,10 @@ def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, 
         if name is not None and name != saved_name:
             raise ValueError(f"Checkpoint {path} holds encoder {saved_name!r}, but {name!r} was asked for")
         return spec, state
+    if kind is None and "cfg" in ckpt:  # official BEATs
+        if name not in (None, "beats"):
+            raise ValueError(f"Checkpoint {path} is an official BEATs checkpoint, but {name!r} was asked for")
+        return official_spec_and_state(ckpt, str(path))
     if kind is None and isinstance(ckpt.get("model"), dict):  # official PANNs
         if name is None:
             raise ValueError(f"Checkpoint {path} is an official PANNs checkpoint: give the encoder name "
@@ -75,8 +81,9 @@ def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, 
         if isinstance(mel, Tensor) and (mel.shape[0] - 1) * 2 in PANNS_RATE_BY_WINDOW:
             spec["sample_rate"] = PANNS_RATE_BY_WINDOW[(mel.shape[0] - 1) * 2]
         return spec, state
-    raise ValueError(f"Unrecognised checkpoint {path}: expected kind 'audio_encoder' or an official PANNs dict "
-                     f"with a 'model' state dict; found keys {sorted(map(str, ckpt))}")
+    raise ValueError(f"Unrecognised checkpoint {path}: expected kind 'audio_encoder', an official PANNs dict with a "
+                     f"'model' state dict or an official BEATs dict with 'cfg' and 'model'; found keys "
+                     f"{sorted(map(str, ckpt))}")
 
 
 def encoder_from_state(spec: Mapping[str, Any], state: Mapping[str, Tensor], source: str, *,

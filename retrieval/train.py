@@ -45,8 +45,10 @@ DEFAULTS: dict[str, Any] = {
         "cache_audio": True,  # decode each clip once and keep it in memory (see retrieval.data)
     },
     "model": {
+        # None: the encoder's own default (or an argument it does not take: BEATs and AST have no width);
+        # args: any further arguments of the encoder (e.g. BEATs' encoder_layers, AST's fstride)
         "audio_encoder": {"name": "cnn10", "width": 0.25, "sample_rate": 16000, "spec_augment": True,
-                          "chunk_seconds": None, "hop_size": None, "dropout": None},  # None: the encoder's own default
+                          "chunk_seconds": None, "hop_size": None, "dropout": None, "args": None},
         "text_encoder": {"name": "minilm", "pooling": "mean", "max_length": 32, "freeze_layers": 0,
                          "dropout": None},
         "embed_dim": 256,
@@ -71,7 +73,9 @@ AUDIO_ENCODER_FILE = "audio_encoder.pt"  # the stage contract: what extraction, 
 def _model_args(model_config: dict[str, Any]) -> dict[str, Any]:
     """The config's model section without unset (None) encoder options."""
     args = {k: v for k, v in model_config.items() if k not in ("audio_encoder", "text_encoder")}
-    args["audio_encoder"] = {k: v for k, v in model_config["audio_encoder"].items() if v is not None}
+    audio = model_config["audio_encoder"]
+    args["audio_encoder"] = {**{k: v for k, v in audio.items() if v is not None and k != "args"},
+                             **(audio["args"] or {})}
     args["text_encoder"] = {k: v for k, v in model_config["text_encoder"].items() if v is not None}
     return args
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from features.encoders.ast import AstEncoder
+from features.encoders.beats import BeatsEncoder
 from features.encoders.panns import PANNS_ARCHS, PannsCnn
 
 
@@ -33,6 +34,7 @@ class AudioEncoder(Protocol):
 AUDIO_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(PannsCnn, name) for name in PANNS_ARCHS},
     "ast": AstEncoder,
+    "beats": BeatsEncoder,
 }
 
 
@@ -45,4 +47,4 @@ def build_audio_encoder(name: str, **kwargs: Any) -> AudioEncoder:
     return encoder
 
 
-__all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "PannsCnn", "build_audio_encoder"]
+__all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "BeatsEncoder", "PannsCnn", "build_audio_encoder"]
