@@ -51,7 +51,7 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         raise ValueError(f"{path}: refused: the {what} holds Python objects ({found.group(1)}) besides tensors "
                          "and plain data (checkpoints are read as data, never run as code)") from None
     except Exception as err:  # torch raises many types for truncated, corrupt or foreign files
-        reason = " ".join(str(err).split())[:200]
+        reason = " ".join(str(err).split()).split(". ")[0][:200]  # torch's first sentence says what failed
         raise ValueError(f"{path}: not a readable {what} (truncated, corrupt or not a torch file: "
                          f"{type(err).__name__}: {reason})") from None
 
