@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from common.distributed import all_rng_states, barrier, is_main, rank, sync_gradients, world_size
 from common.io import remove_stale_temps
 from common.run import commit_run, write_history
@@ -123,6 +123,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg, steps_per_epoch)
         self.averaged = AveragedModel(model) if self.train_cfg["average_last"] else None
         self.epoch, self.step_count, self.history, self.best = 0, 0, [], -math.inf
+        self.epoch_started = time.time()
         self._resume()
         if is_main():
             commit_run(self.exp_dir, cfg, name)
@@ -146,8 +147,6 @@ class Trainer:
         if len(rngs) != world_size():
             raise ValueError(f"{last}: saved by {len(rngs)} process(es), resumed with {world_size()}; "
                              "resume with the same number of processes")
-        from common.checkpoint import set_rng_state
-
         set_rng_state(rngs[rank()])
         self.epoch, self.step_count = state["epoch"], state["step"]
         self.history, self.best = state["history"], state["best"]
