@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from features.encoders.ast import AstEncoder
 from features.encoders.beats import BeatsEncoder
+from features.encoders.htsat import HtsatEncoder
 from features.encoders.panns import PANNS_ARCHS, PannsCnn
 
 
@@ -35,6 +36,7 @@ AUDIO_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(PannsCnn, name) for name in PANNS_ARCHS},
     "ast": AstEncoder,
     "beats": BeatsEncoder,
+    "htsat": HtsatEncoder,
 }
 
 
@@ -47,4 +49,4 @@ def build_audio_encoder(name: str, **kwargs: Any) -> AudioEncoder:
     return encoder
 
 
-__all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "BeatsEncoder", "PannsCnn", "build_audio_encoder"]
+__all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "BeatsEncoder", "HtsatEncoder", "PannsCnn", "build_audio_encoder"]
