@@ -12,31 +12,23 @@ The official code lives in ``shared/reference/beats`` beside the checkout (``$AA
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
-import os
 import statistics
 import sys
-import time
 import types
 import warnings
-from pathlib import Path
-from typing import Callable
 
 import fire
 import torch
+from timing import elapsed, interleaved_medians, mib, peak_mib, reference_folder
 
 from features.encoders.beats import BEATS_FBANK, BEATS_PUBLISHED, BeatsEncoder
 from features.kaldi import fbank
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def load_reference() -> types.ModuleType:
     """Import the official ``BEATs.py`` (bare-name imports, torchaudio stubbed) with the project's fbank."""
-    folder = Path(os.environ.get("AACTK_REFERENCE") or REPO.parent / "shared" / "reference") / "beats"
-    if not (folder / "BEATs.py").is_file():
-        raise SystemExit(f"The official BEATs code is not at {folder} (set AACTK_REFERENCE)")
+    folder = reference_folder("beats")
     stubs = {name: types.ModuleType(name) for name in
              ("torchaudio", "torchaudio.compliance", "torchaudio.compliance.kaldi")}
     stubs["torchaudio"].compliance = stubs["torchaudio.compliance"]
@@ -50,30 +42,6 @@ def load_reference() -> types.ModuleType:
     sys.path.remove(str(folder))
     module.ta_kaldi = types.SimpleNamespace(fbank=lambda w, **_: fbank(w / 2 ** 15, None, BEATS_FBANK)[0][0])
     return module
-
-
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def peak_mib(fn: Callable[[], object]) -> float | None:
-    """Resident-set high-water mark during ``fn()`` above the resident set before it, in MiB (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed blocks back, so the next peak is counted
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current resident set
-        before = _status_kib("VmRSS")
-    except OSError:
-        return None
-    fn()
-    return (_status_kib("VmHWM") - before) / 1024
 
 
 def main(batch: int = 8, seconds: float = 10.0, runs: int = 3, warmup: int = 1, threads: int | None = None) -> float:
@@ -90,17 +58,11 @@ def main(batch: int = 8, seconds: float = 10.0, runs: int = 3, warmup: int = 1, 
     run_ours, run_ref = (lambda: ours(wave)), (lambda: ref.extract_features(wave))
     with torch.inference_mode():
         diff = (ours(wave)["frames"] - ref.extract_features(wave)[0].view(batch, -1, 8, 768).mean(2)).abs().max()
-        t_ours, t_ref = [], []
-        for _ in range(warmup):
-            run_ours(), run_ref()
-        for _ in range(runs):
-            t_ours.append(_seconds(run_ours))
-            t_ref.append(_seconds(run_ref))
+        t_ours, t_ref = interleaved_medians([run_ours, run_ref], runs, warmup)
         mem_ours, mem_ref = peak_mib(run_ours), peak_mib(run_ref)
-        t_fbank = statistics.median(_seconds(lambda: fbank(wave, None, BEATS_FBANK)) for _ in range(runs))
-    ours_cps, ref_cps = batch / statistics.median(t_ours), batch / statistics.median(t_ref)
+        t_fbank = statistics.median(elapsed(lambda: fbank(wave, None, BEATS_FBANK)) for _ in range(runs))
+    ours_cps, ref_cps = batch / t_ours, batch / t_ref
     ratio = ours_cps / ref_cps
-    mib = lambda m: "n/a" if m is None else f"{m:7.0f} MiB"  # noqa: E731
     print(f"input: {batch} x {seconds:g} s at 16 kHz, {torch.get_num_threads()} threads, median of {runs}; "
           f"max |frames - official| {float(diff):.1e}; fbank alone {batch / t_fbank:.0f} clips/s")
     print(f"project beats   : {ours_cps:7.2f} clips/s, peak {mib(mem_ours)} above the model")

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
-from typing import Callable
 
 import fire
 import torch
+from timing import interleaved_medians
 
 from features.encoders import build_audio_encoder
 
@@ -32,12 +30,6 @@ def load_reference_models() -> types.ModuleType:
     return importlib.import_module("_panns_reference.models")
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main(batch: int = 8, seconds: float = 10.0, runs: int = 5, warmup: int = 2, threads: int | None = None) -> float:
     """Print clips/s for both models and return ours / reference."""
     if threads:
@@ -50,14 +42,8 @@ def main(batch: int = 8, seconds: float = 10.0, runs: int = 5, warmup: int = 2, 
     ours.load_state_dict(ref.state_dict(), strict=True)
     wave = torch.randn(batch, int(32000 * seconds)) * 0.1
     with torch.inference_mode():
-        # interleave the two so drifting machine load hits both alike
-        t_ours, t_ref = [], []
-        for _ in range(warmup):
-            ours(wave), ref(wave)
-        for _ in range(runs):
-            t_ours.append(_seconds(lambda: ours(wave)))
-            t_ref.append(_seconds(lambda: ref(wave)))
-    ours_cps, ref_cps = batch / statistics.median(t_ours), batch / statistics.median(t_ref)
+        t_ours, t_ref = interleaved_medians([lambda: ours(wave), lambda: ref(wave)], runs, warmup)
+    ours_cps, ref_cps = batch / t_ours, batch / t_ref
     ratio = ours_cps / ref_cps
     print(f"input: {batch} x {seconds:g} s at 32 kHz, {torch.get_num_threads()} threads, median of {runs}")
     print(f"project cnn14          : {ours_cps:7.2f} clips/s")

@@ -7,6 +7,8 @@ Accepted checkpoint formats (all read with ``weights_only=True``):
 - official PANNs: ``{"model": state_dict}`` (``name`` required; sample rate inferred from the STFT size);
 - official BEATs: ``{"cfg": dict, "model": state_dict}`` (``name`` "beats" or None; built from its ``cfg``).
 
+HTS-AT (``htsat``) comes from LAION-CLAP checkpoints, which hold a whole bi-encoder: ``python -m retrieval.clap``
+converts one into a retrieval checkpoint and this format; given here unconverted, it is refused with that advice.
 A retrieval checkpoint (kind ``"retrieval"``, the whole bi-encoder) is refused: its layout belongs to the retrieval
 stage, whose output for later stages is ``audio_encoder.pt``.
 
@@ -81,9 +83,18 @@ def _spec_and_state(ckpt: Any, path: Path, name: str | None) -> tuple[dict[str, 
         if isinstance(mel, Tensor) and (mel.shape[0] - 1) * 2 in PANNS_RATE_BY_WINDOW:
             spec["sample_rate"] = PANNS_RATE_BY_WINDOW[(mel.shape[0] - 1) * 2]
         return spec, state
+    if _is_laion_clap(ckpt):
+        raise ValueError(f"Checkpoint {path} is a LAION-CLAP checkpoint (audio and text branches): convert it once "
+                         f"with 'python -m retrieval.clap {path} --text_encoder ROBERTA_DIR --out DIR/best.pt', "
+                         f"which writes DIR/audio_encoder.pt beside it")
     raise ValueError(f"Unrecognised checkpoint {path}: expected kind 'audio_encoder', an official PANNs dict with a "
                      f"'model' state dict or an official BEATs dict with 'cfg' and 'model'; found keys "
                      f"{sorted(map(str, ckpt))}")
+
+
+def _is_laion_clap(ckpt: dict) -> bool:
+    state = ckpt.get("state_dict", ckpt)
+    return isinstance(state, dict) and any(str(k).removeprefix("module.").startswith("audio_branch.") for k in state)
 
 
 def encoder_from_state(spec: Mapping[str, Any], state: Mapping[str, Tensor], source: str, *,

@@ -232,3 +232,12 @@ def test_save_load_round_trip_and_strictness(tmp_path, clips):
     with pytest.raises(ValueError, match="fusion_type"):
         build_audio_encoder("htsat", fusion_type="aff_1d")
     assert HTSAT_MEL.sample_rate == enc.sample_rate == SR
+
+
+def test_unconverted_laion_clap_checkpoint_is_refused_with_advice(tmp_path):
+    path = tmp_path / "630k-audioset-best.pt"
+    state = {"module.audio_branch.bn0.weight": torch.ones(64), "module.logit_scale_a": torch.ones(())}
+    torch.save({"state_dict": state}, path)
+    advice = r"630k-audioset-best\.pt is a LAION-CLAP checkpoint.*python -m retrieval\.clap"
+    with pytest.raises(ValueError, match=advice):
+        load_audio_encoder(path)

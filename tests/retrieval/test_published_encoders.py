@@ -1,4 +1,4 @@
-"""The published encoders (BEATs, AST; random init, tiny) as the retrieval audio encoder, through the stage
+"""The published encoders (BEATs, AST, HTS-AT with fusion; random init, tiny) as the retrieval audio encoder, through the stage
 contract: retrieval training -> audio_encoder.pt -> HDF5 features -> captioner training -> beam search."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ TINY = {
                   deep_norm=True, relative_position_embedding=True, gru_rel_pos=True),
     "ast": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=128,
                 num_mel_bins=32),
+    "htsat": dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], classes_num=8, fusion_type="aff_2d"),
 }
 
 
