@@ -36,14 +36,27 @@ def checkpoint_paths(value: str | Sequence[str | os.PathLike], what: str = "chec
     return paths
 
 
-def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+def _numpy_scalar_globals() -> list[Any]:
+    """What unpickling a NumPy number needs: ``scalar`` (under NumPy 1's and 2's module names) rebuilds it from a
+    dtype and raw bytes, and the numeric dtype classes (never ``object``); no other code can run through them."""
+    scalar = np.dtype("f8").type(0).__reduce__()[0]
+    dtypes = {type(np.dtype(code)) for code in "?bhilqBHILQefdgFDG"}
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
+            *sorted(dtypes, key=str)]
+
+
+def read_torch_file(path: str | Path, what: str = "checkpoint", numpy_scalars: bool = False) -> Any:
     """``torch.load`` as data only (``weights_only=True``, on the CPU); every failure is a one-line ValueError
-    naming the file: missing, truncated or not a torch file, or holding Python objects (code is never run)."""
+    naming the file: missing, truncated or not a torch file, or holding Python objects (code is never run).
+
+    ``numpy_scalars`` also accepts NumPy numbers (e.g. a learning rate some training loops store in their optimizer
+    state, as LAION-CLAP's published checkpoints do): data rebuilt from a dtype and bytes, no code."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: {what} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals() if numpy_scalars else []):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: never repeat that
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found is None:

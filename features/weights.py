@@ -124,7 +124,7 @@ def load_audio_encoder(path: str | os.PathLike, name: str | None = None, *,
         kwargs: override the saved arguments (e.g. ``width`` or ``sample_rate`` of an official checkpoint).
     """
     path = Path(path)
-    spec, state = _spec_and_state(read_torch_file(path, "audio-encoder checkpoint"), path, name)
+    spec, state = _spec_and_state(read_torch_file(path, "audio-encoder checkpoint", numpy_scalars=True), path, name)
     return encoder_from_state(chunked_spec({**spec, **kwargs}, chunk_seconds), state, str(path), strict=strict)
 
 

