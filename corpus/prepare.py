@@ -9,10 +9,19 @@ Every clip is probed (read in full, in a process pool): bad files are reported w
     python -m corpus.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
     python -m corpus.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
     python -m corpus.prepare synth --root DIR --out OUT
+
+The synthetic corpus also gets ``<out>/<split>/qa.json``, questions about each clip with answers true by
+construction, for audio question answering (:mod:`corpus.synth.questions` makes them from the scene metadata the
+generator wrote; :func:`eval.qa.read_qa` reads them)::
+
+    {"<audio_id>": [{"question": "Is there a dog barking?", "answer": "yes", "type": "presence"}, ...], ...}
+
+with the audio ids of ``captions.json``, in its order.
 """
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -23,13 +32,15 @@ from typing import Sequence
 from tqdm import tqdm
 
 from common.cli import run
-from common.io import write_csv
+from common.io import write_csv, write_text_atomic
 from features.audio import AudioError, AudioInfo, check_duration, probe
 from corpus import audiocaps, clotho
 from corpus.source import SplitSource
-from features.manifest import AudioEntry, Manifest, write_manifest
+from corpus.synth.questions import split_questions
+from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
 
 MISSING_CSV = "missing.csv"
+QA_JSON = "qa.json"  # the name eval.qa reads
 SYNTH_SPLITS = clotho.SPLITS  # the synthetic corpus is written in Clotho's layout
 
 
@@ -45,9 +56,11 @@ class SplitReport:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (audio_id, detail), AudioCaps only
     dropped: list[str] = field(default_factory=list)  # dropped-caption notes
     silent: list[str] = field(default_factory=list)  # ids of kept, silent clips
+    questions: int | None = None  # question-answer pairs in qa.json, synthetic corpus only
 
     def summary(self) -> str:
-        lines = [f"[{self.split}] {self.clips} clips, {self.captions} captions -> {self.out_dir}"]
+        qa = "" if self.questions is None else f", {self.questions} questions"
+        lines = [f"[{self.split}] {self.clips} clips, {self.captions} captions{qa} -> {self.out_dir}"]
         lines += [f"  bad file: {path}: {reason}" for path, reason in self.errors]
         lines += [f"  dropped caption: {note}" for note in self.dropped]
         lines += [f"  silent (kept): {audio_id}" for audio_id in self.silent]
@@ -155,11 +168,30 @@ def prepare_audiocaps(out: str | os.PathLike, *, csv_dir: str | os.PathLike, aud
 
 
 def prepare_synth(out: str | os.PathLike, *, root: str | os.PathLike, workers: int = 2) -> list[SplitReport]:
-    """Prepare the built-in synthetic corpus, already written under ``root`` in Clotho's layout."""
+    """Prepare the built-in synthetic corpus, already written under ``root`` in Clotho's layout, and write each
+    split's ``qa.json`` (see the module docstring).
+
+    The caption tables and the scene metadata are all read before any audio is probed, so a missing or broken one
+    stops the run before anything is written.
+    """
     missing = [str(p) for name in SYNTH_SPLITS for p in clotho.split_paths(root, name) if not p.exists()]
     if missing:
         raise ValueError(f"{root}: no synthetic corpus there (missing {', '.join(missing)}); write it first")
-    return prepare_clotho(out, root=root, splits=SYNTH_SPLITS, workers=workers)
+    sources = [clotho.read_split(*clotho.split_paths(root, name), name) for name in SYNTH_SPLITS]
+    qa = {name: split_questions(root, name) for name in SYNTH_SPLITS}
+    for source in sources:
+        absent = [clip.audio_id for clip in source.clips if clip.audio_id not in qa[source.split]]
+        if absent:
+            raise ValueError(f"{Path(root) / f'synth_metadata_{source.split}.json'}: no scene for {len(absent)} "
+                             f"clip(s) of the {source.split} caption table, e.g. {absent[:3]}")
+    reports = []
+    for source in sources:
+        report = prepare_split(source, out, workers=workers)
+        split_qa = {i: qa[source.split][i] for i in read_manifest(report.out_dir).ids}
+        write_text_atomic(report.out_dir / QA_JSON, json.dumps(split_qa, indent=1, ensure_ascii=False) + "\n")
+        report.questions = sum(map(len, split_qa.values()))
+        reports.append(report)
+    return reports
 
 
 def _finish(reports: list[SplitReport]) -> None:
@@ -219,7 +251,8 @@ class Commands:
                                   min_duration=min_duration, max_duration=max_duration))
 
     def synth(self, out: str, root: str, workers: int = 2) -> None:
-        """The built-in synthetic corpus in --root (Clotho layout; splits development, validation, evaluation).
+        """The built-in synthetic corpus in --root (Clotho layout; splits development, validation, evaluation), with
+        questions and answers about each clip in <out>/<split>/qa.json (from the generator's scene metadata).
 
         Args:
             out: output folder; each split goes into <out>/<split>/.

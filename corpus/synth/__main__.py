@@ -11,9 +11,10 @@ def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...]
 
     Writes DIR/clotho_audio_{development,validation,evaluation}/synth_NNNNNN.wav (mono, 16-bit),
     DIR/clotho_captions_<split>.csv (file_name,caption_1..caption_5), DIR/synth_metadata_<split>.json (events,
-    attributes, onsets per clip) and DIR/synth_compositional_evaluation.csv (evaluation clips holding an
-    event-attribute or event-pair combination never seen in development). The same seed gives byte-identical
-    files for any number of workers; rerunning with the same settings completes an interrupted run.
+    attributes, onsets per clip; `python -m corpus.prepare synth` makes each clip's questions and answers from
+    it) and DIR/synth_compositional_evaluation.csv (evaluation clips holding an event-attribute or event-pair
+    combination never seen in development). The same seed gives byte-identical files for any number of workers;
+    rerunning with the same settings completes an interrupted run.
 
     Args:
         out: output folder (created if missing).

@@ -11,8 +11,9 @@ Layout written under ``out``::
 
 Every clip depends only on (seed, clip index): its scene, audio and captions come from independent RNG streams
 spawned from ``SeedSequence(seed, spawn_key=(index, stream))``, so the output is byte-identical for any number of
-worker processes. Files are written atomically (:mod:`common.io`); a rerun with the same settings keeps finished
-clips and completes the rest.
+worker processes. Its questions and answers (:mod:`corpus.synth.questions`) come from one more stream, computed
+from the metadata when the corpus is prepared. Files are written atomically (:mod:`common.io`); a rerun with the
+same settings keeps finished clips and completes the rest.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ SPLIT_SHARES = (0.70, 0.15, 0.15)
 FORCED_SHARE = 0.4  # share of evaluation clips made to hold an unseen combination
 N_HELDOUT_ATTRIBUTES, N_HELDOUT_PAIRS = 6, 6
 FORMAT_VERSION = 1
-SCENE, AUDIO, CAPTIONS = 0, 1, 2  # RNG streams of a clip
+SCENE, AUDIO, CAPTIONS, QUESTIONS = 0, 1, 2, 3  # RNG streams of a clip (questions: see questions.py)
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:

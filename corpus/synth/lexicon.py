@@ -1,4 +1,4 @@
-"""Words of the caption grammar: how each event type and each attribute can be said.
+"""Words of the caption grammar and of the questions: how each event type and each attribute can be said.
 
 Per event type, ``groups`` are (subjects, verbs, takes_adjectives): subjects that take adjectives are bare nouns
 ("bird"; "~rain" for a mass noun without article), the others carry their own determiner ("someone", "people");
@@ -142,3 +142,59 @@ BACKGROUND_NP = {"white": ["static", "a steady hiss", "hissing noise", "white no
                  "pink": ["background noise", "a constant noise", "ambient noise", "a steady noise", "room noise"],
                  "brown": ["a dull rumble", "a muffled rumble", "a deep background rumble", "rumbling noise"]}
 QUIET_PLACE = [" in a quiet room", " in a quiet place", " in an otherwise silent room", " in a quiet environment"]
+
+# Words of the questions (corpus.synth.questions), taken from the caption words above but only those naming one type
+# alone: the captions' "machine" is a beeping device and an engine, "alarm" a beep and a siren, "blast" a whistle and
+# a horn, so a question using them would be ambiguous. Per type: ``answer``, the sound's name as an answer
+# ("what comes first?" -> "dog"); ``the``, definite references taking a singular verb ("is the knocking loud?");
+# ``there``, phrases after "is there" ("a dog barking"); for countable types ``counted``, subject + bare verb after
+# "how many times does" ("the dog bark"), and ``units``, plural nouns after "how many" ("barks").
+QUESTION_WORDS: dict[str, dict[str, list[str] | str]] = {
+    "beep": {"answer": "beeping",
+             "the": ["the beeping", "the device", "the timer", "the electronic beeping", "the bleeping"],
+             "there": ["a device beeping", "a timer beeping", "an electronic device beeping", "a monitor bleeping"],
+             "counted": ["the device beep", "the timer beep", "the monitor bleep"],
+             "units": ["beeps", "bleeps", "electronic beeps"]},
+    "bird": {"answer": "bird", "the": ["the bird", "the small bird", "the songbird", "the chirping"],
+             "there": ["a bird chirping", "a bird singing", "a songbird calling", "a small bird tweeting"],
+             "counted": ["the bird chirp", "the bird tweet", "the songbird call"],
+             "units": ["chirps", "bird calls", "tweets"]},
+    "knock": {"answer": "knocking", "the": ["the knocking", "the knocking on the door", "the rapping"],
+              "there": ["someone knocking on a door", "a person knocking on wood", "somebody rapping on a door",
+                        "a visitor knocking on the door"],
+              "counted": ["someone knock", "the visitor knock on the door", "the person rap on the door"],
+              "units": ["knocks", "knocks on the door", "raps"]},
+    "bell": {"answer": "bell", "the": ["the bell", "the church bell", "the chime", "the ringing"],
+             "there": ["a bell ringing", "a church bell tolling", "a small bell chiming", "a metal bell dinging"],
+             "counted": ["the bell ring", "the church bell toll", "the bell chime"],
+             "units": ["bell rings", "chimes", "dings"]},
+    "whistle": {"answer": "whistle", "the": ["the whistle", "the whistling", "the tin whistle"],
+                "there": ["someone whistling", "a whistle blowing", "a referee's whistle blowing",
+                          "a person blowing a whistle"],
+                "counted": ["someone whistle", "the whistle blow", "the referee's whistle blow"],
+                "units": ["whistles", "whistled notes", "whistling sounds"]},
+    "dog": {"answer": "dog", "the": ["the dog", "the barking", "the guard dog", "the hound"],
+            "there": ["a dog barking", "a dog woofing", "a guard dog barking", "a hound yelping"],
+            "counted": ["the dog bark", "the hound bark", "the dog woof"],
+            "units": ["barks", "dog barks", "woofs"]},
+    "horn": {"answer": "horn", "the": ["the horn", "the car horn", "the honking", "the truck horn"],
+             "there": ["a car honking", "a car horn honking", "a horn blaring", "a truck honking its horn"],
+             "counted": ["the horn honk", "the car honk", "the driver sound the horn", "the horn toot"],
+             "units": ["honks", "car horn honks", "toots"]},
+    "siren": {"answer": "siren", "the": ["the siren", "the police siren", "the emergency siren", "the wailing siren"],
+              "there": ["a siren wailing", "a police siren blaring", "an emergency siren sounding",
+                        "an ambulance siren howling"]},
+    "engine": {"answer": "engine", "the": ["the engine", "the motor", "the engine hum", "the generator"],
+               "there": ["an engine humming", "a motor running", "a diesel engine idling", "a generator droning"]},
+    "buzz": {"answer": "buzzing", "the": ["the buzzing", "the insect", "the buzzing insect", "the bee"],
+             "there": ["an insect buzzing", "a bee buzzing", "a fly buzzing", "a wasp buzzing"]},
+    "rain": {"answer": "rain", "the": ["the rain", "the rainfall", "the falling rain", "the pattering of rain"],
+             "there": ["rain falling", "rain pouring", "rain falling on a roof", "rain coming down"]},
+    "wind": {"answer": "wind", "the": ["the wind", "the gusting wind", "the blowing wind", "the breeze"],
+             "there": ["wind blowing", "wind howling", "wind gusting", "a breeze blowing"]},
+    "footsteps": {"answer": "footsteps", "the": ["the walking", "the sound of footsteps", "the sound of the steps"],
+                  "there": ["someone walking", "a person walking", "somebody walking on a hard floor",
+                            "a pedestrian walking by"]},
+    "babble": {"answer": "voices", "the": ["the talking", "the chatter", "the babble", "the murmuring"],
+               "there": ["a crowd murmuring", "a group of people talking", "a crowd chattering", "a group talking"]},
+}

@@ -21,6 +21,7 @@ from .signals import ambience, fade_envelope, set_level
 MIN_DURATION, MAX_DURATION = 3.0, 20.0
 LEVELS_DB = {"quiet": -32.0, "normal": -22.0, "loud": -14.0}  # active level, jittered by +-1.5 dB
 LENGTHS_S = {"short": (0.8, 2.0), "medium": (2.5, 3.5), "long": (4.5, 10.0)}
+NOTICEABLE_P = 0.35  # share of scenes whose background ambience is loud enough to mention
 
 
 def sample_event(rng: np.random.Generator, type_name: str, fixed: dict | None = None) -> dict:
@@ -99,7 +100,7 @@ def sample_scene(rng: np.random.Generator, types: list[str] | None = None, fixed
             break
     else:  # pragma: no cover - the draw above is far below 20 s almost always
         raise RuntimeError("could not sample a scene shorter than 20 s")
-    noticeable = bool(rng.random() < 0.35)
+    noticeable = bool(rng.random() < NOTICEABLE_P)
     background = {"colour": str(rng.choice(["white", "pink", "brown"])),
                   "level_db": round(rng.uniform(-44, -40) if noticeable else rng.uniform(-62, -54), 2),
                   "noticeable": noticeable}

@@ -1,5 +1,5 @@
-"""Corpus preparation into manifests: Clotho clips (real or generated), a corpus of bad files, AudioCaps naming,
-manifest I/O."""
+"""Corpus preparation into manifests: Clotho clips (real or generated), a corpus of bad files, the synthetic corpus
+with its questions, AudioCaps naming, manifest I/O."""
 import csv
 import json
 import subprocess
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
 from corpus.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
+from corpus.synth import clip_questions, sample_scene
+from eval.qa import read_qa
+from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
@@ -149,17 +151,58 @@ def test_broken_caption_table_stops_before_writing(tmp_path: Path, content: str 
     assert not (tmp_path / "out").exists()
 
 
-def test_synth_layout_prepares_three_splits(tmp_path: Path) -> None:
-    root = tmp_path / "synth"
-    for split in ("development", "validation", "evaluation"):
-        (root / f"clotho_audio_{split}").mkdir(parents=True)
-        sf.write(root / f"clotho_audio_{split}" / f"{split}_0.wav", tone(16000, 0.5), 16000)
-        write_table(root / f"clotho_captions_{split}.csv", [[f"{split}_0.wav", *caps(split)]])
-    reports = prepare_synth(tmp_path / "out", root=root, workers=1)
+def write_synth_layout(root: Path, seed: int = 5) -> dict[str, dict[str, dict]]:
+    """A synthetic corpus in Clotho's layout with tones for audio: two clips per split (the development split's
+    second one an empty file), their settings and scene metadata. Returns split -> file name -> scene."""
+    root.mkdir(parents=True)
+    (root / "synth_corpus.json").write_text(json.dumps({"generator": "corpus.synth", "seed": seed}))
+    scenes: dict[str, dict[str, dict]] = {}
+    for k, split in enumerate(("development", "validation", "evaluation")):
+        audio = root / f"clotho_audio_{split}"
+        audio.mkdir()
+        names = [f"synth_{2 * k:06d}.wav", f"synth_{2 * k + 1:06d}.wav"]
+        sf.write(audio / names[0], tone(16000, 0.5), 16000)
+        if split == "development":
+            (audio / names[1]).write_bytes(b"")
+        else:
+            sf.write(audio / names[1], tone(16000, 0.5), 16000)
+        write_table(root / f"clotho_captions_{split}.csv", [[n, *caps(n)] for n in names])
+        scenes[split] = {n: sample_scene(np.random.default_rng([seed, 2 * k + i])) for i, n in enumerate(names)}
+        (root / f"synth_metadata_{split}.json").write_text(json.dumps(scenes[split]))
+    return scenes
+
+
+def test_synth_layout_prepares_three_splits_with_questions(tmp_path: Path) -> None:
+    root, out = tmp_path / "synth", tmp_path / "out"
+    scenes = write_synth_layout(root)
+    reports = prepare_synth(out, root=root, workers=1)
     assert [(r.split, r.clips, r.captions) for r in reports] == [
-        ("development", 1, 5), ("validation", 1, 5), ("evaluation", 1, 5)]
+        ("development", 1, 5), ("validation", 2, 10), ("evaluation", 2, 10)]
+    for report in reports:
+        manifest = read_manifest(out / report.split)
+        qa = read_qa(out / report.split)
+        assert list(qa) == manifest.ids == list(manifest.captions)  # the empty file is in neither
+        assert qa == {name: clip_questions(5, int(name[6:12]), scenes[report.split][name]) for name in qa}
+        assert report.questions == sum(map(len, qa.values())) >= 2 * len(qa)
+        assert f"{report.questions} questions" in report.summary()
     with pytest.raises(ValueError, match="no synthetic corpus"):
         prepare_synth(tmp_path / "out2", root=tmp_path / "absent")
+
+
+def test_synth_without_metadata_stops_before_writing(tmp_path: Path) -> None:
+    root = tmp_path / "synth"
+    scenes = write_synth_layout(root)
+    meta = root / "synth_metadata_evaluation.json"
+    meta.write_text(json.dumps(dict(list(scenes["evaluation"].items())[:1])))
+    with pytest.raises(ValueError, match=r"synth_metadata_evaluation.json: no scene for 1 clip.*synth_000005.wav"):
+        prepare_synth(tmp_path / "out", root=root, workers=1)
+    meta.unlink()
+    with pytest.raises(ValueError, match=r"synth_metadata_evaluation.json: missing; .*python -m corpus.synth"):
+        prepare_synth(tmp_path / "out", root=root, workers=1)
+    (root / "synth_corpus.json").unlink()
+    with pytest.raises(ValueError, match=r"synth_corpus.json: missing"):
+        prepare_synth(tmp_path / "out", root=root, workers=1)
+    assert not (tmp_path / "out").exists()
 
 
 # --- AudioCaps --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The synthetic corpus: determinism, Clotho layout, audible attributes, held-out combinations."""
+"""The synthetic corpus: determinism, Clotho layout, audible attributes, held-out combinations, its questions."""
 from __future__ import annotations
 
 import csv
@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import soundfile
 
-from corpus.synth import (EVENT_TYPES, SPLITS, assign_splits, choose_heldout, combinations, make_corpus,
-                            plan_clip, render_scene, sample_scene)
+from corpus.prepare import prepare_synth
+from corpus.synth import (EVENT_TYPES, SPLITS, assign_splits, choose_heldout, clip_questions, combinations,
+                          make_corpus, plan_clip, render_scene, sample_scene)
 from corpus.synth.captions import words
+from corpus.synth.questions import TYPES as QUESTION_TYPES
 from corpus.synth.scene import render_event, sample_event
 from corpus.synth.signals import active_level_db
+from eval.qa import read_qa
+from features.manifest import read_manifest
 
 N_SMALL = 30
 SR = 16000
@@ -116,6 +120,20 @@ def test_compositional_list_holds_only_combinations_unseen_in_development(corpus
         unseen = row["unseen_combinations"].split(";")
         assert set(unseen) <= set(meta["evaluation"][row["file_name"]]["combinations"])
         assert not set(unseen) & seen
+
+
+def test_prepared_corpus_has_questions_for_every_clip(corpus_w1, tmp_path):
+    """Questions come from the metadata the generator writes (rounded, with combinations) and cover every clip."""
+    prepare_synth(tmp_path, root=corpus_w1, workers=1)
+    for split in SPLITS:
+        meta = json.loads((corpus_w1 / f"synth_metadata_{split}.json").read_text())
+        qa = read_qa(tmp_path / split)
+        assert list(qa) == read_manifest(tmp_path / split).ids and sorted(qa) == sorted(meta)
+        for name, qs in qa.items():
+            assert qs == clip_questions(3, int(name[6:12]), meta[name])
+            assert 2 <= len(qs) <= 6 and {q["type"] for q in qs} <= set(QUESTION_TYPES)
+            assert all(q["answer"] == ["one", "two", "three"][len(meta[name]["events"]) - 1]
+                       for q in qs if q["type"] == "number_of_sources")
 
 
 def test_heldout_rule_over_a_planned_corpus():
