@@ -27,9 +27,17 @@ def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, A
 
     Weights load strictly: a missing or unexpected key is a ValueError naming the file. The model keeps the
     arguments it was built from as ``model.model_args`` (as audio encoders keep ``spec``), so it can be saved again.
+    A prefix-LM captioner (``model_args["family"] == "prefix_lm"``) loads its LM from the folder it names, refused if
+    it is not the one it was trained with, and holds only the trained weights; its "vocabulary" is the LM
+    tokenizer's (:class:`~captioning.models.prefix_lm.LMVocabulary`).
     """
     checkpoint = load_checkpoint(path, kind="captioner")
-    model = build_captioner(checkpoint["model_args"])
+    if checkpoint["model_args"].get("family") == "prefix_lm":  # the LM from its folder, checked by fingerprint
+        from captioning.models.prefix_lm import build_prefix_lm
+
+        model, vocab = build_prefix_lm(checkpoint["model_args"])
+    else:
+        model, vocab = build_captioner(checkpoint["model_args"]), Vocabulary(checkpoint["vocab"])
     model.model_args = dict(checkpoint["model_args"])
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
@@ -39,4 +47,4 @@ def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, A
     if broken:  # NaN or inf weights decode one word for every clip: refuse rather than caption
         raise ValueError(f"{path}: weights are not finite (NaN or inf) in {len(broken)} tensor(s), e.g. {broken[:3]}; "
                          "the run that wrote them diverged")
-    return model.eval(), Vocabulary(checkpoint["vocab"]), checkpoint
+    return model.eval(), vocab, checkpoint

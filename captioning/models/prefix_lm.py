@@ -1,0 +1,239 @@
+"""Prefix-LM captioner: audio frames -> a mapping network -> a prefix of LM input embeddings -> a causal LM.
+
+The LM reads one sequence of input embeddings::
+
+    [prompt text before the audio] [audio prefix: k slots] [prompt text after the audio, ending the turn] answer <eos>
+
+The prompt is rendered with the LM's chat template where it has one (``prompt`` holds ``[audio]`` where the audio
+goes, as in "Describe the following audio clip [audio]"; without it the audio comes first), so an instruction-tuned
+LM sees a user turn and answers in the assistant turn. The loss is on the answer tokens and the end-of-sequence token
+only. The LM is either frozen (Pengi) or adapted with LoRA through ``peft`` (the DCASE 2024 system: query and key
+projections, rank 16, dropout 0.05); either way only the mapping network and the LoRA weights train, and only they
+are in this module's ``state_dict`` (the LM comes from its own folder, checked by its identity).
+
+Mapping networks (``mapping``):
+
+- ``mlp``: a 2-layer MLP on every frame (GELU between), then mean pooling over the valid frames into ``prefix_length``
+  slots (1: global mean pooling, as the DCASE 2024 report);
+- ``transformer``: Pengi's / ClipCap's mapper: the clip's mean frame is projected to ``prefix_length`` vectors,
+  which attend, with as many learnt constants, through a small transformer; the constants' outputs are the prefix.
+
+Decoding follows the step contract of :mod:`captioning.search` (``prepare`` / ``init_state`` / ``step``), with the
+LM's key/value cache as the state, so beam search, ensembles and every decoding command take this model as they
+take the seq2seq captioners. The "bos" token that starts decoding is the prompt's last token.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.tensor import lengths_to_mask, masked_mean
+
+AUDIO_MARK = "[audio]"
+MAPPINGS = ("mlp", "transformer")
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "k_proj"]}
+
+
+def pooled_slots(x: Tensor, lengths: Tensor, slots: int) -> Tensor:
+    """Mean of each clip's valid frames in ``slots`` equal time segments: (B, T, H) -> (B, slots, H)."""
+    if slots == 1:
+        return masked_mean(x, lengths_to_mask(lengths, x.shape[1]), dim=1)[:, None]
+    t = torch.arange(x.shape[1], device=x.device)
+    segment = (t[None, :] * slots) // lengths.clamp(min=1)[:, None]  # (B, T): which slot each frame falls in
+    onehot = F.one_hot(segment.clamp(max=slots), slots + 1)[..., :slots].to(x.dtype)  # padding -> no slot
+    counts = onehot.sum(1).clamp(min=1)[..., None]  # (B, slots, 1)
+    return onehot.transpose(1, 2) @ x / counts
+
+
+class MlpMapping(nn.Module):
+    def __init__(self, frame_dim: int, width: int, prefix_length: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or width
+        self.net = nn.Sequential(nn.Linear(frame_dim, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.prefix_length = prefix_length
+
+    def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
+        return pooled_slots(self.net(frames), lengths, self.prefix_length)
+
+
+class TransformerMapping(nn.Module):
+    def __init__(self, frame_dim: int, width: int, prefix_length: int, layers: int = 2, heads: int = 8,
+                 hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or width
+        self.prefix_length = prefix_length
+        self.project = nn.Linear(frame_dim, prefix_length * hidden)
+        self.constants = nn.Parameter(torch.randn(prefix_length, hidden) * 0.02)
+        layer = nn.TransformerEncoderLayer(hidden, heads, 4 * hidden, dropout=0.0, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(hidden, width)
+
+    def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
+        clip = masked_mean(frames, lengths_to_mask(lengths, frames.shape[1]), dim=1)  # (B, D)
+        x = self.project(clip).view(clip.shape[0], self.prefix_length, -1)
+        x = torch.cat([x, self.constants.expand(clip.shape[0], -1, -1)], dim=1)
+        return self.out(self.transformer(x)[:, self.prefix_length:])
+
+
+def prompt_pieces(tokenizer: Any, prompt: str, chat_template: bool) -> tuple[list[int], list[int]]:
+    """Token ids before and after the audio prefix for ``prompt`` (chat template where asked and available)."""
+    text = prompt if AUDIO_MARK in prompt else AUDIO_MARK + prompt
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             tokenize=False)
+    else:
+        text = (tokenizer.bos_token or "") + text + "\n"
+    before, after = text.split(AUDIO_MARK, 1)
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
+    return encode(before), encode(after)
+
+
+class PrefixLMCaptioner(nn.Module):
+    """Mapping network + causal LM (frozen or LoRA). ``forward(frames, frame_lengths, answers, answer_lengths)``
+    -> ``{"logits": (B, L, V)}`` for every answer position (the token to predict at position i is ``answers[:, i]``).
+
+    Args:
+        lm: a ``transformers`` causal LM (its weights are frozen here).
+        tokenizer: its tokenizer.
+        frame_dim: size of the audio frames.
+        mapping: ``mlp`` or ``transformer`` (see the module docstring); ``mapping_args`` its extra arguments.
+        prefix_length: audio prefix slots.
+        prompt: the instruction, with ``[audio]`` where the audio goes.
+        chat_template: render the prompt with the LM's chat template where it has one.
+        lora: None (frozen LM) or LoRA settings (``r``, ``alpha``, ``dropout``, ``targets``).
+    """
+
+    def __init__(self, lm: nn.Module, tokenizer: Any, frame_dim: int, mapping: str = "mlp", prefix_length: int = 1,
+                 prompt: str = "Describe the following audio clip " + AUDIO_MARK, chat_template: bool = True,
+                 lora: Mapping[str, Any] | None = None, mapping_args: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if mapping not in MAPPINGS:
+            raise ValueError(f"Invalid mapping. (expected one of {MAPPINGS}, found {mapping!r})")
+        if prefix_length < 1:
+            raise ValueError(f"Invalid prefix_length. (expected >= 1, found {prefix_length})")
+        lm.requires_grad_(False)
+        width = lm.get_input_embeddings().embedding_dim
+        maker = MlpMapping if mapping == "mlp" else TransformerMapping
+        self.mapping = maker(frame_dim, width, prefix_length, **dict(mapping_args or {}))
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            settings = {**LORA_DEFAULTS, **lora}
+            lm = get_peft_model(lm, LoraConfig(r=settings["r"], lora_alpha=settings["alpha"],
+                                               lora_dropout=settings["dropout"],
+                                               target_modules=list(settings["targets"])))
+        self.lm, self.tokenizer = lm, tokenizer
+        before, after = prompt_pieces(tokenizer, prompt, chat_template)
+        if not after:
+            raise ValueError(f"Invalid prompt {prompt!r}: nothing follows the audio, so nothing starts the answer")
+        self.register_buffer("before_ids", torch.tensor(before, dtype=torch.long), persistent=False)
+        self.register_buffer("after_ids", torch.tensor(after, dtype=torch.long), persistent=False)
+        self.eos = int(tokenizer.eos_token_id)
+        self.bos = after[-1]  # decoding starts by feeding the prompt's last token
+        self.pad = next(i for i in (tokenizer.pad_token_id, tokenizer.unk_token_id, 0, 1, 3)
+                        if i is not None and i not in (self.eos, self.bos))
+
+    @property
+    def decoder(self) -> "PrefixLMCaptioner":
+        """The step-wise decoding contract (as a seq2seq captioner's ``decoder``) lives here."""
+        return self
+
+    # -- what trains is what is saved --------------------------------------------------------------------------------
+    def trained_keys(self) -> list[str]:
+        return [name for name, p in self.named_parameters() if p.requires_grad]
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:  # type: ignore[override]
+        """The mapping network's and LoRA's weights only (the frozen LM comes from its folder)."""
+        full, trained = super().state_dict(*args, **kwargs), set(self.trained_keys())
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        return {k: v for k, v in full.items() if k.removeprefix(prefix) in trained}
+
+    def load_state_dict(self, state: Mapping[str, Tensor], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        expected, given = set(self.trained_keys()), set(state)
+        if strict and expected != given:
+            raise RuntimeError(f"trained weights do not fit: missing {sorted(expected - given)[:5]}, "
+                               f"unexpected {sorted(given - expected)[:5]}")
+        return super().load_state_dict(state, strict=False, assign=assign)
+
+    # -- sequences ---------------------------------------------------------------------------------------------------
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.lm.get_input_embeddings()(ids)
+
+    def encode(self, frames: Tensor, frame_lengths: Tensor) -> dict[str, Tensor]:
+        """Frames (B, T, D) -> the LM input embeddings of the whole prompt, ``prefix`` (B, P, H)."""
+        audio = self.mapping(frames, frame_lengths)  # (B, k, H)
+        b = audio.shape[0]
+        pieces = [self.embed(self.before_ids).expand(b, -1, -1), audio.to(self.embed(self.after_ids).dtype),
+                  self.embed(self.after_ids).expand(b, -1, -1)]
+        return {"prefix": torch.cat(pieces, dim=1)}
+
+    def forward(self, frames: Tensor, frame_lengths: Tensor, answers: Tensor, answer_lengths: Tensor
+                ) -> dict[str, Tensor]:
+        """``answers`` (B, L): answer tokens then ``<eos>``, padded; ``answer_lengths`` (B,) counting ``<eos>``."""
+        prefix = self.encode(frames, frame_lengths)["prefix"]  # (B, P, H)
+        b, p, length = prefix.shape[0], prefix.shape[1], answers.shape[1]
+        inputs = torch.cat([prefix, self.embed(answers[:, :-1])], dim=1)  # the last answer token predicts nothing
+        mask = torch.cat([torch.ones(b, p, dtype=torch.long, device=answers.device),
+                          lengths_to_mask(answer_lengths - 1, length - 1).long()], dim=1)
+        out = self.lm(inputs_embeds=inputs, attention_mask=mask, logits_to_keep=length, use_cache=False)
+        return {"logits": out.logits}  # (B, L, V): position p-1+i predicts answers[:, i]
+
+    # -- step-wise decoding ------------------------------------------------------------------------------------------
+    def prepare(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"prefix": enc["prefix"][:, :-1]}  # the last prompt token is fed as "bos"
+
+    def init_state(self, ctx: dict[str, Tensor]) -> dict[str, Any]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        self.lm(inputs_embeds=ctx["prefix"], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return {"kv": [[layer.keys, layer.values] for layer in cache.layers]}
+
+    def step(self, ctx: dict[str, Tensor], state: dict[str, Any], tokens: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache([(k, v) for k, v in state["kv"]])
+        position = cache.get_seq_length()
+        out = self.lm(inputs_embeds=self.embed(tokens[:, None]), past_key_values=cache, use_cache=True,
+                      position_ids=torch.full((tokens.shape[0], 1), position, device=tokens.device))
+        return out.logits[:, -1], {"kv": [[layer.keys, layer.values] for layer in cache.layers]}
+
+
+class LMVocabulary:
+    """What decoding needs of a vocabulary (``bos``, ``eos``, ``pad``, ``decode``), from a prefix-LM captioner's
+    tokenizer; two are equal when they come from the same LM (``words`` holds its fingerprint)."""
+
+    def __init__(self, model: PrefixLMCaptioner, fingerprint: str) -> None:
+        self.tokenizer, self.bos, self.eos, self.pad = model.tokenizer, model.bos, model.eos, model.pad
+        self.words = [f"<lm:{fingerprint}>"]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LMVocabulary) and self.words == other.words
+
+    def decode(self, ids: list[int]) -> str:
+        ids = [int(i) for i in ids]
+        ids = ids[:ids.index(self.eos)] if self.eos in ids else ids
+        return self.tokenizer.decode([i for i in ids if i != self.pad], skip_special_tokens=True).strip()
+
+
+def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, LMVocabulary]:
+    """A prefix-LM captioner from ``model_args`` (``lm``, ``frame_dim``, ``mapping``, ``prefix_length``, ``prompt``,
+    ``chat_template``, ``lora``, ``mapping_args`` and, once trained, ``lm_fingerprint``): the LM is loaded from its
+    folder and refused if it is not the one the fingerprint names."""
+    from captioning.lm import fingerprint, load_lm
+
+    lm, tokenizer, folder = load_lm(str(model_args["lm"]))
+    found, expected = fingerprint(lm), model_args.get("lm_fingerprint")
+    if expected and found != expected:
+        raise ValueError(f"LM '{model_args['lm']}' ({folder}, fingerprint {found[:12]}) is not the LM this captioner "
+                         f"was trained with (fingerprint {str(expected)[:12]}); give that LM's folder")
+    args = {k: model_args[k] for k in ("mapping", "prefix_length", "prompt", "chat_template", "lora", "mapping_args")
+            if k in model_args}
+    model = PrefixLMCaptioner(lm, tokenizer, int(model_args["frame_dim"]), **args)
+    return model, LMVocabulary(model, found)
+
+
+__all__ = ["AUDIO_MARK", "LMVocabulary", "build_prefix_lm", "LORA_DEFAULTS", "MAPPINGS", "PrefixLMCaptioner", "pooled_slots", "prompt_pieces"]

