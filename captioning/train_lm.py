@@ -129,7 +129,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
                             collate_fn=lambda items: collate(items, pad=model.pad))
         loss_sum, n_batches = 0.0, 0
         for batch in loader:
-            logits = model(batch["frames"], batch["frame_lengths"], batch["tokens"], batch["token_lengths"])["logits"]
+            logits = model(batch["frames"], batch["frame_lengths"], batch["tokens"])["logits"]
             loss = answer_loss(logits, batch["tokens"], batch["token_lengths"])
             trainer.step(loss)
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1

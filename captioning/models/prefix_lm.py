@@ -92,7 +92,7 @@ def prompt_pieces(tokenizer: Any, prompt: str, chat_template: bool) -> tuple[lis
 
 
 class PrefixLMCaptioner(nn.Module):
-    """Mapping network + causal LM (frozen or LoRA). ``forward(frames, frame_lengths, answers, answer_lengths)``
+    """Mapping network + causal LM (frozen or LoRA). ``forward(frames, frame_lengths, answers)``
     -> ``{"logits": (B, L, V)}`` for every answer position (the token to predict at position i is ``answers[:, i]``).
 
     Args:
@@ -163,43 +163,56 @@ class PrefixLMCaptioner(nn.Module):
         return self.lm.get_input_embeddings()(ids)
 
     def encode(self, frames: Tensor, frame_lengths: Tensor) -> dict[str, Tensor]:
-        """Frames (B, T, D) -> the LM input embeddings of the whole prompt, ``prefix`` (B, P, H)."""
+        """Frames (B, T, D) -> the per-clip part of the LM input, ``prefix`` (B, P, H): the audio slots and the
+        prompt text after them (the text before them is the same for every clip: :meth:`_prompt_cache`)."""
         audio = self.mapping(frames, frame_lengths)  # (B, k, H)
-        b = audio.shape[0]
-        pieces = [self.embed(self.before_ids).expand(b, -1, -1), audio.to(self.embed(self.after_ids).dtype),
-                  self.embed(self.after_ids).expand(b, -1, -1)]
-        return {"prefix": torch.cat(pieces, dim=1)}
+        after = self.embed(self.after_ids).expand(audio.shape[0], -1, -1)
+        return {"prefix": torch.cat([audio.to(after.dtype), after], dim=1)}
 
-    def forward(self, frames: Tensor, frame_lengths: Tensor, answers: Tensor, answer_lengths: Tensor
-                ) -> dict[str, Tensor]:
-        """``answers`` (B, L): answer tokens then ``<eos>``, padded; ``answer_lengths`` (B,) counting ``<eos>``."""
-        prefix = self.encode(frames, frame_lengths)["prefix"]  # (B, P, H)
-        b, p, length = prefix.shape[0], prefix.shape[1], answers.shape[1]
-        inputs = torch.cat([prefix, self.embed(answers[:, :-1])], dim=1)  # the last answer token predicts nothing
-        mask = torch.cat([torch.ones(b, p, dtype=torch.long, device=answers.device),
-                          lengths_to_mask(answer_lengths - 1, length - 1).long()], dim=1)
-        out = self.lm(inputs_embeds=inputs, attention_mask=mask, logits_to_keep=length, use_cache=False)
-        return {"logits": out.logits}  # (B, L, V): position p-1+i predicts answers[:, i]
-
-    # -- step-wise decoding ------------------------------------------------------------------------------------------
-    def prepare(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"prefix": enc["prefix"][:, :-1]}  # the last prompt token is fed as "bos"
-
-    def init_state(self, ctx: dict[str, Tensor]) -> dict[str, Any]:
+    def _prompt_cache(self, b: int) -> Any:
+        """The LM's keys and values of the prompt text before the audio, computed once and shared by ``b`` rows
+        (in training too: gradients reach LoRA through the shared rows)."""
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        self.lm(inputs_embeds=ctx["prefix"], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if len(self.before_ids):
+            self.lm(inputs_embeds=self.embed(self.before_ids)[None], past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+            cache = DynamicCache([(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1))
+                                  for layer in cache.layers])
+        return cache
+
+    def _continue(self, inputs: Tensor, cache: Any, logits_to_keep: int = 1) -> Tensor:
+        """Run the LM on ``inputs`` (B, N, H) after what ``cache`` holds (which it extends) -> logits of the last
+        ``logits_to_keep`` positions. No attention mask: rows are right-padded, and a position never sees later ones."""
+        offset, (b, n) = cache.get_seq_length(), inputs.shape[:2]
+        positions = torch.arange(offset, offset + n, device=inputs.device).expand(b, -1)
+        return self.lm(inputs_embeds=inputs, past_key_values=cache, position_ids=positions, use_cache=True,
+                       logits_to_keep=logits_to_keep).logits
+
+    def forward(self, frames: Tensor, frame_lengths: Tensor, answers: Tensor) -> dict[str, Tensor]:
+        """``answers`` (B, L): answer tokens then ``<eos>``, right-padded (no lengths needed: a padded position's
+        logits are never read, and no valid position sees it)."""
+        prefix = self.encode(frames, frame_lengths)["prefix"]  # (B, P, H)
+        inputs = torch.cat([prefix, self.embed(answers[:, :-1])], dim=1)  # the last answer token predicts nothing
+        logits = self._continue(inputs, self._prompt_cache(prefix.shape[0]), logits_to_keep=answers.shape[1])
+        return {"logits": logits}  # (B, L, V): logits[:, i] predict answers[:, i]
+
+    # -- step-wise decoding ------------------------------------------------------------------------------------------
+    def prepare(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"prefix": enc["prefix"][:, :-1]}  # the prompt's last token is fed as "bos"
+
+    def init_state(self, ctx: dict[str, Tensor]) -> dict[str, Any]:
+        cache = self._prompt_cache(ctx["prefix"].shape[0])
+        self._continue(ctx["prefix"], cache)
         return {"kv": [[layer.keys, layer.values] for layer in cache.layers]}
 
     def step(self, ctx: dict[str, Tensor], state: dict[str, Any], tokens: Tensor) -> tuple[Tensor, dict[str, Any]]:
         from transformers import DynamicCache
 
         cache = DynamicCache([(k, v) for k, v in state["kv"]])
-        position = cache.get_seq_length()
-        out = self.lm(inputs_embeds=self.embed(tokens[:, None]), past_key_values=cache, use_cache=True,
-                      position_ids=torch.full((tokens.shape[0], 1), position, device=tokens.device))
-        return out.logits[:, -1], {"kv": [[layer.keys, layer.values] for layer in cache.layers]}
+        logits = self._continue(self.embed(tokens[:, None]), cache)
+        return logits[:, -1], {"kv": [[layer.keys, layer.values] for layer in cache.layers]}
 
 
 class LMVocabulary:

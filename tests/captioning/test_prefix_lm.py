@@ -10,47 +10,15 @@ import torch
 
 from captioning.checkpoint import load_captioner
 from captioning.decode import decode
-from captioning.lm import PACKAGED_LMS, _packaged_gguf, fingerprint, load_lm, resolve_lm
+from captioning.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
 from captioning.models.prefix_lm import build_prefix_lm, pooled_slots
 from captioning.search import beam_search
 from captioning.train_lm import train
+from tests.captioning.conftest import save_tiny_lm
 
 FRAME_DIM = 16
 # peft asks transformers whether gradient checkpointing is on, through a name transformers has deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
-
-
-@pytest.fixture(scope="session")
-def lm_cache(tmp_path_factory) -> Path:
-    """A cache folder for converted LMs, shared by the tests of one run."""
-    return tmp_path_factory.mktemp("lm_cache")
-
-
-@pytest.fixture(scope="session")
-def smollm2_tokenizer(lm_cache):
-    """SmolLM2's tokenizer (with its chat template), read from the packaged GGUF file."""
-    from transformers import AutoTokenizer
-
-    gguf = _packaged_gguf("smollm2")
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-
-
-def save_tiny_lm(folder: Path, tokenizer, seed: int) -> Path:
-    """A 2-layer random Llama (Llama-3 / SmolLM2 architecture) with SmolLM2's tokenizer, saved as a model folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_lm(tmp_path_factory, smollm2_tokenizer) -> Path:
-    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), smollm2_tokenizer, seed=0)
 
 
 def lm_overrides(data: dict[str, Path], exp_dir: Path, lm: Path, **extra) -> dict:
@@ -79,7 +47,7 @@ def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora):
     model.eval()
     frames, lengths, answers, answer_lengths = batch()
     with torch.no_grad():
-        logits = model(frames, lengths, answers, answer_lengths)["logits"]
+        logits = model(frames, lengths, answers)["logits"]
         ctx = model.prepare(model.encode(frames, lengths))
         state, tokens, steps = model.init_state(ctx), torch.full((3,), model.bos), []
         for i in range(answers.shape[1]):
