@@ -101,7 +101,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         del model_args["lora"]  # a frozen LM: the mapping network alone learns
     model, vocab = build_prefix_lm(model_args)
     model_args["lm_fingerprint"] = vocab.words[0][len("<lm:"):-1]
-    prompt_length = len(model.before_ids) + model.mapping.prefix_length + len(model.after_ids)
+    prompt_length = len(model.before_ids) + model.mapping.prefix_length + len(model.after_ids())
     context = getattr(model.lm.config, "max_position_embeddings", None)
     if context and prompt_length + d["max_tokens"] + 1 > context:
         raise ValueError(f"model.prompt and data.max_tokens: the prompt ({prompt_length} positions with the audio "

@@ -125,12 +125,13 @@ class PrefixLMCaptioner(nn.Module):
             lm = get_peft_model(lm, LoraConfig(r=settings["r"], lora_alpha=settings["alpha"],
                                                lora_dropout=settings["dropout"],
                                                target_modules=list(settings["targets"])))
-        self.lm, self.tokenizer = lm, tokenizer
+        self.lm, self.tokenizer, self.chat_template = lm, tokenizer, chat_template
         before, after = prompt_pieces(tokenizer, prompt, chat_template)
         if not after:
             raise ValueError(f"Invalid prompt {prompt!r}: nothing follows the audio, so nothing starts the answer")
+        self._pieces = {prompt: (before, after)}  # prompt -> token ids before and after the audio
+        self.prompt = prompt
         self.register_buffer("before_ids", torch.tensor(before, dtype=torch.long), persistent=False)
-        self.register_buffer("after_ids", torch.tensor(after, dtype=torch.long), persistent=False)
         self.eos = int(tokenizer.eos_token_id)
         self.bos = after[-1]  # decoding starts by feeding the prompt's last token
         self.pad = next(i for i in (tokenizer.pad_token_id, tokenizer.unk_token_id, 0, 1, 3)
@@ -162,12 +163,28 @@ class PrefixLMCaptioner(nn.Module):
     def embed(self, ids: Tensor) -> Tensor:
         return self.lm.get_input_embeddings()(ids)
 
-    def encode(self, frames: Tensor, frame_lengths: Tensor) -> dict[str, Tensor]:
-        """Frames (B, T, D) -> the per-clip part of the LM input, ``prefix`` (B, P, H): the audio slots and the
-        prompt text after them (the text before them is the same for every clip: :meth:`_prompt_cache`)."""
+    def after_ids(self, prompt: str | None = None) -> list[int]:
+        """Token ids of ``prompt`` (default: the model's) after the audio; its text before the audio must be the
+        model's, which every row shares (so put ``[audio]`` first in per-example prompts, e.g. questions)."""
+        prompt = self.prompt if prompt is None else prompt
+        if prompt not in self._pieces:
+            before, after = prompt_pieces(self.tokenizer, prompt, self.chat_template)
+            if before != self.before_ids.tolist() or not after:
+                raise ValueError(f"Invalid prompt {prompt!r}: the text before {AUDIO_MARK} must be the model's "
+                                 f"prompt's ({self.prompt!r}), and some text must follow it")
+            self._pieces[prompt] = (before, after)
+        return self._pieces[prompt][1]
+
+    def encode(self, frames: Tensor, frame_lengths: Tensor, prompts: list[str] | None = None) -> dict[str, Tensor]:
+        """Frames (B, T, D) -> the per-clip part of the LM input, ``prefix`` (B, P, H), right-padded, and its
+        ``prefix_lengths`` (B,): the audio slots and the prompt text after them (``prompts``: one per clip, default
+        the model's; the text before the audio is the same for every clip: :meth:`_prompt_cache`)."""
         audio = self.mapping(frames, frame_lengths)  # (B, k, H)
-        after = self.embed(self.after_ids).expand(audio.shape[0], -1, -1)
-        return {"prefix": torch.cat([audio.to(after.dtype), after], dim=1)}
+        ids = [self.after_ids(p) for p in (prompts or [None] * audio.shape[0])]
+        after = [self.embed(torch.tensor(i, device=audio.device)) for i in ids]
+        rows = [torch.cat([a.to(t.dtype), t]) for a, t in zip(audio, after)]
+        lengths = torch.tensor([len(r) for r in rows], device=audio.device)
+        return {"prefix": nn.utils.rnn.pad_sequence(rows, batch_first=True), "prefix_lengths": lengths}
 
     def _prompt_cache(self, b: int) -> Any:
         """The LM's keys and values of the prompt text before the audio, computed once and shared by ``b`` rows
@@ -190,16 +207,25 @@ class PrefixLMCaptioner(nn.Module):
         return self.lm(inputs_embeds=inputs, past_key_values=cache, position_ids=positions, use_cache=True,
                        logits_to_keep=logits_to_keep).logits
 
-    def forward(self, frames: Tensor, frame_lengths: Tensor, answers: Tensor) -> dict[str, Tensor]:
+    def forward(self, frames: Tensor, frame_lengths: Tensor, answers: Tensor, prompts: list[str] | None = None
+                ) -> dict[str, Tensor]:
         """``answers`` (B, L): answer tokens then ``<eos>``, right-padded (no lengths needed: a padded position's
-        logits are never read, and no valid position sees it)."""
-        prefix = self.encode(frames, frame_lengths)["prefix"]  # (B, P, H)
-        inputs = torch.cat([prefix, self.embed(answers[:, :-1])], dim=1)  # the last answer token predicts nothing
-        logits = self._continue(inputs, self._prompt_cache(prefix.shape[0]), logits_to_keep=answers.shape[1])
-        return {"logits": logits}  # (B, L, V): logits[:, i] predict answers[:, i]
+        logits are never read, and no valid position sees it); ``prompts`` one per clip (default: the model's)."""
+        enc = self.encode(frames, frame_lengths, prompts)
+        prefix, prefix_lengths = enc["prefix"], enc["prefix_lengths"].tolist()
+        answer_embeddings = self.embed(answers[:, :-1])  # the last answer token predicts nothing
+        cache, length = self._prompt_cache(prefix.shape[0]), answers.shape[1]
+        if len(set(prefix_lengths)) == 1:  # one prompt length: only the answer positions need logits
+            logits = self._continue(torch.cat([prefix, answer_embeddings], dim=1), cache, logits_to_keep=length)
+            return {"logits": logits}  # (B, L, V): logits[:, i] predict answers[:, i]
+        rows = [torch.cat([prefix[i, :n], answer_embeddings[i]]) for i, n in enumerate(prefix_lengths)]
+        logits = self._continue(nn.utils.rnn.pad_sequence(rows, batch_first=True), cache, logits_to_keep=0)
+        return {"logits": torch.stack([logits[i, n - 1:n - 1 + length] for i, n in enumerate(prefix_lengths)])}
 
     # -- step-wise decoding ------------------------------------------------------------------------------------------
     def prepare(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
+        if len(set(enc["prefix_lengths"].tolist())) > 1:
+            raise ValueError("step-wise decoding takes clips whose prompts have one length; decode each length apart")
         return {"prefix": enc["prefix"][:, :-1]}  # the prompt's last token is fed as "bos"
 
     def init_state(self, ctx: dict[str, Tensor]) -> dict[str, Any]:

@@ -59,12 +59,30 @@ def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora):
         assert (steps[b, :n] - logits[b, :n]).abs().max() < 1e-4
 
 
+def test_per_clip_prompts_give_what_each_clip_gets_alone(tiny_lm):
+    model, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "prompt": "[audio] Describe it.",
+                                "lora": {"r": 4}})
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    model.eval()
+    frames, lengths, answers, answer_lengths = batch()
+    prompts = ["[audio] Is there a dog barking?", "[audio] Describe it.", "[audio] How many times does it ring?"]
+    with torch.no_grad():
+        together = model(frames, lengths, answers, prompts)["logits"]
+        for i, prompt in enumerate(prompts):
+            alone = model(frames[i:i + 1], lengths[i:i + 1], answers[i:i + 1, :answer_lengths[i]], [prompt])["logits"]
+            assert (together[i, :answer_lengths[i]] - alone[0]).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="the text before"):
+        model.after_ids("Listen: [audio] what is it?")
+
+
 def test_prompt_is_rendered_with_the_chat_template(tiny_lm):
     model, vocab = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM})
     before = model.tokenizer.decode(model.before_ids)
-    after = model.tokenizer.decode(model.after_ids)
+    after = model.tokenizer.decode(model.after_ids())
     assert before.endswith("<|im_start|>user\nDescribe the following audio clip ")
-    assert after == "<|im_end|>\n<|im_start|>assistant\n" and model.bos == model.after_ids[-1]
+    assert after == "<|im_end|>\n<|im_start|>assistant\n" and model.bos == model.after_ids()[-1]
     assert model.eos == model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert len({model.bos, model.eos, model.pad}) == 3 and vocab.eos == model.eos
 
