@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from captioning.answer import answer_logprobs
+from captioning.answer import main as answer_main
 from captioning.checkpoint import load_captioner
 from captioning.decode import decode
 from captioning.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
@@ -122,6 +124,49 @@ def test_resume_after_a_kill_gives_the_same_weights(toy_data, tiny_lm, tmp_path)
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def write_qa(folder: Path, captions_file: Path) -> Path:
+    """A qa.json for the toy clips: is there a dog (yes/no), and what is it (the first word of its first caption)."""
+    captions = json.loads(captions_file.read_text(encoding="utf-8"))
+    qa = {audio_id: [{"question": "Is there a dog?", "answer": "yes" if "dog" in caps[0] else "no",
+                      "type": "presence"},
+                     {"question": "What is it?", "answer": caps[0].split()[1], "type": "what"}]
+          for audio_id, caps in captions.items()}
+    path = folder / f"{captions_file.stem}_qa.json"
+    path.write_text(json.dumps(qa), encoding="utf-8")
+    return path
+
+
+def test_questions_as_a_second_task(toy_data, tiny_lm, tmp_path):
+    train_qa = write_qa(tmp_path, toy_data["train_captions"])
+    val_qa = write_qa(tmp_path, toy_data["val_captions"])
+    extra = {"model.prompt": "[audio] Describe the audio.", "data.train_qa": str(train_qa),
+             "data.val_qa": str(val_qa), "train.epochs": 1}
+    result = train(None, lm_overrides(toy_data, tmp_path / "qa", tiny_lm, **extra))
+    assert 0.0 <= result["history"][0]["val_qa_accuracy"] <= 1.0
+    out = answer_main(str(tmp_path / "qa" / "best.pt"), str(toy_data["val_features"]), str(val_qa),
+                      str(tmp_path / "answers.json"), train_qa=str(train_qa))
+    rows = json.loads((tmp_path / "answers.json").read_text(encoding="utf-8"))
+    assert len(rows) == out["scores"]["n"] == 16
+    assert all(r["answer"] in ({"yes", "no"} if r["question"] == "Is there a dog?" else {"dog", "falls", "car",
+                                                                                       "chirp"}) for r in rows)
+    assert out["baseline"]["by_type"]["presence"]["accuracy"] == 0.75  # 'no' for the 6 of 8 clips without a dog
+    with pytest.raises(ValueError, match="model.qa_prompt and model.prompt"):  # questions need [audio] first too
+        train(None, lm_overrides(toy_data, tmp_path / "bad", tiny_lm, **{**extra, "model.prompt": "Describe [audio]"}))
+
+
+def test_closed_set_answers_pick_the_most_likely_candidate(tiny_lm):
+    model, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "prompt": "[audio] Describe."})
+    model.eval()
+    frames, lengths, _, _ = batch(2)
+    scores = answer_logprobs(model, frames, lengths, ["[audio] Is it loud?"] * 2, ["yes", "no"])
+    assert scores.shape == (2,) and bool((scores < 0).all())
+    tokens = model.tokenizer("yes", add_special_tokens=False)["input_ids"] + [model.eos]
+    with torch.no_grad():
+        logits = model(frames[:1], lengths[:1], torch.tensor([tokens]), ["[audio] Is it loud?"])["logits"]
+    expected = logits.log_softmax(-1)[0].gather(-1, torch.tensor(tokens)[:, None]).sum()
+    assert abs(float(expected) - float(scores[0])) < 1e-4
 
 
 def test_frozen_lm_trains_the_mapping_only(toy_data, tiny_lm, tmp_path):
