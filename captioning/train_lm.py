@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {"lm": "smollm2", "mapping": "mlp", "prefix_length": 1, "mapping_args": None,
               "prompt": "Describe the following audio clip " + AUDIO_MARK, "chat_template": True,
               "qa_prompt": QA_PROMPT,  # questions: [audio] first, as the caption prompt (one shared text before it)
+              "prompt_encoder": None,  # Pengi: a text encoder name (minilm) for the prompt's own prefix slots
               "lora": dict(LORA_DEFAULTS)},  # lora.r: 0 freezes the LM (Pengi)
     "train": {**TRAIN_DEFAULTS, "epochs": 10, "batch_size": 16, "lr": 3e-4, "weight_decay": 0.0,
               "schedule": "cosine", "warmup_epochs": 1.0, "grad_clip": 1.0, "average_last": 0,
@@ -130,7 +131,8 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         del model_args["lora"]  # a frozen LM: the mapping network alone learns
     model, vocab = build_prefix_lm(model_args)
     model_args["lm_fingerprint"] = vocab.words[0][len("<lm:"):-1]
-    prompt_length = len(model.before_ids) + model.mapping.prefix_length + len(model.after_ids())
+    slots = model.mapping.prefix_length * (2 if cfg["model"]["prompt_encoder"] else 1)
+    prompt_length = len(model.before_ids) + slots + len(model.after_ids())
     context = getattr(model.lm.config, "max_position_embeddings", None)
     if context and prompt_length + d["max_tokens"] + 1 > context:
         raise ValueError(f"model.prompt and data.max_tokens: the prompt ({prompt_length} positions with the audio "

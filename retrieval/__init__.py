@@ -1,4 +1,5 @@
-"""Stage 1: audio-text retrieval. A bi-encoder (audio encoder from ``features`` + a ``transformers`` text encoder)
+"""Stage 1: audio-text retrieval. A bi-encoder (audio encoder from ``features`` + a ``transformers`` text encoder
+from ``common.text_encoder``, which the prefix-LM captioners' prompt encoder shares)
 trained with symmetric InfoNCE; evaluation (R@k, mAP@10, ensembles), search and zero-shot classification;
 published LAION-CLAP checkpoints converted into the same format.
 
@@ -11,7 +12,6 @@ from importlib import import_module
 _PUBLIC = {
     "BiEncoder": "model", "build_model": "model", "load_model": "model",
     "info_nce": "loss",
-    "TextEncoder": "text", "TEXT_ENCODERS": "text", "build_text_encoder": "text",
     "train": "train",
     "evaluate": "evaluate", "evaluate_model": "evaluate", "ensemble_similarity": "evaluate",
     "search_text": "search", "search_audio": "search", "classify": "search",

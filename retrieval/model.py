@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from common.checkpoint import load_checkpoint, load_state_dict_checked
 from features.encoders import build_audio_encoder
 from features.weights import chunked_spec
-from retrieval.text import TextEncoder, TextEncoderFilesError, build_text_encoder
+from common.text_encoder import TextEncoder, TextEncoderFilesError, build_text_encoder
 
 MAX_TEMPERATURE = 1.0
 PROJECTIONS = ("linear", "mlp")

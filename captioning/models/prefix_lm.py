@@ -78,6 +78,34 @@ class TransformerMapping(nn.Module):
         return self.out(self.transformer(x)[:, self.prefix_length:])
 
 
+class PromptEncoder(nn.Module):
+    """Pengi's text side: a frozen sentence encoder (mean-pooled ``transformers`` model, e.g. MiniLM) and a
+    transformer mapper (m2) turn a prompt into ``prefix_length`` LM input embeddings; only the mapper trains."""
+
+    def __init__(self, width: int, prefix_length: int, name: str = "minilm", **mapping_args: Any) -> None:
+        super().__init__()
+        from common.text_encoder import TextEncoder
+
+        self.text = TextEncoder(name, pooling="mean", max_length=64).requires_grad_(False).eval()
+        self.mapping = TransformerMapping(self.text.dim, width, prefix_length, **mapping_args)
+        self._pooled: dict[str, Tensor] = {}  # prompt -> sentence embedding (the encoder is frozen)
+
+    def train(self, mode: bool = True) -> "PromptEncoder":
+        super().train(mode)
+        self.text.eval()  # frozen: no dropout, in training too
+        return self
+
+    def forward(self, prompts: list[str]) -> Tensor:
+        """B prompts -> (B, prefix_length, width)."""
+        new = sorted({p for p in prompts if p not in self._pooled})
+        if new:
+            with torch.no_grad():
+                pooled = self.text(**self.text.tokenize([p.replace(AUDIO_MARK, " ").strip() for p in new]))
+            self._pooled.update(zip(new, pooled))
+        pooled = torch.stack([self._pooled[p] for p in prompts])[:, None]  # (B, 1, D): one "frame" each
+        return self.mapping(pooled, torch.ones(len(prompts), dtype=torch.long, device=pooled.device))
+
+
 def prompt_pieces(tokenizer: Any, prompt: str, chat_template: bool) -> tuple[list[int], list[int]]:
     """Token ids before and after the audio prefix for ``prompt`` (chat template where asked and available)."""
     text = prompt if AUDIO_MARK in prompt else AUDIO_MARK + prompt
@@ -104,11 +132,15 @@ class PrefixLMCaptioner(nn.Module):
         prompt: the instruction, with ``[audio]`` where the audio goes.
         chat_template: render the prompt with the LM's chat template where it has one.
         lora: None (frozen LM) or LoRA settings (``r``, ``alpha``, ``dropout``, ``targets``).
+        prompt_encoder: None, or a text encoder name (``minilm``) for Pengi's prompt prefix: ``prefix_length`` more
+            slots after the audio's, from the prompt through the frozen encoder and a trained mapper (m2); the
+            prompt's text tokens stay in the LM input too.
     """
 
     def __init__(self, lm: nn.Module, tokenizer: Any, frame_dim: int, mapping: str = "mlp", prefix_length: int = 1,
                  prompt: str = "Describe the following audio clip " + AUDIO_MARK, chat_template: bool = True,
-                 lora: Mapping[str, Any] | None = None, mapping_args: Mapping[str, Any] | None = None) -> None:
+                 lora: Mapping[str, Any] | None = None, mapping_args: Mapping[str, Any] | None = None,
+                 prompt_encoder: str | None = None) -> None:
         super().__init__()
         if mapping not in MAPPINGS:
             raise ValueError(f"Invalid mapping. (expected one of {MAPPINGS}, found {mapping!r})")
@@ -118,6 +150,9 @@ class PrefixLMCaptioner(nn.Module):
         width = lm.get_input_embeddings().embedding_dim
         maker = MlpMapping if mapping == "mlp" else TransformerMapping
         self.mapping = maker(frame_dim, width, prefix_length, **dict(mapping_args or {}))
+        if prompt_encoder:
+            extra = {k: v for k, v in dict(mapping_args or {}).items() if k in ("layers", "heads", "hidden")}
+            self.prompt_encoder = PromptEncoder(width, prefix_length, prompt_encoder, **extra)
         if lora:
             from peft import LoraConfig, get_peft_model
 
@@ -180,8 +215,10 @@ class PrefixLMCaptioner(nn.Module):
         ``prefix_lengths`` (B,): the audio slots and the prompt text after them (``prompts``: one per clip, default
         the model's; the text before the audio is the same for every clip: :meth:`_prompt_cache`)."""
         audio = self.mapping(frames, frame_lengths)  # (B, k, H)
-        ids = [self.after_ids(p) for p in (prompts or [None] * audio.shape[0])]
-        after = [self.embed(torch.tensor(i, device=audio.device)) for i in ids]
+        prompts = prompts or [self.prompt] * audio.shape[0]
+        after = [self.embed(torch.tensor(self.after_ids(p), device=audio.device)) for p in prompts]
+        if hasattr(self, "prompt_encoder"):  # Pengi: the prompt's own prefix slots follow the audio's
+            audio = torch.cat([audio, self.prompt_encoder(prompts).to(audio.dtype)], dim=1)
         rows = [torch.cat([a.to(t.dtype), t]) for a, t in zip(audio, after)]
         lengths = torch.tensor([len(r) for r in rows], device=audio.device)
         return {"prefix": nn.utils.rnn.pad_sequence(rows, batch_first=True), "prefix_lengths": lengths}
@@ -269,8 +306,8 @@ def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, L
     if expected and found != expected:
         raise ValueError(f"LM '{model_args['lm']}' ({folder}, fingerprint {found[:12]}) is not the LM this captioner "
                          f"was trained with (fingerprint {str(expected)[:12]}); give that LM's folder")
-    args = {k: model_args[k] for k in ("mapping", "prefix_length", "prompt", "chat_template", "lora", "mapping_args")
-            if k in model_args}
+    args = {k: model_args[k] for k in ("mapping", "prefix_length", "prompt", "chat_template", "lora", "mapping_args",
+                                       "prompt_encoder") if k in model_args}
     model = PrefixLMCaptioner(lm, tokenizer, int(model_args["frame_dim"]), **args)
     return model, LMVocabulary(model, found)
 

@@ -39,10 +39,11 @@ def batch(b: int = 3):
     return frames, lengths, answers, torch.tensor([4, 2, 3][:b])
 
 
-@pytest.mark.parametrize("mapping,lora", [("mlp", {"r": 4}), ("transformer", None)])
-def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora):
+@pytest.mark.parametrize("mapping,lora,prompt_encoder", [("mlp", {"r": 4}, None), ("transformer", None, "minilm")])
+def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora, prompt_encoder):
     model, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "mapping": mapping, "prefix_length": 2,
-                                "lora": lora, "mapping_args": {"heads": 2} if mapping == "transformer" else None})
+                                "lora": lora, "mapping_args": {"heads": 2} if mapping == "transformer" else None,
+                                "prompt_encoder": prompt_encoder})
     for name, p in model.named_parameters():
         if "lora_B" in name:  # LoRA starts as a no-op: make it matter
             p.data.normal_(0, 0.5)
@@ -169,11 +170,16 @@ def test_closed_set_answers_pick_the_most_likely_candidate(tiny_lm):
     assert abs(float(expected) - float(scores[0])) < 1e-4
 
 
-def test_frozen_lm_trains_the_mapping_only(toy_data, tiny_lm, tmp_path):
-    train(None, lm_overrides(toy_data, tmp_path / "pengi", tiny_lm, **{"model.lora": {"r": 0}, "train.epochs": 1}))
+def test_pengi_frozen_lm_trains_the_two_mappers_only(toy_data, tiny_lm, tmp_path):
+    train(None, lm_overrides(toy_data, tmp_path / "pengi", tiny_lm, **{
+        "model.lora": {"r": 0}, "model.prompt_encoder": "minilm", "model.mapping": "transformer",
+        "model.mapping_args": {"heads": 2}, "train.epochs": 1}))
     ckpt = torch.load(tmp_path / "pengi" / "best.pt", weights_only=True)
     assert ckpt["model_args"]["family"] == "prefix_lm" and "lora" not in ckpt["model_args"]
-    assert all(k.startswith("mapping.") for k in ckpt["state_dict"])
+    assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"mapping", "prompt_encoder"}
+    assert all(k.startswith("prompt_encoder.mapping.") for k in ckpt["state_dict"] if k.startswith("prompt_"))
+    model, vocab, _ = load_captioner(tmp_path / "pengi" / "best.pt")
+    assert not model.prompt_encoder.text.training  # the sentence encoder stays frozen, in eval mode
 
 
 def test_another_lm_is_refused_naming_both(toy_data, tiny_lm, smollm2_tokenizer, tmp_path):

@@ -30,7 +30,7 @@ from retrieval.clap import convert, htsat_args
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import load_model
 from retrieval.search import classify, search_audio, search_text
-from retrieval.text import TextEncoderFilesError
+from common.text_encoder import TextEncoderFilesError
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 48000

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from retrieval.loss import info_nce
 from retrieval.model import BiEncoder, build_model
-from retrieval.text import TextEncoder
+from common.text_encoder import TextEncoder
 
 MODEL_ARGS = {"audio_encoder": {"name": "cnn6", "width": 0.125, "sample_rate": 16000},
               "text_encoder": {"name": "minilm", "pooling": "mean", "freeze_layers": -1}, "embed_dim": 32}
@@ -165,7 +165,7 @@ def test_pooler_pooling_and_config_only_build(tmp_path):
 
     from transformers import DistilBertConfig
 
-    from retrieval.text import TextEncoderFilesError, resolve_text_encoder
+    from common.text_encoder import TextEncoderFilesError, resolve_text_encoder
 
     pooled = TextEncoder("minilm", pooling="pooler").eval()
     tokens = pooled.tokenize(["birds sing"])
