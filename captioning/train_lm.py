@@ -31,7 +31,7 @@ from captioning.decode import caption_clips, score_cider
 from captioning.models.prefix_lm import AUDIO_MARK, LORA_DEFAULTS, build_prefix_lm
 from captioning.search import Ensemble
 from captioning.train import _check_same_features
-from common.checkpoint import seed_everything
+from common.checkpoint import load_checkpoint, seed_everything
 from common.config import load_config
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
@@ -53,7 +53,9 @@ DEFAULTS: dict[str, Any] = {
               "lora": dict(LORA_DEFAULTS)},  # lora.r: 0 freezes the LM (Pengi)
     "train": {**TRAIN_DEFAULTS, "epochs": 10, "batch_size": 16, "lr": 3e-4, "weight_decay": 0.0,
               "schedule": "cosine", "warmup_epochs": 1.0, "grad_clip": 1.0, "average_last": 0,
-              "gradient_checkpointing": False},
+              "gradient_checkpointing": False,
+              "init": None,  # a prefix-LM checkpoint of the same model to start from (e.g. LoRA runs to merge)
+              "freeze_mapping": False},  # train LoRA alone, on the init's mapping network (members of a merge)
     "val": {"beam_size": 3, "max_len": 30, "batch_size": 16},
 }
 
@@ -108,6 +110,22 @@ def answer_loss(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tenso
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
+SAME_MODEL_KEYS = ("lm_fingerprint", "frame_dim", "mapping", "prefix_length", "mapping_args", "prompt_encoder",
+                   "lora", "chat_template")
+
+
+def start_from(model: torch.nn.Module, model_args: Mapping[str, Any], path: str) -> None:
+    """Load the trained weights of the prefix-LM checkpoint ``path`` into ``model``, refusing another model."""
+    init = load_checkpoint(path, kind="captioner")
+    differ = [k for k in SAME_MODEL_KEYS if init["model_args"].get(k) != model_args.get(k)]
+    if differ:
+        raise ValueError(f"train.init: {path} is another model ({', '.join(differ)} differ from this config's)")
+    try:
+        model.load_state_dict(init["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"train.init: {path}: {err}") from None
+
+
 def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
           stop_after_epochs: int | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns ``{"exp_dir", "epoch", "step", "best", "history"}`` (best: CIDEr-D)."""
@@ -138,6 +156,12 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         raise ValueError(f"model.prompt and data.max_tokens: the prompt ({prompt_length} positions with the audio "
                          f"prefix) and answers of up to {d['max_tokens']} tokens exceed the LM's context of "
                          f"{context}; shorten the prompt or lower data.max_tokens")
+    if t["init"]:
+        start_from(model, model_args, t["init"])
+    if t["freeze_mapping"]:
+        for name, p in model.named_parameters():
+            if name.startswith(("mapping.", "prompt_encoder.mapping.")):
+                p.requires_grad_(False)
     if t["gradient_checkpointing"]:
         model.lm.gradient_checkpointing_enable()
     model.train()

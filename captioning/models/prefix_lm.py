@@ -179,7 +179,9 @@ class PrefixLMCaptioner(nn.Module):
 
     # -- what trains is what is saved --------------------------------------------------------------------------------
     def trained_keys(self) -> list[str]:
-        return [name for name, p in self.named_parameters() if p.requires_grad]
+        """The weights this model learns (mapping networks, LoRA), whether or not a run freezes some of them."""
+        return [name for name, _ in self.named_parameters()
+                if name.startswith(("mapping.", "prompt_encoder.mapping.")) or ".lora_" in name]
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:  # type: ignore[override]
         """The mapping network's and LoRA's weights only (the frozen LM comes from its folder)."""

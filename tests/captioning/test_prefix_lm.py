@@ -182,6 +182,20 @@ def test_pengi_frozen_lm_trains_the_two_mappers_only(toy_data, tiny_lm, tmp_path
     assert not model.prompt_encoder.text.training  # the sentence encoder stays frozen, in eval mode
 
 
+def test_lora_from_an_init_with_the_mapping_frozen(toy_data, tiny_lm, tmp_path):
+    train(None, lm_overrides(toy_data, tmp_path / "first", tiny_lm, **{"train.epochs": 1}))
+    first = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["state_dict"]
+    train(None, lm_overrides(toy_data, tmp_path / "member", tiny_lm, **{
+        "train.epochs": 1, "seed": 7, "train.init": str(tmp_path / "first" / "best.pt"), "train.freeze_mapping": True}))
+    member = torch.load(tmp_path / "member" / "best.pt", weights_only=True)["state_dict"]
+    assert member.keys() == first.keys()
+    assert all(torch.equal(member[k], first[k]) for k in first if k.startswith("mapping."))
+    assert any(not torch.equal(member[k], first[k]) for k in first if "lora_" in k)
+    with pytest.raises(ValueError, match=r"train.init: .*best.pt is another model \(prefix_length"):
+        train(None, lm_overrides(toy_data, tmp_path / "other", tiny_lm, **{
+            "model.prefix_length": 3, "train.init": str(tmp_path / "first" / "best.pt")}))
+
+
 def test_another_lm_is_refused_naming_both(toy_data, tiny_lm, smollm2_tokenizer, tmp_path):
     train(None, lm_overrides(toy_data, tmp_path / "lm", tiny_lm, **{"train.epochs": 1}))
     ckpt = torch.load(tmp_path / "lm" / "best.pt", weights_only=True)
