@@ -8,6 +8,8 @@ folder under the cache (``$AACTK_CACHE``, default ``~/.cache/aactk``), written a
 A checkpoint records the LM it was trained with as its identity: where it came from and a fingerprint of its weights
 (SHA-256 over every tensor's name, shape, dtype and first and last values), so that loading it with another LM is
 refused, naming both, without hashing gigabytes.
+
+    python -m captioning.lm smollm2     # convert once (if needed) and print the model folder
 """
 from __future__ import annotations
 
@@ -113,4 +115,15 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+
+def main(name: str = "smollm2") -> None:
+    """Make the LM ``name`` ready offline (convert a GGUF model once into the cache) and print its folder."""
+    print(resolve_lm(name))
+
+
 __all__ = ["PACKAGED_LMS", "cache_dir", "convert_gguf", "fingerprint", "load_lm", "resolve_lm"]
+
+if __name__ == "__main__":
+    from common.cli import run
+
+    run(main, "captioning.lm", text_args=("name",))

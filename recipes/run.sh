@@ -7,7 +7,10 @@
 # Stages: 0 corpus (generate the built-in one, or check a downloaded one), 1 manifests, 2 retrieval training,
 # 3 retrieval evaluation (each model and the ensemble), 4 feature extraction with the frozen stage-1 audio encoder,
 # 5 captioner cross-entropy training, 6 SCST, 7 decoding and scoring of single models, 8 ensemble decoding and
-# scoring, 9 results table.
+# scoring, 9 results table. The LLM captioners, beside the main job (which stops at 9): 10 the LM ready offline
+# (converted once), 11 prefix-LM captioners (LoRA, and Pengi's frozen LM) on captions and, where the corpus has them
+# (qa.json), its questions, 12 LoRA members on the LoRA model's mapping merged by concatenation, 13 decoding, scoring,
+# question answering and the results table again: bash recipes/run.sh --stage 10 --stop_stage 13.
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -17,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 corpus=synth
 stage=0
-stop_stage=100
+stop_stage=9
 data=
 exp=
 conf=
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -127,6 +130,57 @@ if begin_stage 8 "decode and score the ensemble: $exp/caption_*_scst -> $exp/dec
 fi
 
 if begin_stage 9 "results: $exp -> $exp/results.md"; then
+  python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
+  end_stage
+fi
+
+# --- the LLM captioners (stages 10-13) ----------------------------------------------------------------------------
+lm_tasks=(--model.lm "${lm:-smollm2}")
+if [ -f "$data/$train_split/qa.json" ]; then  # questions as a second task (the synthetic corpus writes them)
+  lm_tasks+=(--data.train_qa "$data/$train_split" --data.val_qa "$data/$val_split")
+fi
+if begin_stage 10 "LM: ${lm:-smollm2} -> a local model folder (a GGUF model is converted once, into the cache)"; then
+  step lm_ready python -m captioning.lm "${lm:-smollm2}"
+  end_stage
+fi
+
+if begin_stage 11 "prefix-LM captioners: $exp/features -> $exp/caption_lm_{${lm_models// /,}}"; then
+  for name in $lm_models; do
+    step "caption_lm_$name" python -m captioning.train_lm --config "$conf/caption_lm_$name.yaml" "${caption_data[@]}" \
+      "${lm_tasks[@]}" --exp_dir "$exp/caption_lm_$name"
+  done
+  end_stage
+fi
+
+if begin_stage 12 "LoRA members on $exp/caption_lm_lora's mapping, merged: -> $exp/caption_lm_merged/merged.pt"; then
+  members=$exp/caption_lm_lora/best.pt
+  for seed in $lm_member_seeds; do
+    step "caption_lm_member$seed" python -m captioning.train_lm --config "$conf/caption_lm_lora.yaml" \
+      "${caption_data[@]}" "${lm_tasks[@]}" --seed "$seed" --train.init "$exp/caption_lm_lora/best.pt" \
+      --train.freeze_mapping true --train.epochs "$lm_member_epochs" --exp_dir "$exp/caption_lm_member$seed"
+    members+=,$exp/caption_lm_member$seed/best.pt
+  done
+  step caption_lm_merge python -m captioning.merge_lora --checkpoints "$members" \
+    --out "$exp/caption_lm_merged/merged.pt"
+  end_stage
+fi
+
+answer() {  # answer <name> <checkpoint>: closed-set answers to the evaluation questions, scored by type
+  step "answer_$1" python -m captioning.answer --checkpoint "$2" --features "$exp/features/$eval_split.h5" \
+    --qa "$data/$eval_split" --train_qa "$data/$train_split" --out "$exp/qa/$1/answers.json"
+  step "score_qa_$1" python -m eval.qa --predictions "$exp/qa/$1/answers.json" --qa "$data/$eval_split" \
+    --train_qa "$data/$train_split" --out "$exp/qa/$1/scores.json"
+}
+if begin_stage 13 "decode, score and answer with the LM captioners: -> $exp/decode/lm_*, $exp/qa/lm_*"; then
+  for name in $lm_models; do
+    decode "lm_$name" "$exp/caption_lm_$name/best.pt"
+    if [ -f "$data/$eval_split/qa.json" ]; then answer "lm_$name" "$exp/caption_lm_$name/best.pt"; fi
+  done
+  for seed in $lm_member_seeds; do
+    decode "lm_member$seed" "$exp/caption_lm_member$seed/best.pt"
+  done
+  decode lm_merged "$exp/caption_lm_merged/merged.pt"
+  if [ -f "$data/$eval_split/qa.json" ]; then answer lm_merged "$exp/caption_lm_merged/merged.pt"; fi
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi

@@ -7,6 +7,9 @@ several; a model is named by its folder) and ``<exp>/decode/*/scores.json``; wri
 Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per captioning system. Under the table,
 each SCST system is compared with the cross-entropy model it started from (``<name>_scst`` against ``<name>_xe``),
 and the SCST ensemble with its best member: CIDEr-D difference with a 95% paired-bootstrap interval over the clips.
+With the prefix-LM captioners (``run.sh`` stages 10-13): the LoRA captioner against the Transformer SCST model, the
+frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best member; and a table of question-answering
+accuracy by type (``<exp>/qa/*/scores.json``) beside the majority-answer baseline.
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ def results(exp: str, out: str | None = None) -> str:
     lines += _table("Retrieval (evaluation split)", retrieval, RETRIEVAL_KEYS, {})
     lines += _table("Captioning (evaluation split)", captioning, CAPTION_KEYS, notes)
     lines += _comparisons(Path(exp), captioning)
+    lines += _qa_table(Path(exp))
     lines += ["Training curves: " + ", ".join(str(p.relative_to(exp)) for p in sorted(Path(exp).glob("*/curves.png"))),
               ""]
     text = "\n".join(lines)
@@ -71,9 +75,15 @@ def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str
     """Lines comparing SCST with its XE start and the SCST ensemble with its best member (CIDEr-D, bootstrap)."""
     pairs = [(name.removesuffix("_scst") + "_xe", name) for name in captioning
              if name.endswith("_scst") and name.removesuffix("_scst") + "_xe" in captioning]
+    best = lambda names: max(names, key=lambda n: captioning[n].get("cider_d", 0.0))  # noqa: E731
     members = [s for _, s in pairs]
     if "ensemble_scst" in captioning and members:
-        pairs.append((max(members, key=lambda n: captioning[n].get("cider_d", 0.0)), "ensemble_scst"))
+        pairs.append((best(members), "ensemble_scst"))
+    lm_pairs = [("transformer_scst", "lm_lora"), ("lm_lora", "lm_pengi")]
+    pairs += [(base, system) for base, system in lm_pairs if base in captioning and system in captioning]
+    lora_members = [n for n in captioning if n == "lm_lora" or n.startswith("lm_member")]
+    if "lm_merged" in captioning and lora_members:
+        pairs.append((best(lora_members), "lm_merged"))
     lines = []
     for base, system in pairs:
         if captioning[base].get("cider_d") is None or captioning[system].get("cider_d") is None:
@@ -82,6 +92,25 @@ def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str
         lines.append(f"- {system} vs {base}: CIDEr-D {r['difference']:+.3f} (95% interval {r['low']:+.3f} to "
                      f"{r['high']:+.3f}, paired bootstrap over {r['clips']} clips)")
     return lines + [""] if lines else []
+
+
+def _qa_table(exp: Path) -> list[str]:
+    """Question answering accuracy per system and type (``eval.qa`` score files), beside the majority baseline."""
+    files = sorted(exp.glob("qa/*/scores.json"))
+    if not files:
+        return []
+    scored = {path.parent.name: json.loads(path.read_text()) for path in files}
+    baseline = next((s["baseline"] for s in scored.values() if s.get("baseline")), None)
+    types = sorted({t for s in scored.values() for t in s["scores"]["by_type"]})
+    rows = {name: s["scores"] for name, s in scored.items()}
+    if baseline:
+        rows["majority answer"] = baseline
+    lines = ["## Audio question answering (evaluation split, accuracy)", "",
+             "| system | all | " + " | ".join(types) + " |", "|---" * (len(types) + 2) + "|"]
+    for name, scores in rows.items():
+        cells = [f"{scores['by_type'][t]['accuracy']:.3f}" if t in scores["by_type"] else "n/a" for t in types]
+        lines.append(f"| {name} | {scores['accuracy']:.3f} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _plot(captioning: dict[str, dict[str, float]], png: Path) -> None:

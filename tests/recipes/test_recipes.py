@@ -16,7 +16,14 @@ CONFIGS = sorted(REPO.glob("recipes/*/conf/*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_every_recipe_config_builds(path):
-    if path.name.startswith("retrieval"):
+    if path.name.startswith("caption_lm"):  # the LM itself is built in tests/captioning (it takes seconds)
+        from captioning.models.prefix_lm import MAPPINGS
+        from captioning.train_lm import DEFAULTS
+
+        config = load_config(DEFAULTS, path)
+        assert config["model"]["mapping"] in MAPPINGS and config["model"]["prompt"].startswith("[audio]")
+        assert config["model"]["lora"]["r"] == 0 or set(config["model"]["lora"]["targets"]) == {"q_proj", "k_proj"}
+    elif path.name.startswith("retrieval"):
         from retrieval.model import build_model
         from retrieval.train import DEFAULTS, _model_args
 
@@ -44,6 +51,8 @@ TINY = {  # settings that make each stage of the default recipe take seconds
                    "val": {"beam_size": 2, "max_len": 12}},
     "caption_scst": {"train": {"epochs": 1, "average_last": 1}, "scst": {"num_samples": 2, "max_len": 12},
                      "val": {"beam_size": 2, "max_len": 12}},
+    "caption_lm": {"train": {"epochs": 1, "batch_size": 8}, "data": {"val_clips": 4},
+                   "val": {"beam_size": 2, "max_len": 8}},
 }
 
 
@@ -57,8 +66,8 @@ def _tiny_conf(folder: Path) -> Path:
     folder.mkdir()
     for path in sorted((REPO / "recipes/synth/conf").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
-        kind = "retrieval" if path.name.startswith("retrieval") else (
-            "caption_scst" if "scst" in path.name else "caption_xe")
+        kind = "retrieval" if path.name.startswith("retrieval") else "caption_lm" if path.name.startswith(
+            "caption_lm") else "caption_scst" if "scst" in path.name else "caption_xe"
         if kind == "caption_xe" and config["model"]["decoder"] == "transformer":
             config["model"]["decoder_args"].update({"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64})
         elif kind == "caption_xe":
