@@ -15,9 +15,10 @@ low-rank approximation, unlike an SVD merge) and the same tensors as peft's
 loaded. The result is an ordinary prefix-LM captioner checkpoint, with its members in ``merged_from``.
 
 The members must differ in their LoRA weights only (rank and alpha may differ): one LM (by fingerprint), one kind of
-features, the same LoRA targets, prompt and prefix, and one mapping network, tensor for tensor (as the report trains
-it once and keeps it fixed). Weights are one per member, non-negative and summing to 1 (default: equal); they are
-not normalised, so that a mistyped weight is an error, not a silently different merge.
+features, the same LoRA targets, prompt and prefix, and one mapping network, tensor for tensor (the report trains it
+once and keeps it fixed: ``captioning.train_lm`` with ``train.init`` and ``train.freeze_mapping``). Weights are one
+per member, non-negative and summing to 1 (default: equal); they are not normalised, so that a mistyped weight is an
+error, not a silently different merge.
 """
 from __future__ import annotations
 
@@ -85,8 +86,8 @@ def check_mergeable(member: dict[str, Any], path: str, first: dict[str, Any], fi
     mapping = sorted(k for k in first_state if ".lora_" not in k)
     if sorted(k for k in state if ".lora_" not in k) != mapping or not all(
             torch.equal(state[k], first_state[k]) for k in mapping):
-        refuse("their mapping networks differ; members must share one mapping network (train it once, then "
-               "train each LoRA from it with the mapping frozen)")
+        refuse("their mapping networks differ; members must share one mapping network (train it once, then each "
+               "member from that checkpoint with train.init and train.freeze_mapping)")
     if sorted(k for k in state if ".lora_" in k) != sorted(k for k in first_state if ".lora_" in k):
         refuse("their LoRA layers differ")
 
@@ -113,7 +114,7 @@ def merge_lora(checkpoints: str | Sequence[str], out: str | Path,
     for key_a in lora_a:
         key_b = key_a.replace(".lora_A.", ".lora_B.")
         # each member's weight and scaling go into its A block: B A = sum_i w_i s_i B_i A_i
-        state[key_a] = torch.cat([m["state_dict"][key_a] * (w)
+        state[key_a] = torch.cat([m["state_dict"][key_a] * (w * m["lora"]["alpha"] / m["lora"]["r"])
                                   for m, w in zip(members, shares)], dim=0)  # (sum r_i, in)
         state[key_b] = torch.cat([m["state_dict"][key_b] for m in members], dim=1)  # (out, sum r_i)
     rank = sum(int(m["lora"]["r"]) for m in members)

@@ -112,6 +112,17 @@ def test_merge_equals_peft_add_weighted_adapter(members, tiny_lm, tmp_path):
         assert value.shape == expected.shape and torch.allclose(value, expected, rtol=1e-6, atol=1e-7), key
 
 
+def test_members_trained_on_one_frozen_mapping_merge(members, toy_data, tiny_lm, tmp_path):
+    """The real way to make members: LoRA runs that start from one checkpoint with its mapping network frozen."""
+    train(None, lm_overrides(toy_data, tmp_path / "member", tiny_lm, **{
+        "train.epochs": 1, "seed": 7, "train.init": str(members[0]), "train.freeze_mapping": True}))
+    pair = [members[0], tmp_path / "member" / "best.pt"]
+    merge_lora(pair, tmp_path / "merged.pt", [0.6, 0.4])
+    merged, (first, second) = lora_deltas(tmp_path / "merged.pt"), [lora_deltas(p) for p in pair]
+    assert all((first[k] - second[k]).abs().max() > 1e-4 for k in merged)  # the two runs learnt different LoRA
+    assert all((merged[k] - 0.6 * first[k] - 0.4 * second[k]).abs().max() < 1e-6 for k in merged)
+
+
 @pytest.mark.parametrize("chosen,weights", [([1], None), ([1, 2], [1.0, 0.0])], ids=["one member", "zero weight"])
 def test_merge_of_one_member_decodes_as_that_member(members, toy_data, tmp_path, chosen, weights):
     member = members[1]  # random LoRA with scaling 1.5: the merge folds it into A
