@@ -157,7 +157,7 @@ if begin_stage 12 "LoRA members on $exp/caption_lm_lora's mapping, merged: -> $e
   for seed in $lm_member_seeds; do
     step "caption_lm_member$seed" python -m captioning.train_lm --config "$conf/caption_lm_lora.yaml" \
       "${caption_data[@]}" "${lm_tasks[@]}" --seed "$seed" --train.init "$exp/caption_lm_lora/best.pt" \
-      --train.freeze_mapping true --train.epochs "$lm_member_epochs" --exp_dir "$exp/caption_lm_member$seed"
+      --train.freeze_mapping True --train.epochs "$lm_member_epochs" --exp_dir "$exp/caption_lm_member$seed"
     members+=,$exp/caption_lm_member$seed/best.pt
   done
   step caption_lm_merge python -m captioning.merge_lora --checkpoints "$members" \

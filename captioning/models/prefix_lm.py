@@ -217,7 +217,7 @@ class PrefixLMCaptioner(nn.Module):
         ``prefix_lengths`` (B,): the audio slots and the prompt text after them (``prompts``: one per clip, default
         the model's; the text before the audio is the same for every clip: :meth:`_prompt_cache`)."""
         audio = self.mapping(frames, frame_lengths)  # (B, k, H)
-        prompts = prompts or [self.prompt] * audio.shape[0]
+        prompts = [self.prompt if p is None else p for p in (prompts or [None] * audio.shape[0])]
         after = [self.embed(torch.tensor(self.after_ids(p), device=audio.device)) for p in prompts]
         if hasattr(self, "prompt_encoder"):  # Pengi: the prompt's own prefix slots follow the audio's
             audio = torch.cat([audio, self.prompt_encoder(prompts).to(audio.dtype)], dim=1)

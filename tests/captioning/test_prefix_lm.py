@@ -173,7 +173,8 @@ def test_closed_set_answers_pick_the_most_likely_candidate(tiny_lm):
 def test_pengi_frozen_lm_trains_the_two_mappers_only(toy_data, tiny_lm, tmp_path):
     train(None, lm_overrides(toy_data, tmp_path / "pengi", tiny_lm, **{
         "model.lora": {"r": 0}, "model.prompt_encoder": "minilm", "model.mapping": "transformer",
-        "model.mapping_args": {"heads": 2}, "train.epochs": 1}))
+        "model.mapping_args": {"heads": 2}, "train.epochs": 1, "model.prompt": "[audio] Describe the audio.",
+        "data.train_qa": str(write_qa(tmp_path, toy_data["train_captions"]))}))  # captions and questions mixed
     ckpt = torch.load(tmp_path / "pengi" / "best.pt", weights_only=True)
     assert ckpt["model_args"]["family"] == "prefix_lm" and "lora" not in ckpt["model_args"]
     assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"mapping", "prompt_encoder"}

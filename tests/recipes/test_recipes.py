@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from common import load_config
@@ -76,8 +77,8 @@ def _tiny_conf(folder: Path) -> Path:
     return folder
 
 
-def _run(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
-    env = {**os.environ, "SYNTH_CLIPS": "24"}
+def _run(tmp_path: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "SYNTH_CLIPS": "24", **(env or {})}
     cmd = ["bash", str(REPO / "recipes/run.sh"), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
            "--conf", str(tmp_path / "conf"), *args]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -119,3 +120,21 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     ran = [line for line in out.splitlines() if ": python -m " in line]
     assert ran == [], ran
     assert out.count("already done, skipped") >= 15
+    # The LLM captioners beside it (stages 10-13), on a tiny random Llama with SmolLM2's tokenizer.
+    from transformers import AutoTokenizer
+
+    from captioning.lm import _packaged_gguf
+    from tests.captioning.conftest import save_tiny_lm
+
+    gguf = _packaged_gguf("smollm2")
+    lm = save_tiny_lm(tmp_path / "tiny_lm", AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), seed=0)
+    proc = _run(tmp_path, "--stage", "10", "--stop_stage", "13", env={"SYNTH_LM": str(lm)})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    results = (exp / "results.md").read_text()
+    for system in ("lm_lora", "lm_pengi", "lm_member2", "lm_member3", "lm_merged"):
+        assert f"| {system} |" in results, results
+    assert "- lm_lora vs transformer_scst: CIDEr-D " in results and "- lm_pengi vs lm_lora: CIDEr-D " in results
+    assert "## Audio question answering" in results and "| majority answer |" in results, results
+    merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
+    assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
