@@ -70,8 +70,9 @@ def main(lm: str = "smollm2", clips: int = 16, beam_size: int = 3, max_len: int 
     print(f"batched beam search      : {clips / t_batched:6.2f} captions/s")
     print(f"one clip at a time       : {clips / t_single:6.2f} captions/s  ({same}/{clips} captions identical)")
     print(f"speed-up                 : {t_single / t_batched:6.2f}x")
-    print(f"training, batch {batch_size}        : {t_step:6.2f} s/step, {t_step * math.ceil(train_clips / batch_size):.0f} "
-          f"s per epoch of {train_clips} examples, peak {mib(memory)} above the model")
+    epoch = t_step * math.ceil(train_clips / batch_size)
+    print(f"training, batch {batch_size}        : {t_step:6.2f} s/step, {epoch:.0f} s per epoch of {train_clips} "
+          f"examples, peak {mib(memory)} above the model")
     return t_single / t_batched
 
 

@@ -15,7 +15,6 @@ import json
 from typing import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from captioning.checkpoint import load_captioner

@@ -29,6 +29,7 @@ from common.checkpoint import seed_everything
 from common.config import load_config
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
+from features.store import FeatureStore
 
 DEFAULTS: dict[str, Any] = {
     "exp_dir": "exp/captioning",
@@ -68,6 +69,20 @@ def _check_same_features(reference: Mapping[str, Any], attrs: Mapping[str, Any],
                          "run, and the captioner it starts from, must come from the same audio encoder")
 
 
+def load_caption_data(cfg: Mapping[str, Any]) -> tuple[dict, dict, FeatureStore, FeatureStore]:
+    """(training captions, validation captions, training store, validation store) of a captioner config's ``data``
+    and ``features`` sections; stores made otherwise than the config expects, or than each other, are refused."""
+    d = cfg["data"]
+    expect = {"encoder": cfg["features"]["expect_encoder"],
+              "checkpoint_sha256": cfg["features"]["expect_checkpoint_sha256"]}
+    train_caps, val_caps = load_captions(d["train_captions"]), load_captions(d["val_captions"])
+    train_store = open_checked_store(d["train_features"], expect, need_ids=list(train_caps))
+    val_store = open_checked_store(d["val_features"], expect, need_ids=list(val_caps))
+    _check_same_features(train_store.attrs, val_store.attrs, f"the training store {d['train_features']}",
+                         d["val_features"])
+    return train_caps, val_caps, train_store, val_store
+
+
 def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
           stop_after_epochs: int | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns ``{"exp_dir", "epoch", "step", "best", "history"}`` (best: CIDEr-D).
@@ -83,13 +98,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     seed_everything(cfg["seed"])
 
     # -- data: stores checked against the config and each other, vocabulary from the training captions ----------
-    expect = {"encoder": cfg["features"]["expect_encoder"],
-              "checkpoint_sha256": cfg["features"]["expect_checkpoint_sha256"]}
-    train_caps, val_caps = load_captions(d["train_captions"]), load_captions(d["val_captions"])
-    train_store = open_checked_store(d["train_features"], expect, need_ids=list(train_caps))
-    val_store = open_checked_store(d["val_features"], expect, need_ids=list(val_caps))
-    _check_same_features(train_store.attrs, val_store.attrs, f"the training store {d['train_features']}",
-                         d["val_features"])
+    train_caps, val_caps, train_store, val_store = load_caption_data(cfg)
 
     # -- model: fresh, or from train.init (SCST) with its vocabulary ---------------------------------------------
     if t["init"]:

@@ -26,11 +26,11 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from captioning.answer import QA_PROMPT, answer_qa, candidate_answers
 from captioning.checkpoint import model_checkpoint
-from captioning.data import collate, load_captions, open_checked_store
+from captioning.data import collate
 from captioning.decode import caption_clips, score_cider
 from captioning.models.prefix_lm import AUDIO_MARK, LORA_DEFAULTS, build_prefix_lm
 from captioning.search import Ensemble
-from captioning.train import _check_same_features
+from captioning.train import load_caption_data
 from common.checkpoint import load_checkpoint, seed_everything
 from common.config import load_config
 from common.run import open_run
@@ -135,13 +135,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     log = open_run(cfg["exp_dir"], cfg, "captioning.train_lm")
     seed_everything(cfg["seed"])
 
-    expect = {"encoder": cfg["features"]["expect_encoder"],
-              "checkpoint_sha256": cfg["features"]["expect_checkpoint_sha256"]}
-    train_caps, val_caps = load_captions(d["train_captions"]), load_captions(d["val_captions"])
-    train_store = open_checked_store(d["train_features"], expect, need_ids=list(train_caps))
-    val_store = open_checked_store(d["val_features"], expect, need_ids=list(val_caps))
-    _check_same_features(train_store.attrs, val_store.attrs, f"the training store {d['train_features']}",
-                         d["val_features"])
+    train_caps, val_caps, train_store, val_store = load_caption_data(cfg)
 
     model_args = {"family": "prefix_lm", **{k: v for k, v in cfg["model"].items() if v is not None},
                   "frame_dim": int(train_store.attrs["frame_dim"])}

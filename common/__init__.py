@@ -1,5 +1,6 @@
 """What every stage shares: config, checkpoints, atomic writes, run folders and logs, the training skeleton,
-distributed set-up, text encoders (retrieval's, and the prefix-LM captioners' prompt encoder). Names are imported on first use, so light commands don't pay for torch."""
+distributed set-up, text encoders (retrieval's, and the prefix-LM captioners' prompt encoder). Names are imported
+on first use, so light commands don't pay for torch."""
 import importlib
 
 _EXPORTS = {

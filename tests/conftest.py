@@ -24,8 +24,12 @@ The skip rule: any other skip (a missing package, a missing tool, a test skippin
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
 import json
 import os
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +118,38 @@ def reference_dir() -> Path:
         pytest.skip(f"{REFERENCE_SKIP}: none at {folder} (a folder 'shared/reference' beside the checkout, or set "
                     f"{REFERENCE_ENV})")
     return folder
+
+
+def import_laion_clap(reference_dir: Path) -> tuple[types.ModuleType, types.ModuleType]:
+    """LAION-CLAP's ``model`` and ``htsat`` modules from the reference folder, as package ``laion_clap``.
+
+    Stubbed while importing: ``torchvision`` (``utils`` imports it only for ``FrozenBatchNorm2d``) and
+    ``laion_clap.timm_model`` (``model`` imports it for image towers; the file is not in the reference). The
+    transformers names the model imports are imported first: transformers would look for the stubbed torchvision.
+    """
+    import torch
+
+    if not (reference_dir / "laion_clap" / "model.py").is_file():
+        pytest.fail(f"LAION-CLAP's code is not in {reference_dir / 'laion_clap'} (the reference folder is incomplete)")
+    from transformers import BartModel, BertModel, RobertaModel  # noqa: F401
+    from transformers.tokenization_utils_base import BatchEncoding  # noqa: F401
+
+    timm = types.ModuleType("laion_clap.timm_model")
+    timm.TimmModel = None
+    stubs = {"laion_clap.timm_model": timm}
+    if importlib.util.find_spec("torchvision") is None:
+        misc = types.ModuleType("torchvision.ops.misc")
+        misc.FrozenBatchNorm2d = torch.nn.BatchNorm2d
+        stubs.update({"torchvision": types.ModuleType("torchvision"),
+                      "torchvision.ops": types.ModuleType("torchvision.ops"), "torchvision.ops.misc": misc})
+    sys.path.insert(0, str(reference_dir))
+    sys.modules.update(stubs)
+    try:
+        return importlib.import_module("laion_clap.model"), importlib.import_module("laion_clap.htsat")
+    finally:
+        sys.path.remove(str(reference_dir))
+        for name in stubs:
+            sys.modules.pop(name, None)
 
 
 # --- the skip rule ----------------------------------------------------------------------------------------------

@@ -189,7 +189,8 @@ class PrefixLMCaptioner(nn.Module):
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
         return {k: v for k, v in full.items() if k.removeprefix(prefix) in trained}
 
-    def load_state_dict(self, state: Mapping[str, Tensor], strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(self, state: Mapping[str, Tensor], strict: bool = True,  # type: ignore[override]
+                        assign: bool = False):
         expected, given = set(self.trained_keys()), set(state)
         if strict and expected != given:
             raise RuntimeError(f"trained weights do not fit: missing {sorted(expected - given)[:5]}, "
@@ -314,4 +315,5 @@ def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, L
     return model, LMVocabulary(model, found)
 
 
-__all__ = ["AUDIO_MARK", "LMVocabulary", "build_prefix_lm", "LORA_DEFAULTS", "MAPPINGS", "PrefixLMCaptioner", "pooled_slots", "prompt_pieces"]
+__all__ = ["AUDIO_MARK", "LMVocabulary", "LORA_DEFAULTS", "MAPPINGS", "PrefixLMCaptioner", "PromptEncoder",
+           "build_prefix_lm", "pooled_slots", "prompt_pieces"]

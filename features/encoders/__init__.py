@@ -49,4 +49,5 @@ def build_audio_encoder(name: str, **kwargs: Any) -> AudioEncoder:
     return encoder
 
 
-__all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "BeatsEncoder", "HtsatEncoder", "PannsCnn", "build_audio_encoder"]
+__all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "BeatsEncoder", "HtsatEncoder", "PannsCnn",
+           "build_audio_encoder"]

@@ -88,7 +88,8 @@ def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str
     for base, system in pairs:
         if captioning[base].get("cider_d") is None or captioning[system].get("cider_d") is None:
             continue
-        r = compare(exp / "decode" / base / "scores.json", exp / "decode" / system / "scores.json", "cider_d")["cider_d"]
+        scores = [exp / "decode" / name / "scores.json" for name in (base, system)]
+        r = compare(*scores, "cider_d")["cider_d"]
         lines.append(f"- {system} vs {base}: CIDEr-D {r['difference']:+.3f} (95% interval {r['low']:+.3f} to "
                      f"{r['high']:+.3f}, paired bootstrap over {r['clips']} clips)")
     return lines + [""] if lines else []

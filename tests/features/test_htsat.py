@@ -2,8 +2,6 @@
 librosa, and the encoder contract: padding, long audio, loading."""
 from __future__ import annotations
 
-import importlib
-import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from features.encoders import build_audio_encoder
 from features.encoders.htsat import (CLIP_SAMPLES, HTSAT_MEL, MEL_FRAMES, FusionMel, HtsatEncoder, fusion_views,
                                      repeat_pad)
 from features.weights import encoder_from_state, load_audio_encoder, save_audio_encoder
+from tests.conftest import import_laion_clap
 
 SR = 48000
 # the reference builds its window index with torch.meshgrid without indexing=
@@ -24,30 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
 SMALL = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], classes_num=10)
 
 
-def import_laion_clap(reference_dir: Path) -> types.ModuleType:
-    """LAION-CLAP's ``clap_module`` from the reference folder, as package ``laion_clap`` (torchvision stubbed: its
-    ``utils`` imports it only for ``FrozenBatchNorm2d``)."""
-    if not (reference_dir / "laion_clap" / "htsat.py").is_file():
-        pytest.fail(f"LAION-CLAP's code is not in {reference_dir / 'laion_clap'} (the reference folder is incomplete)")
-    stubs = {}
-    if importlib.util.find_spec("torchvision") is None:
-        ops = types.ModuleType("torchvision.ops.misc")
-        ops.FrozenBatchNorm2d = torch.nn.BatchNorm2d
-        stubs = {"torchvision": types.ModuleType("torchvision"), "torchvision.ops": types.ModuleType("torchvision.ops"),
-                 "torchvision.ops.misc": ops}
-    sys.path.insert(0, str(reference_dir))
-    sys.modules.update(stubs)
-    try:
-        return importlib.import_module("laion_clap.htsat")
-    finally:
-        sys.path.remove(str(reference_dir))
-        for name in stubs:
-            sys.modules.pop(name, None)
-
-
 @pytest.fixture(scope="module")
 def reference(reference_dir: Path) -> types.ModuleType:
-    return import_laion_clap(reference_dir)
+    return import_laion_clap(reference_dir)[1]  # LAION-CLAP's htsat module
 
 
 def reference_pair(reference: types.ModuleType, fusion_type: str | None = None, seed: int = 0,

@@ -9,7 +9,6 @@ takes. The RoBERTa folder given to the converter holds only config.json and the 
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import load_model
 from retrieval.search import classify, search_audio, search_text
 from common.text_encoder import TextEncoderFilesError
+from tests.conftest import import_laion_clap
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 48000
@@ -44,36 +44,6 @@ CAPTIONS = ["the sound of rain", "a dog barks twice", "x" * 100]  # the last one
 LOGIT_SCALES = {"logit_scale_a": math.log(1 / 0.02), "logit_scale_t": math.log(1 / 0.05)}
 # the reference builds its window index with torch.meshgrid without indexing=
 pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
-
-
-def import_laion_clap(reference_dir: Path) -> tuple[types.ModuleType, types.ModuleType]:
-    """LAION-CLAP's ``model`` and ``htsat`` modules from the reference folder, as package ``laion_clap``.
-
-    Stubbed while importing: ``torchvision`` (``utils`` imports it only for ``FrozenBatchNorm2d``) and
-    ``laion_clap.timm_model`` (``model`` imports it for image towers; the file is not in the reference). The
-    transformers names the model imports are imported first: transformers would look for the stubbed torchvision.
-    """
-    if not (reference_dir / "laion_clap" / "model.py").is_file():
-        pytest.fail(f"LAION-CLAP's code is not in {reference_dir / 'laion_clap'} (the reference folder is incomplete)")
-    from transformers import BartModel, BertModel, RobertaModel  # noqa: F401
-    from transformers.tokenization_utils_base import BatchEncoding  # noqa: F401
-
-    timm = types.ModuleType("laion_clap.timm_model")
-    timm.TimmModel = None
-    stubs = {"laion_clap.timm_model": timm}
-    if importlib.util.find_spec("torchvision") is None:
-        misc = types.ModuleType("torchvision.ops.misc")
-        misc.FrozenBatchNorm2d = torch.nn.BatchNorm2d
-        stubs.update({"torchvision": types.ModuleType("torchvision"),
-                      "torchvision.ops": types.ModuleType("torchvision.ops"), "torchvision.ops.misc": misc})
-    sys.path.insert(0, str(reference_dir))
-    sys.modules.update(stubs)
-    try:
-        return importlib.import_module("laion_clap.model"), importlib.import_module("laion_clap.htsat")
-    finally:
-        sys.path.remove(str(reference_dir))
-        for name in stubs:
-            sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")

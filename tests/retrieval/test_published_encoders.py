@@ -1,5 +1,6 @@
-"""The published encoders (BEATs, AST, HTS-AT with fusion; random init, tiny) as the retrieval audio encoder, through the stage
-contract: retrieval training -> audio_encoder.pt -> HDF5 features -> captioner training -> beam search."""
+"""The published encoders (BEATs, AST, HTS-AT with fusion; random init, tiny) as the retrieval audio encoder,
+through the stage contract: retrieval training -> audio_encoder.pt -> HDF5 features -> captioner training -> beam
+search."""
 from __future__ import annotations
 
 import json
