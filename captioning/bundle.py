@@ -9,12 +9,15 @@ A bundle is one plain-data checkpoint (``torch.load(..., weights_only=True)``) h
     kind                  "caption_bundle"
     model_args            {"audio_encoder": encoder spec, "captioners": [captioner model_args, ...]}
     state_dict            {"audio_encoder.<key>": ..., "captioners.<i>.<key>": ...}
-    vocab                 [word, ...] shared by the captioners
+    vocab                 [word, ...] shared by the captioners (prefix-LM captioners: their LM's fingerprint)
     feature_attrs         what made the features the captioners were trained on (encoder, checkpoint_sha256,
                           frame_dim)
     audio_encoder_sha256  SHA-256 of the audio-encoder checkpoint file the bundle was made from
     decoding              {"beam_size", "max_len", "min_len", "length_norm"} defaults for inference
     sources               file names of the checkpoints it was made from
+
+A bundle of prefix-LM captioners holds their mapping networks and LoRA weights, not the LM: the LM folder each names
+(an alias such as ``smollm2`` travels best) must be on the machine, and is checked by its fingerprint.
 
 Captioners are checked against the audio encoder when a pipeline is assembled: the frame dimension must match, and
 when a captioner records the encoder name and checkpoint hash of its training features, those must be this
@@ -30,7 +33,7 @@ import torch
 from torch import nn
 
 from captioning.decode import load_ensemble
-from captioning.models import build_captioner
+from captioning.checkpoint import build_with_vocab
 from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
 from common import checkpoint_paths, load_checkpoint, load_state_dict_checked, save_checkpoint
@@ -124,7 +127,7 @@ def load_bundle(path: str | Path, *, chunk_seconds: float | None = None) -> Pipe
     try:
         args, state = ckpt["model_args"], ckpt["state_dict"]
         enc_spec, cap_args = dict(args["audio_encoder"]), list(args["captioners"])
-        vocab, attrs, sha = Vocabulary(ckpt["vocab"]), dict(ckpt["feature_attrs"]), str(ckpt["audio_encoder_sha256"])
+        words, attrs, sha = list(ckpt["vocab"]), dict(ckpt["feature_attrs"]), str(ckpt["audio_encoder_sha256"])
         decoding = check_decoding(ckpt["decoding"])
     except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a complete caption bundle (lacks {err})") from None
@@ -134,9 +137,8 @@ def load_bundle(path: str | Path, *, chunk_seconds: float | None = None) -> Pipe
     model = model.requires_grad_(False)
     models: list[nn.Module] = []
     for i, margs in enumerate(cap_args):
-        captioner = build_captioner(margs)
+        captioner, vocab = build_with_vocab(margs, words)
         load_state_dict_checked(captioner, _under(state, f"{CAPTIONER_PREFIX}{i}."), f"{path} (captioner {i})")
-        captioner.model_args = dict(margs)
         check_compatible(margs, attrs, model, sha, f"{path} (captioner {i})", f"{path} (audio encoder)")
         models.append(captioner.eval())
     return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding)

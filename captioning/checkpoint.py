@@ -22,6 +22,20 @@ def model_checkpoint(model: nn.Module, model_args: dict[str, Any], vocab: Vocabu
             "state_dict": model.state_dict(), **extra}
 
 
+def build_with_vocab(model_args: dict[str, Any], words: list[str]) -> tuple[Captioner, Vocabulary]:
+    """A captioner (random trained weights) and its vocabulary from what a checkpoint stores; a prefix-LM captioner
+    loads its LM from the folder ``model_args`` names (refused if not the one it was trained with) and its
+    "vocabulary" is the LM tokenizer's. The model keeps ``model_args``."""
+    if model_args.get("family") == "prefix_lm":
+        from captioning.models.prefix_lm import build_prefix_lm
+
+        model, vocab = build_prefix_lm(model_args)
+    else:
+        model, vocab = build_captioner(model_args), Vocabulary(words)
+    model.model_args = dict(model_args)
+    return model, vocab
+
+
 def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, Any]]:
     """Rebuild a captioner in eval mode from a checkpoint; returns ``(model, vocab, checkpoint)``.
 
@@ -32,13 +46,7 @@ def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, A
     tokenizer's (:class:`~captioning.models.prefix_lm.LMVocabulary`).
     """
     checkpoint = load_checkpoint(path, kind="captioner")
-    if checkpoint["model_args"].get("family") == "prefix_lm":  # the LM from its folder, checked by fingerprint
-        from captioning.models.prefix_lm import build_prefix_lm
-
-        model, vocab = build_prefix_lm(checkpoint["model_args"])
-    else:
-        model, vocab = build_captioner(checkpoint["model_args"]), Vocabulary(checkpoint["vocab"])
-    model.model_args = dict(checkpoint["model_args"])
+    model, vocab = build_with_vocab(checkpoint["model_args"], checkpoint["vocab"])
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:

@@ -10,11 +10,14 @@ import torch
 
 from captioning.answer import answer_logprobs
 from captioning.answer import main as answer_main
+from captioning.bundle import Pipeline, bundle_checkpoint, load_bundle
 from captioning.checkpoint import load_captioner
 from captioning.decode import decode
 from captioning.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
 from captioning.models.prefix_lm import build_prefix_lm, pooled_slots
-from captioning.search import beam_search
+from captioning.search import Ensemble, beam_search
+from common.checkpoint import save_checkpoint
+from features.encoders import build_audio_encoder
 from captioning.train_lm import train
 from tests.captioning.conftest import save_tiny_lm
 
@@ -115,6 +118,17 @@ def test_lora_training_changes_only_lora_and_mapping(toy_data, tiny_lm, tmp_path
                  beam_size=2, max_len=6, references=str(toy_data["val_captions"]))
     rows = json.loads((tmp_path / "pred.json").read_text(encoding="utf-8"))
     assert out["clips"] == len(rows) == 8 and out["cider_d"] is not None
+    # a bundle holds the trained weights and finds the LM again by its folder and fingerprint
+    encoder = build_audio_encoder("cnn6", width=1 / 32, sample_rate=16000).eval()  # 16-d frames, as the toy store
+    pipeline = Pipeline(encoder, Ensemble([model]), vocab, "", {"frame_dim": FRAME_DIM})
+    bundle = tmp_path / "bundle.pt"
+    save_checkpoint(bundle_checkpoint(pipeline), bundle)
+    again = load_bundle(bundle)
+    frames = torch.randn(2, 5, FRAME_DIM)
+    lengths = torch.tensor([5, 3])
+    words = [beam_search(p.scorer, frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=2,
+                         max_len=5) for p in (pipeline, again)]
+    assert words[0] == words[1] and again.vocab == vocab
 
 
 def test_resume_after_a_kill_gives_the_same_weights(toy_data, tiny_lm, tmp_path):
