@@ -11,6 +11,10 @@ retrieval_models="cnn14 wavegram_logmel_cnn14"
 feature_model=cnn14
 caption_models="transformer gru"
 beam_size=3
+lm=${LM:-smollm2}                # the LLM captioners' LM (stages 10-13): e.g. Llama-3-8B-Instruct's folder
+lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
+lm_member_seeds="2 3 4 5"        # four LoRA members on caption_lm_lora's mapping: five models merged, as the report
+lm_member_epochs=10
 
 prepare_corpus_stage() {
   local need
