@@ -1,6 +1,6 @@
 """Closed-set answers from a prefix-LM captioner: each question (or classification prompt) gets the candidate answer
 the LM finds most likely after the audio and the prompt, scored as the sum of the log-probabilities of its tokens and
-``<eos>``. Audio question answering (``qa.json``, :mod:`eval.qa`) and classification by prompt both use it.
+``<eos>`` (:meth:`~captioning.models.prefix_lm.PrefixLMCaptioner.candidate_logprobs`). Audio question answering (``qa.json``, :mod:`eval.qa`) and classification by prompt both use it.
 
     python -m captioning.answer --checkpoint exp/lm/best.pt --features eval.h5 --qa data/synth/evaluation \
         --train_qa data/synth/development --out answers.json
@@ -11,6 +11,7 @@ answer.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Mapping, Sequence
 
@@ -28,34 +29,24 @@ from features.store import FeatureStore
 QA_PROMPT = AUDIO_MARK + " {question}"
 
 
-@torch.no_grad()
-def answer_logprobs(model: PrefixLMCaptioner, frames: torch.Tensor, frame_lengths: torch.Tensor,
-                    prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-    """log p(answer, <eos> | audio, prompt) per row: ``frames`` (B, T, D), B prompts and B answers -> (B,)."""
-    ids = [torch.tensor(model.tokenizer(a, add_special_tokens=False)["input_ids"] + [model.eos]) for a in answers]
-    tokens = pad_sequence(ids, batch_first=True, padding_value=model.pad)  # (B, L)
-    logp = model(frames, frame_lengths, tokens, list(prompts))["logits"].float().log_softmax(-1)
-    picked = logp.gather(-1, tokens[..., None])[..., 0]  # (B, L)
-    valid = torch.arange(tokens.shape[1])[None] < torch.tensor([len(i) for i in ids])[:, None]
-    return (picked * valid).sum(1)
-
-
 def rank_answers(model: PrefixLMCaptioner, store: FeatureStore, questions: Sequence[tuple[str, str]],
                  candidates: Sequence[Sequence[str]], prompt: str = QA_PROMPT, batch_size: int = 32) -> list[str]:
-    """For each (audio_id, question), the most likely of its candidates (``prompt`` holds ``{question}``)."""
-    rows = [(k, c) for k, options in enumerate(candidates) for c in options]
-    scores = torch.empty(len(rows))
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        clips = [torch.from_numpy(store.frames(questions[k][0])).float() for k, _ in chunk]
-        frames, lengths = pad_sequence(clips, batch_first=True), torch.tensor([len(c) for c in clips])
-        prompts = [prompt.format(question=questions[k][1]) for k, _ in chunk]
-        scores[start:start + len(chunk)] = answer_logprobs(model, frames, lengths, prompts, [c for _, c in chunk])
-    best: dict[int, tuple[float, str]] = {}
-    for (k, c), score in zip(rows, scores.tolist()):
-        if k not in best or score > best[k][0]:
-            best[k] = (score, c)
-    return [best[k][1] for k in range(len(questions))]
+    """For each (audio_id, question), the most likely of its candidates (``prompt`` holds ``{question}``). Questions
+    are batched by the token length of their prompt, so each prompt is run once for all its candidates."""
+    prompts = [prompt.format(question=q) for _, q in questions]
+    length = {k: len(model.after_ids(p)) for k, p in enumerate(prompts)}
+    order = sorted(range(len(questions)), key=lambda k: (length[k], k))
+    best: dict[int, str] = {}
+    for _, group in itertools.groupby(order, key=length.get):
+        group = list(group)
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            clips = [torch.from_numpy(store.frames(questions[k][0])).float() for k in chunk]
+            frames, lengths = pad_sequence(clips, batch_first=True), torch.tensor([len(c) for c in clips])
+            scores = model.candidate_logprobs(frames, lengths, [prompts[k] for k in chunk],
+                                              [list(candidates[k]) for k in chunk])
+            best.update((k, candidates[k][int(s.argmax())]) for k, s in zip(chunk, scores))
+    return [best[k] for k in range(len(questions))]
 
 
 def candidate_answers(qa: QA) -> dict[str, list[str]]:
@@ -87,7 +78,7 @@ def main(checkpoint: str, features: str, qa: str, out: str, train_qa: str | None
 
     Args:
         prompt: the question prompt, with ``[audio]`` first and ``{question}`` (as the model was trained).
-        batch_size: (clip, question, candidate) rows scored in one pass.
+        batch_size: questions scored in one pass (with all their candidates).
     """
     model, _, ckpt = load_captioner(checkpoint)
     if not isinstance(model, PrefixLMCaptioner):

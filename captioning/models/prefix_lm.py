@@ -262,6 +262,32 @@ class PrefixLMCaptioner(nn.Module):
         logits = self._continue(nn.utils.rnn.pad_sequence(rows, batch_first=True), cache, logits_to_keep=0)
         return {"logits": torch.stack([logits[i, n - 1:n - 1 + length] for i, n in enumerate(prefix_lengths)])}
 
+    @torch.no_grad()
+    def candidate_logprobs(self, frames: Tensor, frame_lengths: Tensor, prompts: list[str],
+                           candidates: list[list[str]]) -> list[Tensor]:
+        """log p(candidate, <eos> | audio, prompt) of each clip's candidates: B clips whose prompts have one token
+        length -> B tensors (C_b,). Each clip's prompt is run once; its candidates continue from its keys/values."""
+        enc = self.encode(frames, frame_lengths, prompts)
+        if len(set(enc["prefix_lengths"].tolist())) > 1:
+            raise ValueError("candidate_logprobs takes prompts of one token length; score each length apart")
+        cache = self._prompt_cache(len(prompts))
+        first = self._continue(enc["prefix"], cache)[:, -1].float().log_softmax(-1)  # (B, V): the first token
+        owner = torch.tensor([b for b, options in enumerate(candidates) for _ in options], device=frames.device)
+        ids = [torch.tensor(self.tokenizer(c, add_special_tokens=False)["input_ids"] + [self.eos])
+               for options in candidates for c in options]
+        tokens = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.pad).to(frames.device)
+        logp = first[owner].gather(1, tokens[:, :1])  # (R, 1)
+        if tokens.shape[1] > 1:  # the rest of each candidate, after its clip's prompt
+            from transformers import DynamicCache
+
+            rows = DynamicCache([(layer.keys.index_select(0, owner), layer.values.index_select(0, owner))
+                                 for layer in cache.layers])
+            rest = self._continue(self.embed(tokens[:, :-1]), rows, logits_to_keep=tokens.shape[1] - 1)
+            logp = torch.cat([logp, rest.float().log_softmax(-1).gather(2, tokens[:, 1:, None])[..., 0]], dim=1)
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < torch.tensor([len(i) for i in ids],
+                                                                                          device=tokens.device)[:, None]
+        return list((logp * valid).sum(1).split([len(options) for options in candidates]))
+
     # -- step-wise decoding ------------------------------------------------------------------------------------------
     def prepare(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
         if len(set(enc["prefix_lengths"].tolist())) > 1:

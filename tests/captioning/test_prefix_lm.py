@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.answer import answer_logprobs
 from captioning.answer import main as answer_main
 from captioning.bundle import Pipeline, bundle_checkpoint, load_bundle
 from captioning.checkpoint import load_captioner
@@ -175,13 +174,16 @@ def test_closed_set_answers_pick_the_most_likely_candidate(tiny_lm):
     model, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "prompt": "[audio] Describe."})
     model.eval()
     frames, lengths, _, _ = batch(2)
-    scores = answer_logprobs(model, frames, lengths, ["[audio] Is it loud?"] * 2, ["yes", "no"])
-    assert scores.shape == (2,) and bool((scores < 0).all())
-    tokens = model.tokenizer("yes", add_special_tokens=False)["input_ids"] + [model.eos]
-    with torch.no_grad():
-        logits = model(frames[:1], lengths[:1], torch.tensor([tokens]), ["[audio] Is it loud?"])["logits"]
-    expected = logits.log_softmax(-1)[0].gather(-1, torch.tensor(tokens)[:, None]).sum()
-    assert abs(float(expected) - float(scores[0])) < 1e-4
+    candidates = [["yes", "no"], ["a dog barking loudly", "rain", "yes"]]
+    scores = model.candidate_logprobs(frames, lengths, ["[audio] Is it loud?", "[audio] What is it?"], candidates)
+    assert [s.shape for s in scores] == [(2,), (3,)] and all(bool((s < 0).all()) for s in scores)
+    for b, prompt in enumerate(["[audio] Is it loud?", "[audio] What is it?"]):
+        for c, answer in enumerate(candidates[b]):  # as the teacher-forced pass of that one answer scores it
+            tokens = model.tokenizer(answer, add_special_tokens=False)["input_ids"] + [model.eos]
+            with torch.no_grad():
+                logits = model(frames[b:b + 1], lengths[b:b + 1], torch.tensor([tokens]), [prompt])["logits"]
+            expected = logits.log_softmax(-1)[0].gather(-1, torch.tensor(tokens)[:, None]).sum()
+            assert abs(float(expected) - float(scores[b][c])) < 1e-4
 
 
 def test_pengi_frozen_lm_trains_the_two_mappers_only(toy_data, tiny_lm, tmp_path):
