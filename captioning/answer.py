@@ -1,6 +1,7 @@
 """Closed-set answers from a prefix-LM captioner: each question (or classification prompt) gets the candidate answer
 the LM finds most likely after the audio and the prompt, scored as the sum of the log-probabilities of its tokens and
-``<eos>`` (:meth:`~captioning.models.prefix_lm.PrefixLMCaptioner.candidate_logprobs`). Audio question answering (``qa.json``, :mod:`eval.qa`) and classification by prompt both use it.
+``<eos>`` (:meth:`~captioning.models.prefix_lm.PrefixLMCaptioner.candidate_logprobs`). Audio question answering
+(``qa.json``, :mod:`eval.qa`) uses it here; classification by prompt is the same with the labels as candidates.
 
     python -m captioning.answer --checkpoint exp/lm/best.pt --features eval.h5 --qa data/synth/evaluation \
         --train_qa data/synth/development --out answers.json
