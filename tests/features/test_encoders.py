@@ -14,7 +14,9 @@ TINY_AST = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, inte
 TINY_BEATS = dict(input_patch_size=16, embed_dim=24, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
                   encoder_attention_heads=4, conv_pos=16, conv_pos_groups=4, deep_norm=True,
                   relative_position_embedding=True, gru_rel_pos=True)
-SMALL = {name: {"ast": TINY_AST, "beats": TINY_BEATS}.get(name, dict(width=0.25)) for name in AUDIO_ENCODERS}
+TINY_HTSAT = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], classes_num=8)
+SMALL = {name: {"ast": TINY_AST, "beats": TINY_BEATS, "htsat": TINY_HTSAT}.get(name, dict(width=0.25))
+         for name in AUDIO_ENCODERS}
 
 
 def small(name: str, **kwargs) -> AudioEncoder:
@@ -23,7 +25,7 @@ def small(name: str, **kwargs) -> AudioEncoder:
 
 
 def test_registry_names_and_unknown() -> None:
-    assert set(AUDIO_ENCODERS) == {"cnn14", "cnn10", "cnn6", "wavegram_logmel_cnn14", "ast", "beats"}
+    assert set(AUDIO_ENCODERS) == {"cnn14", "cnn10", "cnn6", "wavegram_logmel_cnn14", "ast", "beats", "htsat"}
     with pytest.raises(KeyError, match="cnn14.*cnn6|cnn6.*cnn14"):
         build_audio_encoder("cnn99")
 
