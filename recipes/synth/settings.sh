@@ -15,7 +15,7 @@ beam_size=3
 lm=${SYNTH_LM:-smollm2}           # the LLM captioners' LM (stages 10-13): an alias, a model folder or a .gguf file
 lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
 lm_member_seeds="2 3"            # LoRA members trained on caption_lm_lora's mapping, then merged with it
-lm_member_epochs=2
+lm_member_epochs=1
 
 prepare_corpus_stage() {
   step synth python -m corpus.synth --out "$data/raw" --n-clips "$n_clips" --shares "$shares" --seed "$seed"
