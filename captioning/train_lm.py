@@ -142,7 +142,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     if not model_args["lora"].get("r"):
         del model_args["lora"]  # a frozen LM: the mapping network alone learns
     model, vocab = build_prefix_lm(model_args)
-    model_args["lm_fingerprint"] = vocab.words[0][len("<lm:"):-1]
+    model_args["lm_fingerprint"] = vocab.fingerprint
     slots = model.mapping.prefix_length * (2 if cfg["model"]["prompt_encoder"] else 1)
     prompt_length = len(model.before_ids) + slots + len(model.after_ids())
     context = getattr(model.lm.config, "max_position_embeddings", None)

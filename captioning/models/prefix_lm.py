@@ -313,6 +313,7 @@ class LMVocabulary:
 
     def __init__(self, model: PrefixLMCaptioner, fingerprint: str) -> None:
         self.tokenizer, self.bos, self.eos, self.pad = model.tokenizer, model.bos, model.eos, model.pad
+        self.fingerprint = fingerprint
         self.words = [f"<lm:{fingerprint}>"]
 
     def __eq__(self, other: object) -> bool:
