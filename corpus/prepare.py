@@ -10,7 +10,8 @@ Every clip is probed (read in full, in a process pool): bad files are reported w
     python -m corpus.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
     python -m corpus.prepare synth --root DIR --out OUT
 
-The synthetic corpus also gets ``<out>/<split>/qa.json``, questions about each clip with answers true by
+The synthetic corpus also gets ``<out>/<split>/labels.json`` (each clip's sound types, e.g. ``["bell", "dog"]``,
+for classification) and ``<out>/<split>/qa.json``, questions about each clip with answers true by
 construction, for audio question answering (:mod:`corpus.synth.questions` makes them from the scene metadata the
 generator wrote; :func:`eval.qa.read_qa` reads them)::
 
@@ -36,7 +37,7 @@ from common.io import write_csv, write_text_atomic
 from features.audio import AudioError, AudioInfo, check_duration, probe
 from corpus import audiocaps, clotho
 from corpus.source import SplitSource
-from corpus.synth.questions import split_questions
+from corpus.synth.questions import split_annotations
 from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
 
 MISSING_CSV = "missing.csv"
@@ -103,8 +104,9 @@ def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0
 
 
 def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int = 2, min_duration: float = 0.0,
-                  max_duration: float | None = None) -> SplitReport:
-    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/``, report."""
+                  max_duration: float | None = None, labels: dict[str, list[str]] | None = None) -> SplitReport:
+    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/`` (with their
+    ``labels``, ``{audio_id: [label, ...]}``, if given), report."""
     results = probe_all([c.path for c in source.clips], workers=workers, min_duration=min_duration,
                         max_duration=max_duration, desc=source.split)
     audio, captions, silent = [], {}, []
@@ -118,7 +120,9 @@ def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int =
         captions[clip.audio_id] = list(clip.captions)
         if result.silent:
             silent.append(clip.audio_id)
-    split_dir = write_manifest(Manifest(source.split, audio, captions, errors), out)
+    kept = {entry.audio_id for entry in audio}
+    labels = {i: list(v) for i, v in (labels or {}).items() if i in kept}
+    split_dir = write_manifest(Manifest(source.split, audio, captions, errors, labels), out)
     if source.missing is not None:
         write_csv(split_dir / MISSING_CSV, ("audio_id", "start_time"), source.missing)
     return SplitReport(source.split, split_dir, len(audio), sum(map(len, captions.values())), errors,
@@ -178,16 +182,17 @@ def prepare_synth(out: str | os.PathLike, *, root: str | os.PathLike, workers: i
     if missing:
         raise ValueError(f"{root}: no synthetic corpus there (missing {', '.join(missing)}); write it first")
     sources = [clotho.read_split(*clotho.split_paths(root, name), name) for name in SYNTH_SPLITS]
-    qa = {name: split_questions(root, name) for name in SYNTH_SPLITS}
+    annotations = {name: split_annotations(root, name) for name in SYNTH_SPLITS}
     for source in sources:
-        absent = [clip.audio_id for clip in source.clips if clip.audio_id not in qa[source.split]]
+        absent = [clip.audio_id for clip in source.clips if clip.audio_id not in annotations[source.split][0]]
         if absent:
             raise ValueError(f"{Path(root) / f'synth_metadata_{source.split}.json'}: no scene for {len(absent)} "
                              f"clip(s) of the {source.split} caption table, e.g. {absent[:3]}")
     reports = []
     for source in sources:
-        report = prepare_split(source, out, workers=workers)
-        split_qa = {i: qa[source.split][i] for i in read_manifest(report.out_dir).ids}
+        qa, labels = annotations[source.split]
+        report = prepare_split(source, out, workers=workers, labels=labels)
+        split_qa = {i: qa[i] for i in read_manifest(report.out_dir).ids}
         write_text_atomic(report.out_dir / QA_JSON, json.dumps(split_qa, indent=1, ensure_ascii=False) + "\n")
         report.questions = sum(map(len, split_qa.values()))
         reports.append(report)

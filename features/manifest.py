@@ -5,11 +5,13 @@ One folder per split::
     <out>/<split>/wav.csv        audio_id,path,duration,sample_rate,channels   (path absolute; RFC 4180 quoting)
     <out>/<split>/captions.json  {"<audio_id>": ["caption", ...], ...}         (UTF-8, original text, stable order)
     <out>/<split>/errors.csv     path,reason                                    (bad files; written even if empty)
+    <out>/<split>/labels.json    {"<audio_id>": ["label", ...], ...}           (optional: class labels, e.g. of a
+                                                                                 label-only corpus or the synth events)
 
 Rules that :func:`read_manifest` enforces: audio ids are unique and non-empty; every id in ``captions.json`` is in
-``wav.csv``; captions are non-empty strings. A clip with no captions is allowed (an unlabelled split, e.g. audio
-to caption at inference) and listed by :attr:`Manifest.uncaptioned`; preparation of a captioned corpus never writes
-one.
+``wav.csv``; captions and labels are non-empty strings, a clip's labels distinct. A clip with no captions is
+allowed (an unlabelled split, e.g. audio to caption at inference) and listed by :attr:`Manifest.uncaptioned`;
+preparation of a captioned corpus never writes one.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from common.io import read_csv, write_csv, write_text_atomic
 
 WAV_CSV = "wav.csv"
 CAPTIONS_JSON = "captions.json"
+LABELS_JSON = "labels.json"
 ERRORS_CSV = "errors.csv"
 WAV_COLUMNS = ("audio_id", "path", "duration", "sample_rate", "channels")
 ERROR_COLUMNS = ("path", "reason")
@@ -46,6 +49,7 @@ class Manifest:
     audio: list[AudioEntry]
     captions: dict[str, list[str]]
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    labels: dict[str, list[str]] = field(default_factory=dict)  # audio_id -> class labels (labelled splits only)
 
     @property
     def ids(self) -> list[str]:
@@ -72,18 +76,19 @@ class Manifest:
         return len(self.audio)
 
 
-def read_captions(path: str | os.PathLike) -> dict[str, list[str]]:
-    """``{audio_id: [caption, ...]}`` from a ``captions.json`` file, its shape checked."""
+def read_captions(path: str | os.PathLike, what: str = "caption") -> dict[str, list[str]]:
+    """``{audio_id: [caption, ...]}`` from a ``captions.json`` file (or ``labels.json``, ``what="label"``), its
+    shape checked."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: missing (expected {{audio_id: [caption, ...]}})")
+        raise ValueError(f"{path}: missing (expected {{audio_id: [{what}, ...]}})")
     try:
         captions = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid UTF-8 JSON ({err})") from None
     if not isinstance(captions, dict) or not all(
             isinstance(v, list) and all(isinstance(c, str) for c in v) for v in captions.values()):
-        raise ValueError(f"{path}: expected a mapping {{audio_id: [caption, ...]}}")
+        raise ValueError(f"{path}: expected a mapping {{audio_id: [{what}, ...]}}")
     return captions
 
 
@@ -100,6 +105,11 @@ def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
     write_csv(split_dir / WAV_CSV, WAV_COLUMNS, rows)
     captions = {i: list(manifest.captions[i]) for i in manifest.ids if i in manifest.captions}
     write_text_atomic(split_dir / CAPTIONS_JSON, json.dumps(captions, ensure_ascii=False, indent=1) + "\n")
+    if manifest.labels:
+        labels = {i: list(manifest.labels[i]) for i in manifest.ids if i in manifest.labels}
+        write_text_atomic(split_dir / LABELS_JSON, json.dumps(labels, ensure_ascii=False, indent=1) + "\n")
+    elif (split_dir / LABELS_JSON).exists():  # an earlier preparation's labels must not outlive it
+        (split_dir / LABELS_JSON).unlink()
     write_csv(split_dir / ERRORS_CSV, ERROR_COLUMNS, list(manifest.errors))
     return split_dir
 
@@ -112,12 +122,17 @@ def _validate(manifest: Manifest, where: str) -> None:
         if entry.audio_id in seen:
             raise ValueError(f"{where}: duplicate audio_id {entry.audio_id!r}")
         seen.add(entry.audio_id)
-    unknown = [i for i in manifest.captions if i not in seen]
-    if unknown:
-        raise ValueError(f"{where}: captions for {len(unknown)} audio ids not in {WAV_CSV}, e.g. {unknown[:3]}")
-    for audio_id, caps in manifest.captions.items():
-        if not isinstance(caps, list) or not all(isinstance(c, str) and c.strip() for c in caps):
-            raise ValueError(f"{where}: captions of {audio_id!r} must be a list of non-empty strings, found {caps!r}")
+    for what, table in (("captions", manifest.captions), ("labels", manifest.labels)):
+        unknown = [i for i in table if i not in seen]
+        if unknown:
+            raise ValueError(f"{where}: {what} for {len(unknown)} audio ids not in {WAV_CSV}, e.g. {unknown[:3]}")
+        for audio_id, items in table.items():
+            if not isinstance(items, list) or not all(isinstance(c, str) and c.strip() for c in items):
+                raise ValueError(f"{where}: {what} of {audio_id!r} must be a list of non-empty strings, found "
+                                 f"{items!r}")
+    for audio_id, labels in manifest.labels.items():
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"{where}: labels of {audio_id!r} must be distinct and at least one, found {labels!r}")
 
 
 def read_manifest(split_dir: str | os.PathLike) -> Manifest:
@@ -140,7 +155,9 @@ def read_manifest(split_dir: str | os.PathLike) -> Manifest:
     errors_path = split_dir / ERRORS_CSV
     errors = ([(r["path"], r["reason"]) for r in read_csv(errors_path, ERROR_COLUMNS)]
               if errors_path.exists() else [])
-    manifest = Manifest(split_dir.name, audio, captions, errors)
+    labels_path = split_dir / LABELS_JSON
+    labels = read_captions(labels_path, "label") if labels_path.exists() else {}
+    manifest = Manifest(split_dir.name, audio, captions, errors, labels)
     _validate(manifest, where=str(split_dir))
     return manifest
 

@@ -12,9 +12,9 @@ Each clip also has questions whose answers its scene makes certain ("How many ti
 from .captions import caption_scene
 from .corpus import SPLITS, assign_splits, choose_heldout, make_corpus, plan_clip
 from .events import EVENT_TYPES, EventType, get_event_type
-from .questions import clip_questions, split_questions
+from .questions import clip_questions, split_annotations
 from .scene import combinations, render_scene, sample_scene
 
 __all__ = ["EVENT_TYPES", "EventType", "SPLITS", "assign_splits", "caption_scene", "choose_heldout", "clip_questions",
            "combinations", "get_event_type", "make_corpus", "plan_clip", "render_scene", "sample_scene",
-           "split_questions"]
+           "split_annotations"]

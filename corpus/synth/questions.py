@@ -34,10 +34,11 @@ from .corpus import QUESTIONS, _rng
 from .events import EVENT_TYPES
 from .scene import NOTICEABLE_P
 
+LABELS = sorted(w["answer"] for w in lx.QUESTION_WORDS.values())  # every label (sound name) a clip can have
 NUMBERS = {1: "one", 2: "two", 3: "three"}
 COUNT_ANSWERS = {"1": "one", "2": "two", "3": "three", "several": "several"}
 ANSWERS = {"presence": ["yes", "no"], "count": list(COUNT_ANSWERS.values()),
-           "order": sorted(w["answer"] for w in lx.QUESTION_WORDS.values()), "pitch": ["high", "low"],
+           "order": LABELS, "pitch": ["high", "low"],
            "loudness": ["loud", "quiet"], "number_of_sources": list(NUMBERS.values()), "background": ["yes", "no"]}
 TYPES = tuple(ANSWERS)
 # How strongly a type is preferred when a clip offers more questions than it gets: the types a scene rarely allows
@@ -197,9 +198,8 @@ def _read_json(path: Path) -> object:
         raise ValueError(f"{path}: not valid UTF-8 JSON ({err})") from None
 
 
-def split_questions(root: str | Path, split: str) -> dict[str, list[dict]]:
-    """``{file_name: questions}`` of every clip of ``split`` in the synthetic corpus written under ``root``,
-    from ``synth_corpus.json`` (the seed) and ``synth_metadata_<split>.json`` (the scenes)."""
+def _read_scenes(root: str | Path, split: str) -> tuple[int, Path, dict[str, dict]]:
+    """(seed, metadata path, ``{file_name: scene}``) of ``split`` of the synthetic corpus written under ``root``."""
     root = Path(root)
     settings = _read_json(root / "synth_corpus.json")
     if not isinstance(settings, dict) or not isinstance(settings.get("seed"), int):
@@ -208,13 +208,28 @@ def split_questions(root: str | Path, split: str) -> dict[str, list[dict]]:
     meta = _read_json(meta_path)
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: expected an object {{file_name: scene}}")
-    out = {}
+    return settings["seed"], meta_path, meta
+
+
+def scene_labels(scene: dict) -> list[str]:
+    """The class labels of a scene: the names of its sound types (the answers of "order" questions), sorted."""
+    return sorted({lx.QUESTION_WORDS[ev["type"]]["answer"] for ev in scene["events"]})
+
+
+
+
+def split_annotations(root: str | Path, split: str) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
+    """``({file_name: questions}, {file_name: labels})`` of every clip of ``split`` in the synthetic corpus written
+    under ``root``, from ``synth_corpus.json`` (the seed) and ``synth_metadata_<split>.json`` (the scenes)."""
+    seed, meta_path, meta = _read_scenes(root, split)
+    questions_out, labels_out = {}, {}
     for name, scene in meta.items():
         match = _FILE_NAME.match(name)
         if match is None:
             raise ValueError(f"{meta_path}: clip {name!r} is not named synth_NNNNNN.wav, so its index is unknown")
         try:
-            out[name] = clip_questions(settings["seed"], int(match.group(1)), scene)
+            questions_out[name] = clip_questions(seed, int(match.group(1)), scene)
+            labels_out[name] = scene_labels(scene)
         except (KeyError, TypeError) as err:
             raise ValueError(f"{meta_path}: scene of {name!r} is malformed ({type(err).__name__}: {err})") from None
-    return out
+    return questions_out, labels_out

@@ -12,6 +12,7 @@ import soundfile as sf
 
 from corpus.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
 from corpus.synth import clip_questions, sample_scene
+from corpus.synth.questions import LABELS, scene_labels
 from eval.qa import read_qa
 from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
 
@@ -183,6 +184,8 @@ def test_synth_layout_prepares_three_splits_with_questions(tmp_path: Path) -> No
         qa = read_qa(out / report.split)
         assert list(qa) == manifest.ids == list(manifest.captions)  # the empty file is in neither
         assert qa == {name: clip_questions(5, int(name[6:12]), scenes[report.split][name]) for name in qa}
+        assert manifest.labels == {name: scene_labels(scenes[report.split][name]) for name in qa}
+        assert all(labels and set(labels) <= set(LABELS) for labels in manifest.labels.values())
         assert report.questions == sum(map(len, qa.values())) >= 2 * len(qa)
         assert f"{report.questions} questions" in report.summary()
     with pytest.raises(ValueError, match="no synthetic corpus"):
@@ -260,7 +263,8 @@ def test_manifest_round_trip_with_awkward_ids(tmp_path: Path) -> None:
         split="dev",
         audio=[AudioEntry(i, str(tmp_path / f"{k}.wav"), 1.5 + k, 16000, 1 + k % 2) for k, i in enumerate(ids)],
         captions={i: [f"a caption for {i}", "second, with comma"] for i in ids[:-1]},
-        errors=[("/x/bad, file.wav", "empty file (0 bytes)")])
+        errors=[("/x/bad, file.wav", "empty file (0 bytes)")],
+        labels={ids[0]: ["dog", "rain, heavy"], ids[3]: ["音"]})
     split_dir = write_manifest(manifest, tmp_path / "out")
     assert split_dir == tmp_path / "out" / "dev"
     back = read_manifest(split_dir)
@@ -269,6 +273,8 @@ def test_manifest_round_trip_with_awkward_ids(tmp_path: Path) -> None:
         ("plain", "a caption for plain"), ("plain", "second, with comma")]
     assert "ünïcödé" in (split_dir / "captions.json").read_text(encoding="utf-8")  # UTF-8, not escaped
     assert not list(split_dir.glob(".*tmp*"))  # no temporary files left behind
+    manifest.labels = {}
+    assert read_manifest(write_manifest(manifest, tmp_path / "out")).labels == {}  # old labels do not linger
 
 
 def test_read_manifest_refuses_broken_splits(tmp_path: Path) -> None:
@@ -288,3 +294,8 @@ def test_read_manifest_refuses_broken_splits(tmp_path: Path) -> None:
         read_manifest(split_dir)
     with pytest.raises(ValueError, match="duplicate audio_id"):
         write_manifest(Manifest("d", [manifest.audio[0], manifest.audio[0]], {}), tmp_path)
+    for labels, message in [({"b": ["dog"]}, "labels for 1 audio ids not in wav.csv"),
+                            ({"a": ["dog", " "]}, "labels of 'a' must be a list of non-empty strings"),
+                            ({"a": ["dog", "dog"]}, "labels of 'a' must be distinct"), ({"a": []}, "at least one")]:
+        with pytest.raises(ValueError, match=message):
+            write_manifest(Manifest("d", manifest.audio, {}, labels=labels), tmp_path)
