@@ -30,24 +30,44 @@ from features.store import FeatureStore
 QA_PROMPT = AUDIO_MARK + " {question}"
 
 
-def rank_answers(model: PrefixLMCaptioner, store: FeatureStore, questions: Sequence[tuple[str, str]],
-                 candidates: Sequence[Sequence[str]], prompt: str = QA_PROMPT, batch_size: int = 32) -> list[str]:
-    """For each (audio_id, question), the most likely of its candidates (``prompt`` holds ``{question}``). Questions
-    are batched by the token length of their prompt, so each prompt is run once for all its candidates."""
-    prompts = [prompt.format(question=q) for _, q in questions]
+def score_candidates(model: PrefixLMCaptioner, store: FeatureStore, prompted: Sequence[tuple[str, str]],
+                     candidates: Sequence[Sequence[str]], batch_size: int = 32) -> list[torch.Tensor]:
+    """For each (audio_id, prompt), the log-probability of each of its candidates as the answer. Items are batched
+    by the token length of their prompt, so each prompt is run once for all its candidates."""
+    prompts = [p for _, p in prompted]
     length = {k: len(model.after_ids(p)) for k, p in enumerate(prompts)}
-    order = sorted(range(len(questions)), key=lambda k: (length[k], k))
-    best: dict[int, str] = {}
+    order = sorted(range(len(prompts)), key=lambda k: (length[k], k))
+    scores: dict[int, torch.Tensor] = {}
     for _, group in itertools.groupby(order, key=length.get):
         group = list(group)
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
-            clips = [torch.from_numpy(store.frames(questions[k][0])).float() for k in chunk]
+            clips = [torch.from_numpy(store.frames(prompted[k][0])).float() for k in chunk]
             frames, lengths = pad_sequence(clips, batch_first=True), torch.tensor([len(c) for c in clips])
-            scores = model.candidate_logprobs(frames, lengths, [prompts[k] for k in chunk],
-                                              [list(candidates[k]) for k in chunk])
-            best.update((k, candidates[k][int(s.argmax())]) for k, s in zip(chunk, scores))
-    return [best[k] for k in range(len(questions))]
+            found = model.candidate_logprobs(frames, lengths, [prompts[k] for k in chunk],
+                                             [list(candidates[k]) for k in chunk])
+            scores.update(zip(chunk, found))
+    return [scores[k] for k in range(len(prompts))]
+
+
+def rank_answers(model: PrefixLMCaptioner, store: FeatureStore, questions: Sequence[tuple[str, str]],
+                 candidates: Sequence[Sequence[str]], prompt: str = QA_PROMPT, batch_size: int = 32) -> list[str]:
+    """For each (audio_id, question), the most likely of its candidates (:func:`score_candidates`); ``prompt`` holds
+    ``{question}``."""
+    prompted = [(audio_id, prompt.format(question=q)) for audio_id, q in questions]
+    scores = score_candidates(model, store, prompted, candidates, batch_size)
+    return [options[int(s.argmax())] for options, s in zip(candidates, scores)]
+
+
+def load_prefix_lm(checkpoint: str, features: str, need_ids: Sequence[str]) -> tuple[PrefixLMCaptioner, FeatureStore]:
+    """The prefix-LM captioner of ``checkpoint`` and the feature store ``features`` checked against it (its
+    encoder, these clips)."""
+    model, _, ckpt = load_captioner(checkpoint)
+    if not isinstance(model, PrefixLMCaptioner):
+        raise ValueError(f"{checkpoint}: a seq2seq captioner; answering by prompt needs a prefix-LM captioner")
+    store = open_checked_store(features, expect={k: v for k, v in ckpt["feature_attrs"].items()
+                                                 if k != "checkpoint_sha256" or v}, need_ids=list(need_ids))
+    return model, store
 
 
 def candidate_answers(qa: QA) -> dict[str, list[str]]:
@@ -81,14 +101,10 @@ def main(checkpoint: str, features: str, qa: str, out: str, train_qa: str | None
         prompt: the question prompt, with ``[audio]`` first and ``{question}`` (as the model was trained).
         batch_size: questions scored in one pass (with all their candidates).
     """
-    model, _, ckpt = load_captioner(checkpoint)
-    if not isinstance(model, PrefixLMCaptioner):
-        raise ValueError(f"{checkpoint}: a seq2seq captioner; answering questions needs a prefix-LM captioner")
     if "{question}" not in prompt:
         raise ValueError(f"Invalid prompt. (expected a string containing '{{question}}', found {prompt!r})")
     questions, reference = read_qa(qa), read_qa(train_qa) if train_qa else None
-    store = open_checked_store(features, expect={k: v for k, v in ckpt["feature_attrs"].items()
-                                                 if k != "checkpoint_sha256" or v}, need_ids=list(questions))
+    model, store = load_prefix_lm(checkpoint, features, list(questions))
     predictions = answer_qa(model, store, questions, candidate_answers(reference or questions), prompt, batch_size)
     rows = [{"audio_id": a, "question": q, "answer": answer} for (a, q), answer in predictions.items()]
     write_text_atomic(out, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")

@@ -1,4 +1,5 @@
-"""Is system B really better than system A? A paired bootstrap over the clips of two ``eval.captions`` score files.
+"""Is system B really better than system A? A paired bootstrap over the clips of two score files (``eval.captions``
+or ``eval.classification``).
 
     python -m eval.compare --baseline exp/decode/a/scores.json --system exp/decode/b/scores.json \
         [--metrics cider_d,rouge_l] [--samples 10000] [--out compare.json]
@@ -9,7 +10,8 @@ replacement, the same clips for both systems, and reports the difference B - A o
 percentile interval and the share of resamples in which B wins.
 
 Only metrics whose corpus score is the mean of the per-clip scores can be resampled from the per-clip scores:
-CIDEr-D, ROUGE-L, SPICE and SPIDEr. BLEU and METEOR pool their statistics over the corpus and are refused.
+CIDEr-D, ROUGE-L, SPICE and SPIDEr, and the top-1 and top-5 accuracy of ``eval.classification`` score files.
+BLEU and METEOR pool their statistics over the corpus and are refused.
 """
 import json
 import math
@@ -20,7 +22,7 @@ import numpy as np
 
 from common.io import write_text_atomic
 
-MEAN_METRICS = ("cider_d", "rouge_l", "spice", "spider")
+MEAN_METRICS = ("cider_d", "rouge_l", "spice", "spider", "top1", "top5")  # top-k: eval.classification
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 10000, seed: int = 0,

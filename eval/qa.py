@@ -123,8 +123,11 @@ def score_answers(predictions: Predictions, qa: QA) -> dict:
     """Exact-match accuracy of ``predictions`` ({(audio_id, question): answer}, one per question of ``qa``).
 
     Returns ``{"accuracy", "n", "by_type": {type: {"accuracy", "n"}}, "confusion": {type: {truth: {predicted:
-    count}}}}``, answers normalised (:func:`normalise_answer`); types sorted by name.
+    count}}}, "correct": [0 or 1 per question, in qa order]}``, answers normalised (:func:`normalise_answer`);
+    types sorted by name. Two systems' ``correct`` lists pair up question by question (a paired bootstrap:
+    :func:`eval.compare.paired_bootstrap`).
     """
+    right: list[int] = []
     correct: Counter[str] = Counter()
     total: Counter[str] = Counter()
     confusion: dict[str, dict[str, Counter[str]]] = {}
@@ -132,12 +135,13 @@ def score_answers(predictions: Predictions, qa: QA) -> dict:
         truth, predicted = normalise_answer(q["answer"]), normalise_answer(predictions[key])
         total[q["type"]] += 1
         correct[q["type"]] += truth == predicted
+        right.append(int(truth == predicted))
         confusion.setdefault(q["type"], {}).setdefault(truth, Counter())[predicted] += 1
     n = sum(total.values())
     return {"accuracy": sum(correct.values()) / n, "n": n,
             "by_type": {t: {"accuracy": correct[t] / total[t], "n": total[t]} for t in sorted(total)},
             "confusion": {t: {truth: dict(sorted(row.items())) for truth, row in sorted(confusion[t].items())}
-                          for t in sorted(confusion)}}
+                          for t in sorted(confusion)}, "correct": right}
 
 
 def _most_common(counts: Counter[str]) -> str:

@@ -10,7 +10,8 @@
 # scoring, 9 results table. The LLM captioners, beside the main job (which stops at 9): 10 the LM ready offline
 # (converted once), 11 prefix-LM captioners (LoRA, and Pengi's frozen LM) on captions and, where the corpus has them
 # (qa.json), its questions, 12 LoRA members on the LoRA model's mapping merged by concatenation, 13 decoding, scoring,
-# question answering and the results table again: bash recipes/run.sh --stage 10 --stop_stage 13.
+# question answering, classification by prompt (labels.json; beside zero-shot retrieval) and the results table
+# again: bash recipes/run.sh --stage 10 --stop_stage 13.
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -171,16 +172,28 @@ answer() {  # answer <name> <checkpoint>: closed-set answers to the evaluation q
   step "score_qa_$1" python -m eval.qa --predictions "$exp/qa/$1/answers.json" --qa "$data/$eval_split" \
     --train_qa "$data/$train_split" --out "$exp/qa/$1/scores.json"
 }
-if begin_stage 13 "decode, score and answer with the LM captioners: -> $exp/decode/lm_*, $exp/qa/lm_*"; then
+classify() {  # classify <name> <checkpoint>: each clip's labels ranked by the LM's likelihood after a prompt
+  step "classify_$1" python -m captioning.classify --checkpoint "$2" --features "$exp/features/$eval_split.h5" \
+    --truth "$data/$eval_split" --out "$exp/classify/$1"
+}
+tasks() {  # tasks <name> <checkpoint>: the closed-ended tasks the evaluation split has (questions, labels)
+  if [ -f "$data/$eval_split/qa.json" ]; then answer "$1" "$2"; fi
+  if [ -f "$data/$eval_split/labels.json" ]; then classify "$1" "$2"; fi
+}
+if begin_stage 13 "decode, score, answer and classify with the LM captioners: -> $exp/{decode,qa,classify}/lm_*"; then
   for name in $lm_models; do
     decode "lm_$name" "$exp/caption_lm_$name/best.pt"
-    if [ -f "$data/$eval_split/qa.json" ]; then answer "lm_$name" "$exp/caption_lm_$name/best.pt"; fi
+    tasks "lm_$name" "$exp/caption_lm_$name/best.pt"
   done
   for seed in $lm_member_seeds; do
     decode "lm_member$seed" "$exp/caption_lm_member$seed/best.pt"
   done
   decode lm_merged "$exp/caption_lm_merged/merged.pt"
-  if [ -f "$data/$eval_split/qa.json" ]; then answer lm_merged "$exp/caption_lm_merged/merged.pt"; fi
+  tasks lm_merged "$exp/caption_lm_merged/merged.pt"
+  if [ -f "$data/$eval_split/labels.json" ]; then  # the same labels by zero-shot retrieval, for comparison
+    step classify_zero_shot python -m retrieval.zeroshot --checkpoints "$retrieval_ckpts" --audio "$data/$eval_split" \
+      --out "$exp/classify/zero_shot_retrieval"
+  fi
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi

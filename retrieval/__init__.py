@@ -4,7 +4,7 @@ trained with symmetric InfoNCE; evaluation (R@k, mAP@10, ensembles), search and 
 published LAION-CLAP checkpoints converted into the same format.
 
 Commands: ``python -m retrieval.train``, ``python -m retrieval.evaluate``, ``python -m retrieval.search``,
-``python -m retrieval.clap``.
+``python -m retrieval.zeroshot``, ``python -m retrieval.clap``.
 Public pieces are imported on first use, so running a command module does not import it twice.
 """
 from importlib import import_module
@@ -14,7 +14,7 @@ _PUBLIC = {
     "info_nce": "loss",
     "train": "train",
     "evaluate": "evaluate", "evaluate_model": "evaluate", "ensemble_similarity": "evaluate",
-    "search_text": "search", "search_audio": "search", "classify": "search",
+    "search_text": "search", "search_audio": "search", "zero_shot": "zeroshot",
     "load_clap": "clap",
 }
 __all__ = list(_PUBLIC)

@@ -1,14 +1,11 @@
-"""Search with a trained bi-encoder (or an ensemble): text -> audio, audio -> captions, zero-shot classification.
+"""Search with a trained bi-encoder (or an ensemble): text -> audio, audio -> captions (zero-shot classification:
+:mod:`retrieval.zeroshot`).
 
     python -m retrieval.search text --checkpoints best.pt --audio DIR_OR_SPLIT --query "a dog barks" [--top 10]
     python -m retrieval.search audio --checkpoints best.pt --file clip.wav --captions SPLIT_OR_TXT [--top 10]
-    python -m retrieval.search classify --checkpoints best.pt --audio DIR_OR_SPLIT --labels dog,rain,car
-                                        [--template "the sound of {label}"] [--truth labels.csv] [--out r.json]
 
 ``--audio`` is a folder of audio files (searched recursively) or a manifest split folder (with ``wav.csv``).
-``--captions`` is a manifest split (its captions) or a text file with one caption per line. ``--labels`` is a
-comma-separated list or a text file with one label per line; ``--truth`` is a CSV with columns ``audio_id,label``
-(for a folder the audio id is the path relative to it) and adds accuracy to the result. Files that cannot be read
+``--captions`` is a manifest split (its captions) or a text file with one caption per line. Files that cannot be read
 (empty, no samples, not audio, non-finite samples) are skipped and listed under ``skipped``. With several
 checkpoints, similarities are averaged. Clips are encoded whole as feature extraction encodes them: long audio in
 windows of ``features.weights.CHUNK_SECONDS`` (frames concatenated, then pooled), never cropped; clips shorter than
@@ -16,7 +13,6 @@ windows of ``features.weights.CHUNK_SECONDS`` (frames concatenated, then pooled)
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +20,6 @@ import numpy as np
 
 from common import checkpoint_paths
 from common.cli import run
-from common.io import read_csv, write_text_atomic
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
 from features.weights import CHUNK_SECONDS
@@ -32,7 +27,6 @@ from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-DEFAULT_TEMPLATE = "the sound of {label}"
 
 
 def audio_collection(source: str | Path) -> list[tuple[str, str]]:
@@ -130,41 +124,5 @@ def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top
     return {"file": file, "results": [[texts[i], float(sim[i, 0])] for i in order]}
 
 
-def read_truth(path: str | Path) -> dict[str, str]:
-    """``audio_id -> label`` from a CSV with columns ``audio_id,label``."""
-    return {row["audio_id"]: row["label"] for row in read_csv(path, ("audio_id", "label"))}
-
-
-def classify(checkpoints: str | Sequence[str], audio: str, labels: str | Sequence[str],
-             template: str = DEFAULT_TEMPLATE, truth: str | None = None, out: str | None = None) -> dict[str, Any]:
-    """Zero-shot classification: each clip gets the label whose prompt (``template`` with ``{label}``) is closest.
-
-    Returns ``{"predictions": {id: label}, "labels", "template", "skipped"}`` plus ``accuracy`` and ``n_scored``
-    when ``truth`` is given (clips absent from it are not scored; a true label absent from ``labels`` is an error).
-    """
-    names = _lines(labels, "labels")
-    if "{label}" not in _check_text(template, "template"):
-        raise ValueError(f"Invalid template. (expected a string containing '{{label}}', found {template!r})")
-    sim, ids, skipped = text_audio_scores(_models(checkpoints), [template.format(label=n) for n in names],
-                                          audio_collection(audio))
-    predictions = {audio_id: names[int(k)] for audio_id, k in zip(ids, sim.argmax(axis=0))}
-    result: dict[str, Any] = {"labels": names, "template": template, "predictions": predictions, "skipped": skipped}
-    if truth is not None:
-        known = read_truth(truth)
-        unknown = sorted({known[i] for i in ids if i in known} - set(names))
-        if unknown:
-            raise ValueError(f"{truth}: true labels not among --labels: {unknown}")
-        scored = [i for i in ids if i in known]
-        if not scored:
-            raise ValueError(f"{truth}: none of its audio ids is among the {len(ids)} clips of {audio}")
-        result["n_scored"] = len(scored)
-        result["accuracy"] = sum(predictions[i] == known[i] for i in scored) / len(scored)
-        result["chance"] = 1.0 / len(names)
-    if out:
-        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
-    return result
-
-
 if __name__ == "__main__":
-    run({"text": search_text, "audio": search_audio, "classify": classify}, "retrieval.search",
-        text_args=("query", "labels", "template", "captions"))
+    run({"text": search_text, "audio": search_audio}, "retrieval.search", text_args=("query", "captions"))

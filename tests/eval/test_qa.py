@@ -42,6 +42,7 @@ def test_score_answers_by_type_with_confusion():
                                  "pitch": {"accuracy": 1.0, "n": 1}, "presence": {"accuracy": 0.5, "n": 2}}
     assert scores["confusion"]["presence"] == {"no": {"yes": 1}, "yes": {"yes": 1}}
     assert scores["confusion"]["order"] == {"siren": {"dog": 1}}
+    assert scores["correct"] == [1, 1, 0, 0, 1]  # question by question, in qa order
 
 
 def test_predictions_must_answer_exactly_the_questions():

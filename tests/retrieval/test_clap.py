@@ -28,7 +28,8 @@ from features.weights import load_audio_encoder
 from retrieval.clap import convert, htsat_args
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import load_model
-from retrieval.search import classify, search_audio, search_text
+from retrieval.search import search_audio, search_text
+from retrieval.zeroshot import zero_shot
 from common.text_encoder import TextEncoderFilesError
 from tests.conftest import import_laion_clap
 
@@ -310,8 +311,9 @@ def test_search_and_zero_shot_with_the_converted_checkpoint(official, roberta_di
         audio = ref.get_audio_embedding([laion_sample(clips[n], fusion=False) for n in names])
         sim = ref.get_text_embedding(laion_tokens(roberta_dir, prompts)) @ audio.T  # (labels, clips)
 
-    result = classify(str(converted), str(folder), labels)
-    assert result["predictions"] == {f"{n}.wav": labels[int(k)] for n, k in zip(names, sim.argmax(0))}
+    result = zero_shot(str(converted), str(folder), labels, prompt="the sound of {label}")
+    assert {p["audio_id"]: p["labels"][0] for p in result["predictions"]} == {
+        f"{n}.wav": labels[int(k)] for n, k in zip(names, sim.argmax(0))}
     found = search_text(str(converted), str(folder), prompts[1])
     assert {i: s for i, s in found["results"]} == pytest.approx({f"{n}.wav": sim[1, j].item()
                                                                  for j, n in enumerate(names)}, abs=TOL)

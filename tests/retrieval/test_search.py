@@ -20,7 +20,8 @@ from features.store import open_store
 from features.weights import CHUNK_SECONDS, save_audio_encoder
 from retrieval.embed import text_embeddings
 from retrieval.model import build_model
-from retrieval.search import classify, search_audio, search_text
+from retrieval.search import search_audio, search_text
+from retrieval.zeroshot import zero_shot
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {"low": "low hum", "high": "high pitched beep", "noise": "hissing noise", "clicks": "rapid clicks",
@@ -59,17 +60,27 @@ def test_audio_search_and_unreadable_files_are_skipped(trained, tiny_corpus, tmp
 
 @pytest.mark.slow
 def test_zero_shot_classification_beats_chance(trained, tiny_corpus, tmp_path):
-    truth = tmp_path / "truth.csv"
-    ids = read_manifest(tiny_corpus["val"]).ids
-    truth.write_text("audio_id,label\n" + "".join(f"{i},{LABELS[i.split('_')[1]]}\n" for i in ids), encoding="utf-8")
-    out = tmp_path / "zs.json"
-    result = classify(str(trained / "best.pt"), str(tiny_corpus["val"]), ",".join(LABELS.values()),
-                      template="{label}", truth=str(truth), out=str(out))
-    assert result["n_scored"] == 18 and result["chance"] == pytest.approx(1 / 6)
-    assert result["accuracy"] > 2 / 6
-    assert json.loads(out.read_text())["accuracy"] == result["accuracy"]
-    with pytest.raises(ValueError, match="template"):
-        classify(str(trained / "best.pt"), str(tiny_corpus["val"]), "a,b", template="no slot")
+    val = read_manifest(tiny_corpus["val"])
+    val.labels = {i: [LABELS[i.split("_")[1]]] for i in val.ids}
+    split = write_manifest(val, tmp_path / "labelled")
+    out = tmp_path / "zero_shot"
+    result = zero_shot(str(trained / "best.pt"), str(split), prompt="{label}", out=str(out))
+    assert result["labels"] == sorted(LABELS.values())  # the split's own labels are the candidates
+    scores = result["scores"]
+    assert scores["corpus"]["n"] == 18 and scores["corpus"]["chance"] == pytest.approx(1 / 6)
+    assert scores["corpus"]["top1"] > 2 / 6
+    for p in result["predictions"]:
+        assert sorted(p["labels"]) == result["labels"] and p["scores"] == sorted(p["scores"], reverse=True)
+    assert json.loads((out / "scores.json").read_text())["corpus"] == scores["corpus"]
+    assert (out / "confusion.png").is_file() and len(json.loads((out / "predictions.json").read_text())) == 18
+    two = zero_shot(f"{trained / 'best.pt'},{trained / 'best.pt'}", str(split), prompt="{label}")
+    assert two["predictions"] == result["predictions"]  # an ensemble of one model twice is that model
+    with pytest.raises(ValueError, match="prompt"):
+        zero_shot(str(trained / "best.pt"), str(split), "a,b", prompt="no slot")
+    with pytest.raises(ValueError, match="no labels.json, so --labels"):
+        zero_shot(str(trained / "best.pt"), str(tiny_corpus["val"]))
+    with pytest.raises(ValueError, match=r"true label\(s\) \['hissing noise'\] are not among"):
+        zero_shot(str(trained / "best.pt"), str(split), "low hum,high pitched beep", prompt="{label}")
 
 
 def test_long_clip_is_windowed_as_extraction_windows_it(tmp_path):

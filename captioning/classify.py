@@ -1,0 +1,103 @@
+"""Classification by prompt with a prefix-LM captioner (Pengi's closed-ended task): each clip's candidate labels
+ranked by the LM's log-probability of each label, as the answer to a prompt, after the clip's audio prefix.
+
+    python -m captioning.classify --checkpoint exp/lm/best.pt --features eval.h5 --truth data/synth/evaluation \
+        [--labels dog,rain|labels.txt] [--prompt "[audio] What do you hear?"] [--out DIR]
+
+The clips are those of ``--truth``, a split with ``labels.json`` (scored, its labels the candidates unless
+``--labels`` names them), or of the feature store when ``--truth`` is not given (then ``--labels`` is needed).
+``--out`` gets ``predictions.json`` (``[{"audio_id", "labels": [best first], "scores": [log-probabilities]}]``) and,
+when scored, ``scores.json`` and ``confusion.png``, the same files ``python -m retrieval.zeroshot`` writes, so the
+two compare clip by clip (``python -m eval.compare --metrics top1``). A label is scored as the sum of its tokens'
+log-probabilities and the end of the answer, so the label the LM would write is ranked first.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from captioning.answer import load_prefix_lm, score_candidates
+from captioning.models.prefix_lm import AUDIO_MARK
+from common.cli import run
+from common.io import write_text_atomic
+from eval.classification import format_scores, plot_confusion, read_truth, score_labels
+from features.store import open_store
+
+DEFAULT_PROMPT = AUDIO_MARK + " What do you hear?"
+
+
+def _candidates(labels: str | Sequence[str] | None, truth: dict[str, list[str]]) -> list[str]:
+    if labels is None:
+        if not truth:
+            raise ValueError("no --truth split, so --labels must name the candidate labels")
+        return sorted({x for v in truth.values() for x in v})
+    names = [x.strip() for x in (Path(labels).read_text(encoding="utf-8").splitlines() if isinstance(labels, str)
+                                 and Path(labels).is_file() else labels.split(",") if isinstance(labels, str)
+                                 else labels) if str(x).strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"Invalid labels. (expected distinct, non-empty labels, found {labels!r})")
+    return names
+
+
+def classify(checkpoint: str, features: str, truth: str | None = None, labels: str | Sequence[str] | None = None,
+             prompt: str = DEFAULT_PROMPT, out: str | None = None, batch_size: int = 16) -> dict[str, Any]:
+    """Rank the candidate labels for every clip (see the module docstring).
+
+    Returns ``{"labels", "prompt", "predictions": [{"audio_id", "labels", "scores"}]}`` and, with ``truth``,
+    ``"scores"`` (:func:`eval.classification.score_labels`).
+    """
+    if AUDIO_MARK not in prompt:
+        raise ValueError(f"Invalid prompt. (expected a string containing {AUDIO_MARK!r}, found {prompt!r})")
+    known = read_truth(truth) if truth is not None else {}
+    names = _candidates(labels, known)
+    if known:
+        ids = list(known)
+    else:
+        with open_store(features) as store:
+            ids = list(store.ids)
+    model, store = load_prefix_lm(checkpoint, features, ids)
+    with store, torch.no_grad():
+        logprobs = score_candidates(model, store, [(i, prompt) for i in ids], [names] * len(ids), batch_size)
+    predictions = []
+    for audio_id, scores in zip(ids, logprobs):
+        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        predictions.append({"audio_id": audio_id, "labels": [names[k] for k in order],
+                            "scores": [round(float(scores[k]), 4) for k in order]})
+    result: dict[str, Any] = {"labels": names, "prompt": prompt, "predictions": predictions}
+    if known:
+        result["scores"] = score_labels({p["audio_id"]: p["labels"] for p in predictions}, known)
+    if out:
+        folder = Path(out)
+        write_text_atomic(folder / "predictions.json", json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+        if known:
+            write_text_atomic(folder / "scores.json", json.dumps(result["scores"], indent=1) + "\n")
+            plot_confusion(result["scores"], folder / "confusion.png")
+    return result
+
+
+def main(checkpoint: str, features: str, truth: str | None = None, labels: str | None = None,
+         prompt: str = DEFAULT_PROMPT, out: str | None = None, batch_size: int = 16) -> None:
+    """Classify clips by prompt with a prefix-LM captioner (see the module docstring).
+
+    Args:
+        checkpoint: a prefix-LM captioner (``captioning.train_lm``, or a merged one).
+        features: the HDF5 feature store of the clips, from the encoder the captioner was trained on.
+        truth: a split folder with labels.json (or the file): its clips are classified and scored.
+        labels: candidate labels, comma-separated or a text file with one per line (default: the truth's labels).
+        prompt: the prompt, holding ``[audio]`` where the audio prefix goes.
+        out: a folder for predictions.json (and scores.json, confusion.png when scored).
+        batch_size: clips scored in one pass, with all their candidates.
+    """
+    result = classify(checkpoint, features, truth, labels, prompt, out, batch_size)
+    if "scores" in result:
+        print(format_scores(result["scores"], "by prompt"))
+    else:
+        for p in result["predictions"]:
+            print(f"{p['audio_id']}\t{p['labels'][0]}\t{p['scores'][0]:.4f}")
+
+
+if __name__ == "__main__":
+    run(main, "captioning.classify", text_args=("checkpoint", "features", "truth", "labels", "prompt", "out"))

@@ -1,0 +1,92 @@
+"""Zero-shot classification by retrieval: each clip's labels ranked by the similarity of its audio embedding to a
+prompt per label (CLAP's "This is a sound of {label}."), with one bi-encoder or an ensemble (similarities averaged).
+
+    python -m retrieval.zeroshot --checkpoints A.pt[,B.pt] --audio SPLIT_OR_DIR [--labels dog,rain|labels.txt] \
+        [--prompt "This is a sound of {label}."] [--out DIR]
+
+``--audio`` is a manifest split or a folder of audio files (as ``retrieval.search`` reads them). A split with
+``labels.json`` (a label-only corpus, the synthetic corpus) is scored: top-1 and top-5 accuracy, recall per class and
+a confusion matrix (:mod:`eval.classification`); its labels are the candidates unless ``--labels`` names them.
+``--out`` gets ``predictions.json`` (``[{"audio_id", "labels": [best first], "scores": [...]}]``), and for a
+labelled split ``scores.json`` and ``confusion.png``. Clips are embedded as search embeds them: long audio in
+feature extraction's windows, never a random crop, so a clip always gets the same labels. Unreadable files are
+skipped and listed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from common.cli import run
+from common.io import write_text_atomic
+from eval.classification import format_scores, plot_confusion, score_labels
+from features.manifest import WAV_CSV, read_manifest
+from retrieval.search import _check_text, _lines, _models, audio_collection, text_audio_scores
+
+DEFAULT_PROMPT = "This is a sound of {label}."
+
+
+def _truth(audio: str) -> dict[str, list[str]]:
+    """The labels of a manifest split (empty for a folder or an unlabelled split)."""
+    return read_manifest(audio).labels if (Path(audio) / WAV_CSV).is_file() else {}
+
+
+def zero_shot(checkpoints: str | Sequence[str], audio: str, labels: str | Sequence[str] | None = None,
+              prompt: str = DEFAULT_PROMPT, out: str | None = None) -> dict[str, Any]:
+    """Rank the candidate ``labels`` for every clip of ``audio`` (see the module docstring).
+
+    Returns ``{"labels", "prompt", "predictions": [{"audio_id", "labels", "scores"}], "skipped"}`` and, for a
+    labelled split, ``"scores"`` (:func:`eval.classification.score_labels`).
+    """
+    if "{label}" not in _check_text(prompt, "prompt"):
+        raise ValueError(f"Invalid prompt. (expected a string containing '{{label}}', found {prompt!r})")
+    truth = _truth(audio)
+    if labels is None and not truth:
+        raise ValueError(f"{audio}: no labels.json, so --labels must name the candidate labels")
+    names = _lines(labels, "labels") if labels is not None else sorted({x for v in truth.values() for x in v})
+    if len(set(names)) != len(names):
+        raise ValueError(f"Invalid labels. (expected distinct labels, found {names})")
+    sim, ids, skipped = text_audio_scores(_models(checkpoints), [prompt.format(label=n) for n in names],
+                                          audio_collection(audio))
+    order = np.argsort(-sim, axis=0, kind="stable")  # (labels, clips): best label first per clip
+    predictions = [{"audio_id": audio_id, "labels": [names[k] for k in order[:, j]],
+                    "scores": [round(float(sim[k, j]), 6) for k in order[:, j]]} for j, audio_id in enumerate(ids)]
+    result: dict[str, Any] = {"labels": names, "prompt": prompt, "predictions": predictions, "skipped": skipped}
+    if truth:
+        result["scores"] = score_labels({p["audio_id"]: p["labels"] for p in predictions},
+                                        {i: truth[i] for i in ids if i in truth})
+    if out:
+        folder = Path(out)
+        write_text_atomic(folder / "predictions.json", json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+        if truth:
+            write_text_atomic(folder / "scores.json", json.dumps(result["scores"], indent=1) + "\n")
+            plot_confusion(result["scores"], folder / "confusion.png")
+    return result
+
+
+def main(checkpoints: str, audio: str, labels: str | None = None, prompt: str = DEFAULT_PROMPT,
+         out: str | None = None) -> None:
+    """Zero-shot classification of the clips of ``audio`` (see the module docstring).
+
+    Args:
+        checkpoints: retrieval checkpoint(s), comma-separated: an ensemble averages their similarities.
+        audio: a manifest split (scored when it has labels.json) or a folder of audio files.
+        labels: candidate labels, comma-separated or a text file with one per line (default: the split's labels).
+        prompt: the text embedded for each label, holding ``{label}``.
+        out: a folder for predictions.json (and scores.json, confusion.png for a labelled split).
+    """
+    result = zero_shot(checkpoints, audio, labels, prompt, out)
+    for line in result["skipped"]:
+        print(f"skipped: {line}")
+    if "scores" in result:
+        print(format_scores(result["scores"], "zero-shot"))
+    else:
+        for p in result["predictions"]:
+            print(f"{p['audio_id']}\t{p['labels'][0]}\t{p['scores'][0]:.4f}")
+
+
+if __name__ == "__main__":
+    run(main, "retrieval.zeroshot", text_args=("checkpoints", "audio", "labels", "prompt", "out"))
