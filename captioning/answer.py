@@ -23,6 +23,7 @@ from captioning.checkpoint import load_captioner
 from captioning.data import open_checked_store
 from captioning.models.prefix_lm import AUDIO_MARK, PrefixLMCaptioner
 from common.cli import run
+from common.tensor import module_device
 from common.io import write_text_atomic
 from eval.qa import QA, format_scores, majority_baseline, normalise_answer, read_qa, score_answers
 from features.store import FeatureStore
@@ -43,7 +44,9 @@ def score_candidates(model: PrefixLMCaptioner, store: FeatureStore, prompted: Se
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             clips = [torch.from_numpy(store.frames(prompted[k][0])).float() for k in chunk]
-            frames, lengths = pad_sequence(clips, batch_first=True), torch.tensor([len(c) for c in clips])
+            device = module_device(model)
+            frames = pad_sequence(clips, batch_first=True).to(device)
+            lengths = torch.tensor([len(c) for c in clips], device=device)
             found = model.candidate_logprobs(frames, lengths, [prompts[k] for k in chunk],
                                              [list(candidates[k]) for k in chunk])
             scores.update(zip(chunk, found))

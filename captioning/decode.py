@@ -19,6 +19,7 @@ from captioning.vocab import Vocabulary, tokenize
 from common import checkpoint_paths
 from common.io import write_csv, write_text_atomic
 from common.cli import run
+from common.tensor import module_device
 from features.store import FeatureStore
 
 
@@ -30,8 +31,10 @@ def caption_clips(scorer: Ensemble, store: FeatureStore, vocab: Vocabulary, audi
         model.eval()
     loader = DataLoader(Clips(store, audio_ids), batch_size=batch_size, shuffle=False, collate_fn=collate)
     out: dict[str, str] = {}
+    device = module_device(scorer.models[0])
     for batch in loader:
-        captions = caption_frames(scorer, batch["frames"], batch["frame_lengths"], vocab, beam_size=beam_size,
+        captions = caption_frames(scorer, batch["frames"].to(device), batch["frame_lengths"].to(device), vocab,
+                                  beam_size=beam_size,
                                   max_len=max_len, min_len=min_len, length_norm=length_norm)
         out.update(zip(batch["audio_ids"], captions))
     return out

@@ -76,5 +76,5 @@ def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab
     else:
         per_clip = sampled.reshape(-1, num_samples)  # (B, S)
         base = ((per_clip.sum(1, keepdims=True) - per_clip) / (num_samples - 1)).reshape(-1)
-    advantage = torch.as_tensor(sampled - base, dtype=log_probs.dtype)[:, None]  # (B*S, 1)
+    advantage = torch.as_tensor(sampled - base, dtype=log_probs.dtype, device=log_probs.device)[:, None]  # (B*S, 1)
     return -masked_mean(advantage * log_probs, mask, dim=None), float(sampled.mean())

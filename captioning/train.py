@@ -140,17 +140,20 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
                             num_workers=d["num_workers"], collate_fn=collate)
         loss_sum, reward_sum, n_batches, tf_prob = 0.0, 0.0, 0, 1.0
         for batch in loader:
+            batch = trainer.to_device(batch)
             if t["mode"] == "xe":
                 progress = min(1.0, trainer.step_count / max(1, total_steps - 1))
                 tf_prob = t["tf_start"] + (t["tf_end"] - t["tf_start"]) * progress
                 tokens = batch["tokens"]  # (B, L): <bos> w1 .. wn <eos> <pad>..
-                logits = model(batch["frames"], batch["frame_lengths"], tokens[:, :-1], tf_prob)["logits"]
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                with trainer.autocast():
+                    logits = model(batch["frames"], batch["frame_lengths"], tokens[:, :-1], tf_prob)["logits"]
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
                                        ignore_index=vocab.pad, label_smoothing=t["label_smoothing"])
             else:
-                loss, mean_reward = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"],
-                                              cfg["scst"]["max_len"], cfg["scst"]["baseline"],
-                                              cfg["scst"]["dropout"])
+                with trainer.autocast():
+                    loss, mean_reward = scst_loss(model, batch, reward, vocab, cfg["scst"]["num_samples"],
+                                                  cfg["scst"]["max_len"], cfg["scst"]["baseline"],
+                                                  cfg["scst"]["dropout"])
                 reward_sum += mean_reward
             trainer.step(loss)
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1

@@ -190,8 +190,10 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
                             collate_fn=lambda items: collate_examples(items, model.pad))
         loss_sum, n_batches = 0.0, 0
         for batch in loader:
-            logits = model(batch["frames"], batch["frame_lengths"], batch["tokens"], batch["prompts"])["logits"]
-            loss = answer_loss(logits, batch["tokens"], batch["token_lengths"])
+            batch = trainer.to_device(batch)
+            with trainer.autocast():
+                logits = model(batch["frames"], batch["frame_lengths"], batch["tokens"], batch["prompts"])["logits"]
+            loss = answer_loss(logits.float(), batch["tokens"], batch["token_lengths"])
             trainer.step(loss)
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
 

@@ -28,3 +28,8 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None) -> Tensor:
     if dim is None:
         return (x * weights).sum() / weights.expand_as(x).sum().clamp(min=1.0)
     return (x * weights).sum(dim) / weights.sum(dim).clamp(min=1.0)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module``'s parameters live (the CPU for a module without any)."""
+    return next(module.parameters(), torch.empty(0)).device

@@ -15,7 +15,8 @@ A trainer (retrieval, captioner, prefix LM, ...) reads its data and builds its m
 What the skeleton owns, so no trainer writes it again:
 
 - **settings**: the ``train`` section (:data:`TRAIN_DEFAULTS`: epochs, batch_size, lr, weight_decay, schedule,
-  warmup_epochs, min_lr_ratio, lr_decay, grad_clip, average_last, log_interval) and top-level ``seed``/``exp_dir``;
+  warmup_epochs, min_lr_ratio, lr_decay, grad_clip, average_last, log_interval, device, precision) and
+  top-level ``seed``/``exp_dir``;
 - **the run folder**: ``config.yaml`` and ``command.sh`` are written when training starts (a start that fails
   before, e.g. on a bad model name, leaves no config that would refuse the corrected rerun); a folder made by a
   different configuration is refused;
@@ -28,7 +29,10 @@ What the skeleton owns, so no trainer writes it again:
   before it redoes the epoch (deterministically) and rewrites the same files; a run killed after it has every
   output of that epoch. A failure to draw ``curves.png`` is logged and does not stop training;
 - **DDP**: with ``torchrun`` the model is wrapped in DistributedDataParallel, gradients are averaged over processes
-  by one explicit all-reduce, and the main process writes every file.
+  by one explicit all-reduce, and the main process writes every file;
+- **device and mixed precision**: the model goes to ``train.device`` (a GPU when there is one); a loop moves its
+  batches with :meth:`Trainer.to_device` and runs its forward pass under :meth:`Trainer.autocast` (bf16, or fp16
+  with a gradient scaler whose state resumes with the rest). Checkpoints always load on the CPU.
 """
 from __future__ import annotations
 
@@ -60,8 +64,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,  # max gradient norm; 0 = no clipping
     "average_last": 0,  # averaged.pt = mean weights of the last N epochs; 0 = no averaged.pt
     "log_interval": 50,  # optimizer steps between progress lines in the log
+    "device": "auto",  # auto: this process's GPU when there is one (torchrun: LOCAL_RANK), else cpu; cpu, cuda, cuda:N
+    "precision": "auto",  # auto: bf16 autocast on a GPU that has it, else fp32; fp32, bf16, fp16 (GPU, loss-scaled)
 }
 SCHEDULES = ("cosine", "exponential")
+PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINTS = ("last.pt", "best.pt", "averaged.pt")
 
 
@@ -72,9 +79,39 @@ def check_train_settings(train: Mapping[str, Any], source: str) -> None:
     if train["epochs"] < 1 or train["batch_size"] < 1:
         raise ValueError(f"{source}: need train.epochs >= 1 and train.batch_size >= 1, found {train['epochs']}, "
                          f"{train['batch_size']}")
+    resolve_precision(train["precision"], resolve_device(train["device"]))
     if train["lr"] <= 0 or train["warmup_epochs"] < 0 or train["grad_clip"] < 0 or train["average_last"] < 0:
         raise ValueError(f"{source}: need train.lr > 0 and train.warmup_epochs, train.grad_clip, "
                          f"train.average_last >= 0")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a device: ``auto`` is this process's GPU (``LOCAL_RANK`` under torchrun) when there is
+    one, else the CPU; a GPU asked for where there is none is refused."""
+    import os
+
+    if name == "auto":
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: unknown {name!r} (valid: auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r}, but torch sees no GPU here (torch {torch.__version__}); use cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"train.device: {name!r} is not supported (valid: auto, cpu, cuda, cuda:N)")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``train.precision`` for ``device``: ``auto`` is bf16 on a GPU that supports it, else fp32."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name not in PRECISIONS:
+        raise ValueError(f"train.precision: unknown {name!r} (valid: auto, {', '.join(PRECISIONS)})")
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision: fp16 needs a GPU (on the CPU, use bf16 or fp32)")
+    return name
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: Mapping[str, Any], steps_per_epoch: int):
@@ -118,6 +155,12 @@ class Trainer:
         self.exp_dir = Path(cfg["exp_dir"])
         self.model, self.describe, self.log, self.on_best = model, describe, log, on_best
         self.steps_per_epoch, self.stop_after_epochs = steps_per_epoch, stop_after_epochs
+        self.device = resolve_device(self.train_cfg["device"])
+        self.precision = resolve_precision(self.train_cfg["precision"], self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        model.to(self.device)  # in place: the parameters the stage handed over stay the same objects
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.optimizer = torch.optim.AdamW(params, lr=self.train_cfg["lr"],
                                            weight_decay=self.train_cfg["weight_decay"])
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg, steps_per_epoch)
@@ -128,7 +171,13 @@ class Trainer:
         if is_main():
             commit_run(self.exp_dir, cfg, name)
         # one process: the model itself; several: DDP, gradients averaged by sync_gradients
-        self.forward_model = nn.parallel.DistributedDataParallel(model) if world_size() > 1 else model
+        if world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        else:
+            self.forward_model = model
+        if self.device.type != "cpu" or self.precision != "fp32":
+            log.info("training on %s, %s", self.device, self.precision)
 
     def _resume(self) -> None:
         last = self.exp_dir / "last.pt"
@@ -143,6 +192,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.averaged is not None:
             self.averaged.load_state_dict(state["averaged"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]
         if len(rngs) != world_size():
             raise ValueError(f"{last}: saved by {len(rngs)} process(es), resumed with {world_size()}; "
@@ -162,6 +213,22 @@ class Trainer:
             self.epoch_started = time.time()
             yield self.epoch
 
+    def to_device(self, batch: Any) -> Any:
+        """``batch`` (tensors, possibly in dicts, lists and tuples) on the training device; other values as they are."""
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self.to_device(v) for v in batch)
+        return batch
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's mixed-precision context (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
     @property
     def lr(self) -> float:
         """The current learning rate of the first parameter group."""
@@ -172,11 +239,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         ddp = self.forward_model is not self.model
         with self.forward_model.no_sync() if ddp else contextlib.nullcontext():
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         sync_gradients(self.model)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.train_cfg["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"])
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
         self.scheduler.step()
         self.step_count += 1
         if self.step_count % self.train_cfg["log_interval"] == 0:
@@ -208,6 +281,7 @@ class Trainer:
             save_checkpoint({**self.describe(self.model), **meta, "history": self.history, "best": self.best,
                              "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                              "averaged": self.averaged.state_dict() if self.averaged is not None else None,
+                             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                              "rng": rngs}, self.exp_dir / "last.pt")  # last: this epoch's commit
             self.log.info("epoch %d: %s%s", self.epoch, " ".join(
                 f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and isinstance(v, (int, float))),

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from features.encoders import AudioEncoder
+from common.tensor import module_device
 from features.frontend import pad_waveforms
 
 
@@ -28,12 +29,15 @@ def plan_batches(durations: Sequence[float], batch_size: int) -> list[list[int]]
 
 def encode_waveforms(encoder: AudioEncoder, waves: Sequence[np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
     """Mono waveforms [N_i] at ``encoder.sample_rate`` -> ``frames`` [B, T, D] float32 (row i valid up to
-    ``frame_lengths[i]``), ``frame_lengths`` [B] long and ``clip`` [B, D_clip] float32, in input order.
+    ``frame_lengths[i]``), ``frame_lengths`` [B] long and ``clip`` [B, D_clip] float32, in input order, on the CPU
+    (the encoder runs where its weights are).
 
     Call with the encoder in eval mode, under ``torch.inference_mode()`` (or ``no_grad``) unless gradients are wanted.
     """
     if not waves:
         raise ValueError("encode_waveforms: no waveforms (expected at least one clip)")
     waveform, lengths = pad_waveforms(waves)  # (B, N_max), (B,)
-    out = encoder(waveform, lengths)  # frames (B, T, D), frame_lengths (B,), clip (B, D_clip)
-    return {"frames": out["frames"].float(), "frame_lengths": out["frame_lengths"], "clip": out["clip"].float()}
+    device = module_device(encoder)
+    out = encoder(waveform.to(device), lengths.to(device))  # frames (B, T, D), frame_lengths (B,), clip (B, D_clip)
+    return {"frames": out["frames"].float().cpu(), "frame_lengths": out["frame_lengths"].cpu(),
+            "clip": out["clip"].float().cpu()}

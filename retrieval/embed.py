@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.tensor import module_device
 from features.encode import encode_waveforms, plan_batches
 from retrieval.model import BiEncoder
 
@@ -25,7 +26,8 @@ def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: 
     out = [torch.empty(0)] * len(waves)
     for rows in plan_batches([len(w) for w in waves], batch_size):
         clip = encode_waveforms(model.audio_encoder, [waves[i] for i in rows])["clip"]  # (B, D_clip)
-        for i, emb in zip(rows, F.normalize(model.audio_proj(clip), dim=-1)):  # as BiEncoder.embed_audio: (B, E)
+        projected = model.audio_proj(clip.to(module_device(model))).float().cpu()
+        for i, emb in zip(rows, F.normalize(projected, dim=-1)):  # as BiEncoder.embed_audio: (B, E)
             out[i] = emb
     model.train(was_training)
     return torch.stack(out)
@@ -36,8 +38,9 @@ def text_embeddings(model: BiEncoder, captions: Sequence[str], batch_size: int =
     """Captions -> unit vectors [Nt, E], in input order."""
     was_training = model.training
     model.eval()
-    chunks = [model.embed_text(**model.text_encoder.tokenize(list(captions[i:i + batch_size])))
-              for i in range(0, len(captions), batch_size)]
+    device = module_device(model)
+    chunks = [model.embed_text(**{k: v.to(device) for k, v in model.text_encoder.tokenize(
+        list(captions[i:i + batch_size])).items()}).float().cpu() for i in range(0, len(captions), batch_size)]
     model.train(was_training)
     return torch.cat(chunks)
 

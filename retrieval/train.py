@@ -170,10 +170,11 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         loss_sum = torch.zeros(2)
         for batch in loader:
             # embed audio and captions, InfoNCE against the pairs of every process
-            tokens = model.text_encoder.tokenize(batch["captions"])
-            out = trainer.forward_model(batch["waveform"], batch["lengths"], tokens["input_ids"],
-                                        tokens["attention_mask"])
-            loss = info_nce(out["audio"], out["text"], batch["audio_ids"], out["temperature"])
+            tokens = trainer.to_device(model.text_encoder.tokenize(batch["captions"]))
+            with trainer.autocast():
+                out = trainer.forward_model(*trainer.to_device([batch["waveform"], batch["lengths"]]),
+                                            tokens["input_ids"], tokens["attention_mask"])
+            loss = info_nce(out["audio"].float(), out["text"].float(), batch["audio_ids"], out["temperature"])
             trainer.step(loss)
             loss_sum += torch.tensor([loss.item(), 1.0])
         if world > 1:

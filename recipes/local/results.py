@@ -8,8 +8,10 @@ Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per cap
 each SCST system is compared with the cross-entropy model it started from (``<name>_scst`` against ``<name>_xe``),
 and the SCST ensemble with its best member: CIDEr-D difference with a 95% paired-bootstrap interval over the clips.
 With the prefix-LM captioners (``run.sh`` stages 10-13): the LoRA captioner against the Transformer SCST model, the
-frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best member; and a table of question-answering
-accuracy by type (``<exp>/qa/*/scores.json``) beside the majority-answer baseline.
+frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best member; a table of question-answering
+accuracy by type (``<exp>/qa/*/scores.json``) beside the majority-answer baseline, each system's difference from
+that baseline with its interval (paired by question); and a table of classification accuracy
+(``<exp>/classify/*/scores.json``): classification by prompt against zero-shot retrieval, paired by clip.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import fire
 
 from common.io import atomic_write, write_text_atomic
-from eval.compare import compare
+from eval.compare import compare, paired_bootstrap
 
 RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
 CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
@@ -60,6 +62,7 @@ def results(exp: str, out: str | None = None) -> str:
     lines += _table("Captioning (evaluation split)", captioning, CAPTION_KEYS, notes)
     lines += _comparisons(Path(exp), captioning)
     lines += _qa_table(Path(exp))
+    lines += _classification_table(Path(exp))
     lines += ["Training curves: " + ", ".join(str(p.relative_to(exp)) for p in sorted(Path(exp).glob("*/curves.png"))),
               ""]
     text = "\n".join(lines)
@@ -89,10 +92,13 @@ def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str
         if captioning[base].get("cider_d") is None or captioning[system].get("cider_d") is None:
             continue
         scores = [exp / "decode" / name / "scores.json" for name in (base, system)]
-        r = compare(*scores, "cider_d")["cider_d"]
-        lines.append(f"- {system} vs {base}: CIDEr-D {r['difference']:+.3f} (95% interval {r['low']:+.3f} to "
-                     f"{r['high']:+.3f}, paired bootstrap over {r['clips']} clips)")
+        lines.append(_difference(system, base, "CIDEr-D", compare(*scores, "cider_d")["cider_d"]))
     return lines + [""] if lines else []
+
+
+def _difference(system: str, base: str, what: str, r: dict, unit: str = "clips") -> str:
+    return (f"- {system} vs {base}: {what} {r['difference']:+.3f} (95% interval {r['low']:+.3f} to {r['high']:+.3f}, "
+            f"paired bootstrap over {r['clips']} {unit})")
 
 
 def _qa_table(exp: Path) -> list[str]:
@@ -111,6 +117,30 @@ def _qa_table(exp: Path) -> list[str]:
     for name, scores in rows.items():
         cells = [f"{scores['by_type'][t]['accuracy']:.3f}" if t in scores["by_type"] else "n/a" for t in types]
         lines.append(f"| {name} | {scores['accuracy']:.3f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if baseline and "correct" in baseline:
+        lines += [_difference(name, "majority answer", "accuracy", paired_bootstrap(baseline["correct"], s["correct"]),
+                              "questions") for name, s in rows.items() if name != "majority answer"]
+    return lines + [""]
+
+
+ZERO_SHOT = "zero_shot_retrieval"  # the recipe's zero-shot classification by the retrieval models
+
+
+def _classification_table(exp: Path) -> list[str]:
+    """Top-1/top-5 accuracy per classifier (``eval.classification`` score files); each against zero-shot retrieval."""
+    files = {path.parent.name: path for path in sorted(exp.glob("classify/*/scores.json"))}
+    if not files:
+        return []
+    rows = {name: json.loads(path.read_text())["corpus"] for name, path in files.items()}
+    lines = ["## Classification (evaluation split; right when the top label is one of the clip's)", "",
+             "| system | top-1 | top-5 | chance |", "|---|---|---|---|"]
+    lines += [f"| {name} | {c['top1']:.3f} | {c.get('top5', float('nan')):.3f} | {c['chance']:.3f} |"
+              for name, c in rows.items()]
+    lines.append("")
+    if ZERO_SHOT in files:
+        lines += [_difference(name, ZERO_SHOT, "top-1", compare(files[ZERO_SHOT], path, "top1")["top1"])
+                  for name, path in files.items() if name != ZERO_SHOT]
     return lines + [""]
 
 

@@ -11,12 +11,14 @@ import torch
 from captioning.answer import main as answer_main
 from captioning.bundle import Pipeline, bundle_checkpoint, load_bundle
 from captioning.checkpoint import load_captioner
+from captioning.classify import classify
 from captioning.decode import decode
 from captioning.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
 from captioning.models.prefix_lm import build_prefix_lm, pooled_slots
 from captioning.search import Ensemble, beam_search
 from common.checkpoint import save_checkpoint
 from features.encoders import build_audio_encoder
+from features.store import open_store
 from captioning.train_lm import train
 from tests.captioning.conftest import save_tiny_lm
 
@@ -130,6 +132,14 @@ def test_lora_training_changes_only_lora_and_mapping(toy_data, tiny_lm, tmp_path
     assert words[0] == words[1] and again.vocab == vocab
 
 
+def test_mixed_precision_trains_the_prefix_lm(toy_data, tiny_lm, tmp_path):
+    """bf16 autocast (the GPU default; the CPU runs it too): the loss falls and the checkpoint stays fp32."""
+    result = train(None, lm_overrides(toy_data, tmp_path / "bf16", tiny_lm, **{"train.precision": "bf16"}))
+    assert result["history"][1]["loss"] < result["history"][0]["loss"]
+    state = load_captioner(tmp_path / "bf16" / "best.pt")[2]["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values())
+
+
 def test_resume_after_a_kill_gives_the_same_weights(toy_data, tiny_lm, tmp_path):
     full = train(None, lm_overrides(toy_data, tmp_path / "full", tiny_lm))
     train(None, lm_overrides(toy_data, tmp_path / "cut", tiny_lm), stop_after_epochs=1)
@@ -168,6 +178,26 @@ def test_questions_as_a_second_task(toy_data, tiny_lm, tmp_path):
     assert out["baseline"]["by_type"]["presence"]["accuracy"] == 0.75  # 'no' for the 6 of 8 clips without a dog
     with pytest.raises(ValueError, match="model.qa_prompt and model.prompt"):  # questions need [audio] first too
         train(None, lm_overrides(toy_data, tmp_path / "bad", tiny_lm, **{**extra, "model.prompt": "Describe [audio]"}))
+
+    # classification by prompt: every clip's labels ranked by the LM's log-probability of each as the answer
+    captions = json.loads(toy_data["val_captions"].read_text(encoding="utf-8"))
+    truth = tmp_path / "labels.json"
+    truth.write_text(json.dumps({i: [caps[0].split()[1]] for i, caps in captions.items()}), encoding="utf-8")
+    result = classify(str(tmp_path / "qa" / "best.pt"), str(toy_data["val_features"]), str(truth),
+                      prompt="[audio] What is it?", out=str(tmp_path / "classify"))
+    assert result["labels"] == ["car", "chirp", "dog", "falls"] and result["scores"]["corpus"]["n"] == 8
+    model, _, _ = load_captioner(tmp_path / "qa" / "best.pt")
+    first = result["predictions"][0]
+    with open_store(toy_data["val_features"]) as store:
+        frames = torch.from_numpy(store.frames(first["audio_id"]))[None]
+    expected = model.candidate_logprobs(frames, torch.tensor([frames.shape[1]]), ["[audio] What is it?"],
+                                        [first["labels"]])[0]
+    assert expected.tolist() == pytest.approx(first["scores"], abs=1e-3)  # best first, as the LM scores them
+    assert first["scores"] == sorted(first["scores"], reverse=True)
+    on_disk = json.loads((tmp_path / "classify" / "scores.json").read_text())
+    assert on_disk["corpus"] == result["scores"]["corpus"] and (tmp_path / "classify" / "confusion.png").is_file()
+    with pytest.raises(ValueError, match="must be the model's prompt"):  # the text before [audio] is the model's
+        classify(str(tmp_path / "qa" / "best.pt"), str(toy_data["val_features"]), str(truth), prompt="Hi [audio] x")
 
 
 def test_closed_set_answers_pick_the_most_likely_candidate(tiny_lm):

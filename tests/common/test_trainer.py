@@ -38,7 +38,10 @@ def toy_train(exp_dir: Path, stop_after_epochs: int | None = None, fail_before_s
         order = torch.randperm(64)  # the global torch RNG: resumed from last.pt
         for b in range(STEPS):
             rows = order[b * 16:(b + 1) * 16]
-            loss = F.mse_loss(trainer.forward_model(x[rows]), y[rows])
+            inputs, targets = trainer.to_device((x[rows], y[rows]))
+            with trainer.autocast():
+                out = trainer.forward_model(inputs)
+            loss = F.mse_loss(out.float(), targets)
             trainer.step(loss)
         with torch.no_grad():
             val_loss = F.mse_loss(model.eval()(x), y).item()
@@ -138,6 +141,27 @@ def test_settings_are_checked(tmp_path):
         common.trainer.check_train_settings({**TRAIN_DEFAULTS, "schedule": "linear"}, "x.yaml")
     with pytest.raises(ValueError, match="train.epochs >= 1"):
         common.trainer.check_train_settings({**TRAIN_DEFAULTS, "epochs": 0}, "x.yaml")
+    bad = [({"precision": "fp8"}, "train.precision: unknown 'fp8'"), ({"device": "tpu"}, "train.device: unknown"),
+           ({"device": "cpu", "precision": "fp16"}, "fp16 needs a GPU")]
+    if not torch.cuda.is_available():
+        bad.append(({"device": "cuda:1"}, "torch sees no GPU here"))
+    for settings, message in bad:
+        with pytest.raises(ValueError, match=message):
+            common.trainer.check_train_settings({**TRAIN_DEFAULTS, **settings}, "x.yaml")
+
+
+def test_bf16_autocast_trains_and_resumes_bit_for_bit(tmp_path):
+    """Mixed precision on the CPU (bf16 autocast, the GPU default's dtype): the forward pass runs in bf16, the
+    weights stay fp32, the loss falls, and a stopped run resumes to the straight run's weights."""
+    straight = toy_train(tmp_path / "straight", precision="bf16")
+    assert straight["history"][-1]["val_loss"] < straight["history"][0]["val_loss"]
+    toy_train(tmp_path / "resumed", precision="bf16", stop_after_epochs=2)
+    toy_train(tmp_path / "resumed", precision="bf16")
+    _same_run(tmp_path / "straight", tmp_path / "resumed")
+    weights = _weights(tmp_path / "straight", "last.pt")
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    fp32 = _weights(Path(toy_train(tmp_path / "fp32")["exp_dir"]), "last.pt")
+    assert any(not torch.equal(weights[k], fp32[k]) for k in weights)  # bf16 really ran
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "exponential"])

@@ -136,5 +136,9 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
         assert f"| {system} |" in results, results
     assert "- lm_lora vs transformer_scst: CIDEr-D " in results and "- lm_pengi vs lm_lora: CIDEr-D " in results
     assert "## Audio question answering" in results and "| majority answer |" in results, results
+    assert "- lm_pengi vs majority answer: accuracy " in results, results
+    for system in ("lm_lora", "lm_pengi", "lm_merged", "zero_shot_retrieval"):
+        assert f"| {system} | " in results.split("## Classification")[1], results
+    assert "- lm_merged vs zero_shot_retrieval: top-1 " in results, results
     merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
     assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
