@@ -9,6 +9,10 @@ Every clip is probed (read in full, in a process pool): bad files are reported w
     python -m corpus.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
     python -m corpus.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
     python -m corpus.prepare synth --root DIR --out OUT
+    python -m corpus.prepare esc50|urbansound8k|fsd50k --root DIR --out OUT
+    python -m corpus.prepare labels --audio-dir DIR --labels-csv FILE --split NAME --out OUT
+
+Label-only corpora (:mod:`corpus.labelled`) get ``<out>/<split>/labels.json`` and no captions.
 
 The synthetic corpus also gets ``<out>/<split>/labels.json`` (each clip's sound types, e.g. ``["bell", "dog"]``,
 for classification) and ``<out>/<split>/qa.json``, questions about each clip with answers true by
@@ -21,6 +25,7 @@ with the audio ids of ``captions.json``, in its order.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -35,7 +40,7 @@ from tqdm import tqdm
 from common.cli import run
 from common.io import write_csv, write_text_atomic
 from features.audio import AudioError, AudioInfo, check_duration, probe
-from corpus import audiocaps, clotho
+from corpus import audiocaps, clotho, labelled
 from corpus.source import SplitSource
 from corpus.synth.questions import split_annotations
 from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
@@ -58,10 +63,12 @@ class SplitReport:
     dropped: list[str] = field(default_factory=list)  # dropped-caption notes
     silent: list[str] = field(default_factory=list)  # ids of kept, silent clips
     questions: int | None = None  # question-answer pairs in qa.json, synthetic corpus only
+    labelled: int = 0  # clips with class labels (labels.json)
 
     def summary(self) -> str:
         qa = "" if self.questions is None else f", {self.questions} questions"
-        lines = [f"[{self.split}] {self.clips} clips, {self.captions} captions{qa} -> {self.out_dir}"]
+        labelled = f", {self.labelled} labelled" if self.labelled else ""
+        lines = [f"[{self.split}] {self.clips} clips, {self.captions} captions{labelled}{qa} -> {self.out_dir}"]
         lines += [f"  bad file: {path}: {reason}" for path, reason in self.errors]
         lines += [f"  dropped caption: {note}" for note in self.dropped]
         lines += [f"  silent (kept): {audio_id}" for audio_id in self.silent]
@@ -104,12 +111,11 @@ def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0
 
 
 def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int = 2, min_duration: float = 0.0,
-                  max_duration: float | None = None, labels: dict[str, list[str]] | None = None) -> SplitReport:
-    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/`` (with their
-    ``labels``, ``{audio_id: [label, ...]}``, if given), report."""
+                  max_duration: float | None = None) -> SplitReport:
+    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/``, report."""
     results = probe_all([c.path for c in source.clips], workers=workers, min_duration=min_duration,
                         max_duration=max_duration, desc=source.split)
-    audio, captions, silent = [], {}, []
+    audio, captions, labels, silent = [], {}, {}, []
     errors = list(source.errors)
     for clip, result in zip(source.clips, results):
         if isinstance(result, str):
@@ -117,16 +123,17 @@ def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int =
             continue
         audio.append(AudioEntry(clip.audio_id, os.path.abspath(clip.path), result.duration,
                                 result.sample_rate, result.channels))
-        captions[clip.audio_id] = list(clip.captions)
+        if clip.captions:
+            captions[clip.audio_id] = list(clip.captions)
+        if clip.labels:
+            labels[clip.audio_id] = list(clip.labels)
         if result.silent:
             silent.append(clip.audio_id)
-    kept = {entry.audio_id for entry in audio}
-    labels = {i: list(v) for i, v in (labels or {}).items() if i in kept}
     split_dir = write_manifest(Manifest(source.split, audio, captions, errors, labels), out)
     if source.missing is not None:
         write_csv(split_dir / MISSING_CSV, ("audio_id", "start_time"), source.missing)
     return SplitReport(source.split, split_dir, len(audio), sum(map(len, captions.values())), errors,
-                       list(source.missing or []), list(source.dropped), silent)
+                       list(source.missing or []), list(source.dropped), silent, labelled=len(labels))
 
 
 def _split_names(splits: str | Sequence[str]) -> list[str]:
@@ -191,12 +198,28 @@ def prepare_synth(out: str | os.PathLike, *, root: str | os.PathLike, workers: i
     reports = []
     for source in sources:
         qa, labels = annotations[source.split]
-        report = prepare_split(source, out, workers=workers, labels=labels)
+        source.clips = [dataclasses.replace(clip, labels=labels[clip.audio_id]) for clip in source.clips]
+        report = prepare_split(source, out, workers=workers)
         split_qa = {i: qa[i] for i in read_manifest(report.out_dir).ids}
         write_text_atomic(report.out_dir / QA_JSON, json.dumps(split_qa, indent=1, ensure_ascii=False) + "\n")
         report.questions = sum(map(len, split_qa.values()))
         reports.append(report)
     return reports
+
+
+LABELLED_READERS = {"esc50": labelled.read_esc50, "urbansound8k": labelled.read_urbansound8k,
+                    "fsd50k": labelled.read_fsd50k}
+
+
+def prepare_labelled(corpus: str, out: str | os.PathLike, *, root: str | os.PathLike, workers: int = 2,
+                     min_duration: float = 0.0, max_duration: float | None = None) -> list[SplitReport]:
+    """Prepare a label-only corpus (``esc50``, ``urbansound8k``, ``fsd50k``; :mod:`corpus.labelled`) from ``root``
+    as distributed: every table is read and checked before any audio is probed."""
+    if not Path(root).is_dir():
+        raise ValueError(f"{root}: {corpus} root not found")
+    sources = [s for s in LABELLED_READERS[corpus](root) if s.clips or s.errors]
+    return [prepare_split(s, out, workers=workers, min_duration=min_duration, max_duration=max_duration)
+            for s in sources]
 
 
 def _finish(reports: list[SplitReport]) -> None:
@@ -254,6 +277,52 @@ class Commands:
         """
         _finish(prepare_audiocaps(out, csv_dir=csv_dir, audio_dir=audio_dir, splits=splits, workers=workers,
                                   min_duration=min_duration, max_duration=max_duration))
+
+    def esc50(self, out: str, root: str, workers: int = 2) -> None:
+        """ESC-50: --root DIR holding meta/esc50.csv and audio/; one split per fold (fold1..fold5), labels from the
+        category column.
+
+        Args:
+            out: output folder; each fold goes into <out>/fold<k>/ with labels.json.
+            root: ESC-50 as distributed.
+            workers: processes probing audio.
+        """
+        _finish(prepare_labelled("esc50", out, root=root, workers=workers))
+
+    def urbansound8k(self, out: str, root: str, workers: int = 2) -> None:
+        """UrbanSound8K: --root DIR holding metadata/UrbanSound8K.csv and audio/fold<k>/; one split per fold
+        (fold1..fold10), labels from the class column.
+
+        Args:
+            out: output folder; each fold goes into <out>/fold<k>/ with labels.json.
+            root: UrbanSound8K as distributed.
+            workers: processes probing audio.
+        """
+        _finish(prepare_labelled("urbansound8k", out, root=root, workers=workers))
+
+    def fsd50k(self, out: str, root: str, workers: int = 2) -> None:
+        """FSD50K: --root DIR holding FSD50K.ground_truth/{dev,eval}.csv, FSD50K.dev_audio/ and FSD50K.eval_audio/;
+        splits train and val (dev.csv's split column) and eval, each clip's comma-separated labels.
+
+        Args:
+            out: output folder; each split goes into <out>/<split>/ with labels.json.
+            root: FSD50K as distributed.
+            workers: processes probing audio.
+        """
+        _finish(prepare_labelled("fsd50k", out, root=root, workers=workers))
+
+    def labels(self, out: str, audio_dir: str, labels_csv: str, split: str, workers: int = 2) -> None:
+        """Any labelled folder: --labels-csv FILE with columns file_name,labels (labels separated by ';') and the
+        clips in --audio-dir, as one split.
+
+        Args:
+            out: output folder; the split goes into <out>/<split>/ with labels.json.
+            audio_dir: folder of the clips (file_name is relative to it).
+            labels_csv: the label table.
+            split: name of the split in the output.
+            workers: processes probing audio.
+        """
+        _finish([prepare_split(labelled.read_label_csv(audio_dir, labels_csv, split), out, workers=workers)])
 
     def synth(self, out: str, root: str, workers: int = 2) -> None:
         """The built-in synthetic corpus in --root (Clotho layout; splits development, validation, evaluation), with

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ClipSource:
-    """One clip as the corpus lists it: where its audio should be and its captions (in the corpus' order)."""
+    """One clip as the corpus lists it: where its audio should be, its captions (in the corpus' order) and, for a
+    labelled corpus, its class labels."""
 
     audio_id: str
     path: str
     captions: list[str]
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from features.weights import CHUNK_SECONDS, save_audio_encoder
 from retrieval.embed import text_embeddings
 from retrieval.model import build_model
 from retrieval.search import search_audio, search_text
-from retrieval.zeroshot import zero_shot
+from retrieval.zeroshot import zero_shot, zero_shot_folds
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {"low": "low hum", "high": "high pitched beep", "noise": "hissing noise", "clicks": "rapid clicks",
@@ -75,6 +75,20 @@ def test_zero_shot_classification_beats_chance(trained, tiny_corpus, tmp_path):
     assert (out / "confusion.png").is_file() and len(json.loads((out / "predictions.json").read_text())) == 18
     two = zero_shot(f"{trained / 'best.pt'},{trained / 'best.pt'}", str(split), prompt="{label}")
     assert two["predictions"] == result["predictions"]  # an ensemble of one model twice is that model
+    # a corpus prepared as folds (ESC-50's layout after corpus.prepare): each fold scored, then the mean
+    corpus = tmp_path / "folds"
+    for k, ids in enumerate([val.ids[:6], val.ids[6:]], start=1):
+        fold = Manifest(f"fold{k}", [val.entry(i) for i in ids], {}, labels={i: val.labels[i] for i in ids})
+        write_manifest(fold, corpus)
+    folds = zero_shot_folds(str(trained / "best.pt"), str(corpus), prompt="{label}", out=str(tmp_path / "zs_folds"))
+    assert list(folds["folds"]) == ["fold1", "fold2"] and folds["labels"] == result["labels"]
+    by_clip = {p["audio_id"]: p["labels"] for p in result["predictions"]}
+    top1 = []
+    for name, fold in folds["folds"].items():
+        assert all(by_clip[p["audio_id"]] == p["labels"] for p in fold["predictions"])  # as the whole split ranks
+        top1.append(fold["scores"]["corpus"]["top1"])
+    assert folds["mean"]["top1"]["mean"] == pytest.approx(np.mean(top1))
+    assert json.loads((tmp_path / "zs_folds" / "folds.json").read_text())["mean"] == folds["mean"]
     with pytest.raises(ValueError, match="prompt"):
         zero_shot(str(trained / "best.pt"), str(split), "a,b", prompt="no slot")
     with pytest.raises(ValueError, match="no labels.json, so --labels"):
