@@ -18,6 +18,9 @@ environment variable ``AACTK_SHARED_DATA`` moves it. To run the suite as in a fr
   ``$AACTK_REFERENCE``) that parity tests compare against; where absent they skip with a reason starting with
   :data:`REFERENCE_SKIP`.
 
+- ``smollm2_tokenizer``, ``tiny_lm`` (a 2-layer random Llama with SmolLM2's real tokenizer and chat template) and
+  ``lm_cache``: language models for the prefix-LM captioners and keyword-to-caption, all offline.
+
 The skip rule: any other skip (a missing package, a missing tool, a test skipping itself) fails the run, so that
 ``python -m pytest`` cannot pass by silently not testing. The offending tests are listed at the end of the report.
 """
@@ -195,3 +198,41 @@ class SkipRule:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SkipRule(), "aactk-skip-rule")
+
+
+# --- language models (prefix-LM captioners, keyword-to-caption) ------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def lm_cache(tmp_path_factory) -> Path:
+    """A cache folder for converted LMs, shared by the tests of one run."""
+    return tmp_path_factory.mktemp("lm_cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer (with its chat template), read from the packaged GGUF file."""
+    from transformers import AutoTokenizer
+
+    from captioning.lm import _packaged_gguf
+
+    gguf = _packaged_gguf("smollm2")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def save_tiny_lm(folder: Path, tokenizer, seed: int) -> Path:
+    """A 2-layer random Llama (Llama-3 / SmolLM2 architecture) with SmolLM2's tokenizer, saved as a model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory, smollm2_tokenizer) -> Path:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), smollm2_tokenizer, seed=0)

@@ -20,7 +20,7 @@ from common.checkpoint import save_checkpoint
 from features.encoders import build_audio_encoder
 from features.store import open_store
 from captioning.train_lm import train
-from tests.captioning.conftest import save_tiny_lm
+from tests.conftest import save_tiny_lm
 
 FRAME_DIM = 16
 # peft asks transformers whether gradient checkpointing is on, through a name transformers has deprecated

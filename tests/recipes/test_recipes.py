@@ -124,7 +124,7 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     from transformers import AutoTokenizer
 
     from captioning.lm import _packaged_gguf
-    from tests.captioning.conftest import save_tiny_lm
+    from tests.conftest import save_tiny_lm
 
     gguf = _packaged_gguf("smollm2")
     lm = save_tiny_lm(tmp_path / "tiny_lm", AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), seed=0)
