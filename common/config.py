@@ -67,6 +67,8 @@ def _check_type(name: str, current: Any, value: Any, source: str) -> Any:
         return float(value)
     elif isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
         return list(value)
+    elif isinstance(current, str) and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ",".join(value)  # the command line reads "a,b" as a list; comma-separated settings want it back
     elif isinstance(value, type(current)):
         return value
     raise ValueError(f"{source}: '{name}' expects {type(current).__name__} (default {current!r}), "

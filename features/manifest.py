@@ -162,6 +162,27 @@ def read_manifest(split_dir: str | os.PathLike) -> Manifest:
     return manifest
 
 
+def read_manifests(paths: str, where: str = "data") -> Manifest:
+    """One manifest from comma-separated split folders (``a,b``: e.g. a caption corpus and a label-only corpus with
+    generated captions): clips in order, captions and labels together; an audio id in two of them is refused."""
+    folders = [p.strip() for p in paths.split(",") if p.strip()]
+    if not folders:
+        raise ValueError(f"{where}: no split folder given")
+    splits = [read_manifest(folder) for folder in folders]
+    if len(splits) == 1:
+        return splits[0]
+    owner: dict[str, str] = {}
+    for folder, split in zip(folders, splits):
+        for audio_id in split.ids:
+            if audio_id in owner:
+                raise ValueError(f"{where}: audio id {audio_id!r} is in both {owner[audio_id]} and {folder}; "
+                                 f"splits trained together need distinct ids")
+            owner[audio_id] = folder
+    return Manifest("+".join(s.split for s in splits), [e for s in splits for e in s.audio],
+                    {k: v for s in splits for k, v in s.captions.items()},
+                    [e for s in splits for e in s.errors], {k: v for s in splits for k, v in s.labels.items()})
+
+
 def check_audio_files(manifest: Manifest, where: str | os.PathLike, listed: int = 20) -> None:
     """Check, from headers only (fast), that every clip of ``manifest`` is still readable audio; a ValueError names
     every bad one. Training calls this before it starts: audio that went bad after preparation would otherwise stop

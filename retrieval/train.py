@@ -27,7 +27,7 @@ from common.config import load_config
 from common.distributed import init_distributed, is_main
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
-from features.manifest import check_audio_files, read_manifest
+from features.manifest import check_audio_files, read_manifest, read_manifests
 from features.weights import load_audio_encoder, save_audio_encoder
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
 from retrieval.evaluate import evaluate_model
@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "exp_dir": "exp/retrieval",
     "seed": 0,
     "data": {
-        "train_manifest": "",  # split folder (wav.csv + captions.json)
+        "train_manifest": "",  # split folder (wav.csv + captions.json); "a,b" trains on several together
         "val_manifest": "",  # split folder for validation; "" = no validation (best.pt then follows the train loss)
         "caption_sampling": "all",  # "all": every (clip, caption) pair per epoch; "one": each clip once, random caption
         "crop_seconds": 10.0,  # random crop of longer training clips; evaluation uses whole clips
@@ -132,7 +132,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     seed_everything(cfg["seed"] + rank)
 
     # data: every (clip, caption) pair; the same global batches whatever the number of processes
-    train_manifest = read_manifest(d["train_manifest"])
+    train_manifest = read_manifests(d["train_manifest"], "data.train_manifest")
     val_manifest = read_manifest(d["val_manifest"]) if d["val_manifest"] else None
     for split, where in ((train_manifest, d["train_manifest"]), (val_manifest, d["val_manifest"])):
         if split is not None:  # every process: a failure must stop them all before they wait on each other

@@ -14,7 +14,7 @@ from corpus.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
 from corpus.synth import clip_questions, sample_scene
 from corpus.synth.questions import LABELS, scene_labels
 from eval.qa import read_qa
-from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
+from features.manifest import AudioEntry, Manifest, read_manifest, read_manifests, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
@@ -275,6 +275,17 @@ def test_manifest_round_trip_with_awkward_ids(tmp_path: Path) -> None:
     assert not list(split_dir.glob(".*tmp*"))  # no temporary files left behind
     manifest.labels = {}
     assert read_manifest(write_manifest(manifest, tmp_path / "out")).labels == {}  # old labels do not linger
+
+
+def test_several_splits_read_as_one(tmp_path: Path) -> None:
+    a = write_manifest(Manifest("a", [AudioEntry("x", "/x.wav", 1.0, 16000, 1)], {"x": ["a cap"]}), tmp_path)
+    b = write_manifest(Manifest("b", [AudioEntry("y", "/y.wav", 2.0, 16000, 1)], {"y": ["b cap"]},
+                                labels={"y": ["dog"]}), tmp_path)
+    both = read_manifests(f"{a},{b}")
+    assert both.split == "a+b" and both.ids == ["x", "y"] and both.captions == {"x": ["a cap"], "y": ["b cap"]}
+    assert both.labels == {"y": ["dog"]} and read_manifests(str(a)) == read_manifest(a)
+    with pytest.raises(ValueError, match=r"audio id 'x' is in both .*a and .*a"):
+        read_manifests(f"{a},{a}")
 
 
 def test_read_manifest_refuses_broken_splits(tmp_path: Path) -> None:

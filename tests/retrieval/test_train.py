@@ -164,10 +164,15 @@ def test_audio_gone_bad_after_preparation_is_named_before_training(tiny_corpus, 
     bad = [Path(audio[3].path), Path(audio[7].path)]
     bad[0].unlink()
     bad[1].write_bytes(bad[1].read_bytes()[:200])  # truncated
-    folder = write_manifest(Manifest("train", audio, split.captions), tmp_path / "manifests")
-    with pytest.raises(ValueError) as err:
-        train(None, tiny_settings(tiny_corpus, tmp_path / "exp", **{"data.train_manifest": str(folder)}))
+    first = write_manifest(Manifest("first", audio[:24], {i: split.captions[i] for i in split.ids[:24]}),
+                           tmp_path / "manifests")
+    second = write_manifest(Manifest("second", audio[24:], {i: split.captions[i] for i in split.ids[24:]}),
+                            tmp_path / "manifests")
+    bad.append(Path(audio[30].path))
+    bad[2].unlink()
+    with pytest.raises(ValueError) as err:  # two splits trained together, as the command line gives them
+        train(None, tiny_settings(tiny_corpus, tmp_path / "exp", **{"data.train_manifest": (str(first), str(second))}))
     message = str(err.value)
-    assert "2 of 48 clips are no longer readable" in message and all(str(p) in message for p in bad)
+    assert "3 of 48 clips are no longer readable" in message and all(str(p) in message for p in bad)
     assert "truncated" in message
     assert not (tmp_path / "exp" / "config.yaml").exists()  # nothing claimed the folder
