@@ -1,12 +1,12 @@
 """Command line: ``python -m corpus.synth --out DIR --n-clips N --seed S [--shares 0.7,0.15,0.15]
-[--sample-rate 16000] [--workers 2]``."""
+[--sample-rate 16000] [--workers 2] [--prefix synth]``."""
 from __future__ import annotations
 
 from .corpus import SPLIT_SHARES, make_corpus
 
 
 def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...] = SPLIT_SHARES,
-         sample_rate: int = 16000, workers: int = 2) -> None:
+         sample_rate: int = 16000, workers: int = 2, prefix: str = "synth") -> None:
     """Generate the synthetic audio-caption corpus in Clotho's layout.
 
     Writes DIR/clotho_audio_{development,validation,evaluation}/synth_NNNNNN.wav (mono, 16-bit),
@@ -23,8 +23,11 @@ def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...]
         shares: fractions of the clips in development, validation and evaluation (summing to 1).
         sample_rate: sample rate in Hz of the wav files (>= 16000).
         workers: processes rendering clips in parallel (1 renders in this process).
+        prefix: the clips' file names, <prefix>_NNNNNN.wav (another prefix keeps the ids of a second corpus,
+            e.g. a label-only one, apart from the first's when they train together).
     """
-    s = make_corpus(out, n_clips, seed=seed, sample_rate=sample_rate, workers=workers, shares=shares)
+    s = make_corpus(out, n_clips, seed=seed, sample_rate=sample_rate, workers=workers, shares=shares,
+                    prefix=prefix)
     clips = ", ".join(f"{k} {v}" for k, v in s["clips"].items())
     print(f"clips: {clips} ({s['compositional']} evaluation clips with unseen combinations)")
     print(f"audio: {s['duration_s'] / 3600:.2f} h; caption vocabulary: {s['vocabulary']} words; "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 import time
 import wave
 from collections.abc import Sequence
@@ -38,7 +39,8 @@ SPLIT_SHARES = (0.70, 0.15, 0.15)
 FORCED_SHARE = 0.4  # share of evaluation clips made to hold an unseen combination
 N_HELDOUT_ATTRIBUTES, N_HELDOUT_PAIRS = 6, 6
 FORMAT_VERSION = 1
-SCENE, AUDIO, CAPTIONS, QUESTIONS = 0, 1, 2, 3  # RNG streams of a clip (questions: see questions.py)
+SCENE, AUDIO, CAPTIONS, QUESTIONS = 0, 1, 2, 3
+PREFIX = re.compile(r"^[A-Za-z0-9-]+$")  # RNG streams of a clip (questions: see questions.py)
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -130,8 +132,11 @@ def plan_clip(seed: int, index: int, forced: bool, heldout: list[str]) -> tuple[
     return scene, caption_scene(scene, _rng(seed, index, CAPTIONS))
 
 
-def file_name(index: int) -> str:
-    return f"synth_{index:06d}.wav"
+DEFAULT_PREFIX = "synth"
+
+
+def file_name(index: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}_{index:06d}.wav"
 
 
 def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
@@ -146,13 +151,13 @@ def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
 
 def make_clip(job: tuple) -> dict:
     """Plan, render and write one clip; returns its row: file_name, split, captions, scene, unseen combinations."""
-    seed, index, split, forced, heldout, sr, out = job
+    seed, index, split, forced, heldout, sr, out, prefix = job
     scene, caps = plan_clip(seed, index, forced, heldout)
-    path = Path(out) / f"clotho_audio_{split}" / file_name(index)
+    path = Path(out) / f"clotho_audio_{split}" / file_name(index, prefix)
     if not path.exists():  # finished by an earlier run with the same settings
         write_wav(path, render_scene(_rng(seed, index, AUDIO), scene, sr), sr)
     unseen = sorted(set(heldout).intersection(combinations(scene)))
-    return {"file_name": file_name(index), "split": split, "captions": caps, "scene": scene, "unseen": unseen}
+    return {"file_name": file_name(index, prefix), "split": split, "captions": caps, "scene": scene, "unseen": unseen}
 
 
 def _rounded(obj):
@@ -180,15 +185,18 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 
 def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int = 16000, workers: int = 2,
-                progress: bool = True, shares: Sequence[float] = SPLIT_SHARES) -> dict:
+                progress: bool = True, shares: Sequence[float] = SPLIT_SHARES, prefix: str = DEFAULT_PREFIX) -> dict:
     """Generate the synthetic corpus under out (see module docstring) and return a summary. ``shares``: the
-    development/validation/evaluation split sizes as fractions of ``n_clips``.
+    development/validation/evaluation split sizes as fractions of ``n_clips``; ``prefix``: the clips' file names
+    (``<prefix>_000123.wav``), so that two corpora of other seeds can be trained together with distinct ids.
 
     Returns {"clips": {split: n}, "compositional": n, "duration_s": total audio seconds,
     "vocabulary": distinct caption words, "seconds": wall time}.
     """
     if n_clips < 1:
         raise ValueError(f"n_clips must be >= 1, got {n_clips}")
+    if not PREFIX.match(prefix):
+        raise ValueError(f"Invalid prefix. (expected letters, digits and hyphens, found {prefix!r})")
     if sample_rate < 16000:
         raise ValueError(f"sample_rate must be >= 16000 Hz (bird calls reach 5 kHz), got {sample_rate}")
     t0 = time.time()
@@ -198,8 +206,11 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
     settings = {"generator": "corpus.synth", "format_version": FORMAT_VERSION, "seed": seed, "n_clips": n_clips,
                 "sample_rate": sample_rate, "heldout_combinations": heldout,
                 "splits": {s: sum(r == s for r, _ in roles) for s in SPLITS}}
+    if prefix != DEFAULT_PREFIX:  # recorded only when set, so corpora written before it keep their settings
+        settings["prefix"] = prefix
     _check_settings(out, settings)
-    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out)) for i, (split, forced) in enumerate(roles)]
+    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out), prefix)
+            for i, (split, forced) in enumerate(roles)]
     bar = dict(total=n_clips, desc="synth clips", unit="clip", disable=not progress)
     if workers <= 1:
         rows = [make_clip(j) for j in tqdm(jobs, **bar)]

@@ -185,7 +185,7 @@ def clip_questions(seed: int, index: int, scene: dict) -> list[dict]:
     return questions(scene, _rng(seed, index, QUESTIONS))
 
 
-_FILE_NAME = re.compile(r"^synth_(\d+)\.wav$")  # as corpus.file_name writes them
+_FILE_NAME = re.compile(r"^[A-Za-z0-9-]+_(\d+)\.wav$")  # as corpus.file_name writes them
 
 
 def _read_json(path: Path) -> object:
@@ -226,7 +226,7 @@ def split_annotations(root: str | Path, split: str) -> tuple[dict[str, list[dict
     for name, scene in meta.items():
         match = _FILE_NAME.match(name)
         if match is None:
-            raise ValueError(f"{meta_path}: clip {name!r} is not named synth_NNNNNN.wav, so its index is unknown")
+            raise ValueError(f"{meta_path}: clip {name!r} is not named <prefix>_NNNNNN.wav, so its index is unknown")
         try:
             questions_out[name] = clip_questions(seed, int(match.group(1)), scene)
             labels_out[name] = scene_labels(scene)

@@ -71,6 +71,16 @@ def test_different_seed_differs(corpus_w1, tmp_path):
     assert all(a[k] != b[k] for k in common_wavs)
 
 
+def test_prefix_renames_the_clips_only(corpus_w1, tmp_path):
+    make_corpus(tmp_path, N_SMALL, seed=3, workers=1, progress=False, prefix="other-set")
+    a, b = _tree(corpus_w1), _tree(tmp_path)
+    renamed = {k.replace("synth_", "other-set_"): v for k, v in a.items() if k.endswith(".wav")}
+    assert renamed == {k: v for k, v in b.items() if k.endswith(".wav")}  # the same audio, other names
+    assert json.loads((tmp_path / "synth_corpus.json").read_text())["prefix"] == "other-set"
+    with pytest.raises(ValueError, match="Invalid prefix"):
+        make_corpus(tmp_path / "x", 1, prefix="a/b")
+
+
 def test_rerun_completes_an_interrupted_corpus_and_refuses_other_settings(corpus_w1, tmp_path):
     out = tmp_path / "c"
     shutil.copytree(corpus_w1, out)
