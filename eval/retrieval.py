@@ -92,17 +92,20 @@ def _metrics_from_ranks(ranks: np.ndarray, n_relevant: np.ndarray, ks: Sequence[
 
 
 def ranking_metrics_from_chunks(chunks: Iterable[Any], relevant: Sequence[Collection[int]], *,
-                                ks: Sequence[int] = DEFAULT_KS, map_at: int = 10) -> dict[str, float]:
+                                ks: Sequence[int] = DEFAULT_KS, map_at: int = 10,
+                                per_query: bool = False) -> dict[str, Any]:
     """R@k for ``ks`` and mAP@``map_at`` from consecutive blocks of similarity rows.
 
-    ``chunks`` yields arrays [rows_i, n_items] whose rows, in order, are the queries of ``relevant``.
+    ``chunks`` yields arrays [rows_i, n_items] whose rows, in order, are the queries of ``relevant``. With
+    ``per_query`` each value is the array of every query's score (hit or AP), whose mean is the metric: two systems'
+    arrays pair up query by query (:func:`eval.compare.paired_bootstrap`).
     """
     if not ks or any(not isinstance(k, int) or k < 1 for k in ks) or not isinstance(map_at, int) or map_at < 1:
         raise ValueError(f"Invalid cut-offs. (expected positive ints, found ks={ks!r}, map_at={map_at!r})")
     rel = _pad_relevant(relevant)
     n_rel = (rel >= 0).sum(axis=1)
     depth = max(max(ks), map_at)
-    sums = {**{f"R@{k}": 0.0 for k in ks}, f"mAP@{map_at}": 0.0}
+    parts: dict[str, list[np.ndarray]] = {**{f"R@{k}": [] for k in ks}, f"mAP@{map_at}": []}
     start, n_items = 0, None
     for chunk in chunks:
         sim = _to_numpy(chunk, "similarity")
@@ -121,13 +124,15 @@ def ranking_metrics_from_chunks(chunks: Iterable[Any], relevant: Sequence[Collec
         end = start + len(sim)
         if end > len(rel):
             raise ValueError(f"Invalid similarity. (more rows than the {len(rel)} queries of relevant)")
-        per_query = _metrics_from_ranks(_chunk_ranks(sim, rel[start:end], depth), n_rel[start:end], ks, map_at)
-        for name, values in per_query.items():
-            sums[name] += float(values.sum())
+        scores = _metrics_from_ranks(_chunk_ranks(sim, rel[start:end], depth), n_rel[start:end], ks, map_at)
+        for name, values in scores.items():
+            parts[name].append(values)
         start = end
     if start != len(rel):
         raise ValueError(f"Invalid similarity. (found {start} rows for {len(rel)} queries)")
-    return {name: total / len(rel) for name, total in sums.items()}
+    if per_query:
+        return {name: np.concatenate(values) for name, values in parts.items()}
+    return {name: float(sum(v.sum() for v in values)) / len(rel) for name, values in parts.items()}
 
 
 def ranking_metrics(similarity: Any, relevant: Sequence[Collection[int]], *, ks: Sequence[int] = DEFAULT_KS,
@@ -155,11 +160,12 @@ def clotho_text_to_audio(n_clips: int, captions_per_clip: int = 5) -> np.ndarray
 
 
 def retrieval_metrics(similarity: Any, text_to_audio: Sequence[int], *, ks: Sequence[int] = DEFAULT_KS,
-                      map_at: int = 10, chunk_size: int = 1024) -> dict[str, dict[str, float]]:
+                      map_at: int = 10, chunk_size: int = 1024, per_query: bool = False) -> dict[str, dict[str, Any]]:
     """Both directions from one text-by-audio similarity [n_text, n_audio].
 
     Text-to-audio: each caption's one relevant clip is ``text_to_audio[t]``. Audio-to-text: all captions of the
-    clip are relevant. Returns ``{"text_to_audio": {...}, "audio_to_text": {...}}``.
+    clip are relevant. Returns ``{"text_to_audio": {...}, "audio_to_text": {...}}`` (with ``per_query``, arrays of
+    every caption's, and every clip's, scores).
     """
     sim = _to_numpy(similarity, "similarity")
     if sim.ndim != 2 or sim.shape[0] != len(text_to_audio):
@@ -167,8 +173,10 @@ def retrieval_metrics(similarity: Any, text_to_audio: Sequence[int], *, ks: Sequ
     a2t = audio_to_text_relevance(text_to_audio, sim.shape[1])
     t2a_rel = [[int(a)] for a in text_to_audio]
     return {
-        "text_to_audio": ranking_metrics_from_chunks(_row_chunks(sim, chunk_size), t2a_rel, ks=ks, map_at=map_at),
-        "audio_to_text": ranking_metrics_from_chunks(_row_chunks(sim.T, chunk_size), a2t, ks=ks, map_at=map_at),
+        "text_to_audio": ranking_metrics_from_chunks(_row_chunks(sim, chunk_size), t2a_rel, ks=ks, map_at=map_at,
+                                                     per_query=per_query),
+        "audio_to_text": ranking_metrics_from_chunks(_row_chunks(sim.T, chunk_size), a2t, ks=ks, map_at=map_at,
+                                                     per_query=per_query),
     }
 
 

@@ -48,12 +48,14 @@ def model_similarity(model: BiEncoder, manifest: Manifest, store: WaveformStore 
     return similarity(text, audio)
 
 
-def flat_metrics(sim: np.ndarray, owner: Sequence[int]) -> dict[str, float]:
-    """``{"t2a_R1": ..., "t2a_mAP10": ..., "a2t_R1": ...}`` from a similarity [n_captions, n_clips]."""
+def flat_metrics(sim: np.ndarray, owner: Sequence[int], per_query: bool = False) -> dict[str, Any]:
+    """``{"t2a_R1": ..., "t2a_mAP10": ..., "a2t_R1": ...}`` from a similarity [n_captions, n_clips] (with
+    ``per_query``, lists of every caption's (t2a) and clip's (a2t) scores, rounded to 6 digits)."""
     out = {}
-    for direction, scores in retrieval_metrics(sim, owner).items():
+    for direction, scores in retrieval_metrics(sim, owner, per_query=per_query).items():
         for name, value in scores.items():
-            out[f"{DIRECTIONS[direction]}_{name.replace('@', '')}"] = float(value)
+            key = f"{DIRECTIONS[direction]}_{name.replace('@', '')}"
+            out[key] = np.round(value, 6).tolist() if per_query else float(value)
     return out
 
 
@@ -83,17 +85,21 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
              batch_size: int = 16) -> dict[str, Any]:
     """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
 
-    Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics"}``;
-    an ensemble adds ``"members": {checkpoint: metrics}``, each member scored alone from the same pass.
+    Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics",
+    "per_query"}``; an ensemble adds ``"members": {checkpoint: metrics}``, each member scored alone from the same
+    pass, and ``"members_per_query"``. ``per_query`` holds every caption's (t2a) and clip's (a2t) scores, in the
+    split's order, for paired comparisons (``eval.compare.paired_bootstrap``).
     """
     paths = checkpoint_paths(checkpoints)
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
     sims = member_similarities(paths, split, batch_size)
     result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
-              "n_captions": len(captions), "metrics": flat_metrics(np.mean(sims, axis=0), owner)}
+              "n_captions": len(captions), "metrics": flat_metrics(np.mean(sims, axis=0), owner),
+              "per_query": flat_metrics(np.mean(sims, axis=0), owner, per_query=True)}
     if len(paths) > 1:
         result["members"] = {str(p): flat_metrics(sim, owner) for p, sim in zip(paths, sims)}
+        result["members_per_query"] = {str(p): flat_metrics(sim, owner, per_query=True) for p, sim in zip(paths, sims)}
     if out:
         write_text_atomic(out, json.dumps(result, indent=1) + "\n")
     return result

@@ -37,6 +37,9 @@ def test_ties_are_pessimistic():
     together = ranking_metrics(sim, relevant, chunk_size=2)
     for name in together:
         assert together[name] == pytest.approx(np.mean([p[name] for p in per_query]))
+    arrays = ranking_metrics_from_chunks([sim[:2], sim[2:]], relevant, per_query=True)  # each query's own score
+    for name, values in arrays.items():
+        assert values.tolist() == pytest.approx([p[name] for p in per_query]), name
 
 
 def test_fewer_items_than_cutoff():

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,6 +59,10 @@ def test_evaluate_and_ensemble_of_one_is_the_model(trained, tiny_corpus, tmp_pat
         assert value == pytest.approx(saved[f"val_{key}"], abs=1e-9), key
     twice = evaluate(f"{ckpt},{ckpt}", str(tiny_corpus["val"]))
     assert twice["metrics"] == single["metrics"]
+    per_query = single["per_query"]  # every caption's (t2a) and clip's (a2t) score, for paired comparisons
+    assert len(per_query["t2a_mAP10"]) == 54 and len(per_query["a2t_R1"]) == 18
+    assert np.mean(per_query["t2a_mAP10"]) == pytest.approx(single["metrics"]["t2a_mAP10"], abs=1e-5)
+    assert twice["members_per_query"][ckpt] == per_query
 
 
 @pytest.mark.slow
