@@ -13,8 +13,6 @@ log-probabilities and the end of the answer, so the label the LM would write is 
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -22,24 +20,10 @@ import torch
 from captioning.answer import load_prefix_lm, score_candidates
 from captioning.models.prefix_lm import AUDIO_MARK
 from common.cli import run
-from common.io import write_text_atomic
-from eval.classification import format_scores, plot_confusion, read_truth, score_labels
+from eval.classification import candidate_labels, finish, ranked_predictions, read_truth, show
 from features.store import open_store
 
 DEFAULT_PROMPT = AUDIO_MARK + " What do you hear?"
-
-
-def _candidates(labels: str | Sequence[str] | None, truth: dict[str, list[str]]) -> list[str]:
-    if labels is None:
-        if not truth:
-            raise ValueError("no --truth split, so --labels must name the candidate labels")
-        return sorted({x for v in truth.values() for x in v})
-    names = [x.strip() for x in (Path(labels).read_text(encoding="utf-8").splitlines() if isinstance(labels, str)
-                                 and Path(labels).is_file() else labels.split(",") if isinstance(labels, str)
-                                 else labels) if str(x).strip()]
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"Invalid labels. (expected distinct, non-empty labels, found {labels!r})")
-    return names
 
 
 def classify(checkpoint: str, features: str, truth: str | None = None, labels: str | Sequence[str] | None = None,
@@ -52,7 +36,7 @@ def classify(checkpoint: str, features: str, truth: str | None = None, labels: s
     if AUDIO_MARK not in prompt:
         raise ValueError(f"Invalid prompt. (expected a string containing {AUDIO_MARK!r}, found {prompt!r})")
     known = read_truth(truth) if truth is not None else {}
-    names = _candidates(labels, known)
+    names = candidate_labels(labels, known)
     if known:
         ids = list(known)
     else:
@@ -61,20 +45,11 @@ def classify(checkpoint: str, features: str, truth: str | None = None, labels: s
     model, store = load_prefix_lm(checkpoint, features, ids)
     with store, torch.no_grad():
         logprobs = score_candidates(model, store, [(i, prompt) for i in ids], [names] * len(ids), batch_size)
-    predictions = []
-    for audio_id, scores in zip(ids, logprobs):
-        order = torch.argsort(scores, descending=True, stable=True).tolist()
-        predictions.append({"audio_id": audio_id, "labels": [names[k] for k in order],
-                            "scores": [round(float(scores[k]), 4) for k in order]})
+    predictions = ranked_predictions(ids, names, torch.stack(logprobs, 1).float().cpu().numpy(), digits=4)
     result: dict[str, Any] = {"labels": names, "prompt": prompt, "predictions": predictions}
-    if known:
-        result["scores"] = score_labels({p["audio_id"]: p["labels"] for p in predictions}, known)
-    if out:
-        folder = Path(out)
-        write_text_atomic(folder / "predictions.json", json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
-        if known:
-            write_text_atomic(folder / "scores.json", json.dumps(result["scores"], indent=1) + "\n")
-            plot_confusion(result["scores"], folder / "confusion.png")
+    scores = finish(predictions, known, out)
+    if scores:
+        result["scores"] = scores
     return result
 
 
@@ -91,12 +66,7 @@ def main(checkpoint: str, features: str, truth: str | None = None, labels: str |
         out: a folder for predictions.json (and scores.json, confusion.png when scored).
         batch_size: clips scored in one pass, with all their candidates.
     """
-    result = classify(checkpoint, features, truth, labels, prompt, out, batch_size)
-    if "scores" in result:
-        print(format_scores(result["scores"], "by prompt"))
-    else:
-        for p in result["predictions"]:
-            print(f"{p['audio_id']}\t{p['labels'][0]}\t{p['scores'][0]:.4f}")
+    show(classify(checkpoint, features, truth, labels, prompt, out, batch_size), "by prompt")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from common.io import read_csv
 from corpus.source import ClipSource, SplitSource
@@ -67,36 +67,35 @@ def _check_folder(folder: Path, table: Path) -> None:
         raise ValueError(f"{folder}: audio folder not found (listed by {table})")
 
 
-def read_esc50(root: str | os.PathLike) -> list[SplitSource]:
-    """ESC-50's five folds; the label is the ``category`` column."""
-    root = Path(root)
-    table_path = root / "meta" / "esc50.csv"
-    table = read_csv(table_path, ("filename", "fold", "category"))
-    _check_folder(root / "audio", table_path)
-    splits = {f"fold{k}": SplitSource(f"fold{k}", []) for k in range(1, ESC50_FOLDS + 1)}
+def _read_folds(table_path: Path, name_column: str, label_column: str, n_folds: int,
+                audio_path: Callable[[str, str], Path]) -> list[SplitSource]:
+    """A one-label-per-clip table with a ``fold`` column -> one split per fold (``fold1``...);
+    ``audio_path(fold_split, file_name)`` locates a clip."""
+    table = read_csv(table_path, (name_column, "fold", label_column))
+    splits = {f"fold{k}": SplitSource(f"fold{k}", []) for k in range(1, n_folds + 1)}
     seen: dict[str, str] = {}
     for line, row in zip(table.lines, table):
         where = f"{table_path}, line {line}"
-        split = _fold(row["fold"], ESC50_FOLDS, where)
-        _add(splits, split, row["filename"], root / "audio" / row["filename"], _labels([row["category"]], where),
+        split = _fold(row["fold"], n_folds, where)
+        _add(splits, split, row[name_column], audio_path(split, row[name_column]), _labels([row[label_column]], where),
              where, seen)
     return list(splits.values())
+
+
+def read_esc50(root: str | os.PathLike) -> list[SplitSource]:
+    """ESC-50's five folds; the label is the ``category`` column."""
+    root = Path(root)
+    _check_folder(root / "audio", root / "meta" / "esc50.csv")
+    return _read_folds(root / "meta" / "esc50.csv", "filename", "category", ESC50_FOLDS,
+                       lambda fold, name: root / "audio" / name)
 
 
 def read_urbansound8k(root: str | os.PathLike) -> list[SplitSource]:
     """UrbanSound8K's ten folds; the label is the ``class`` column, the audio in ``audio/fold<k>/``."""
     root = Path(root)
-    table_path = root / "metadata" / "UrbanSound8K.csv"
-    table = read_csv(table_path, ("slice_file_name", "fold", "class"))
-    _check_folder(root / "audio", table_path)
-    splits = {f"fold{k}": SplitSource(f"fold{k}", []) for k in range(1, URBANSOUND8K_FOLDS + 1)}
-    seen: dict[str, str] = {}
-    for line, row in zip(table.lines, table):
-        where = f"{table_path}, line {line}"
-        split = _fold(row["fold"], URBANSOUND8K_FOLDS, where)
-        _add(splits, split, row["slice_file_name"], root / "audio" / split / row["slice_file_name"],
-             _labels([row["class"]], where), where, seen)
-    return list(splits.values())
+    _check_folder(root / "audio", root / "metadata" / "UrbanSound8K.csv")
+    return _read_folds(root / "metadata" / "UrbanSound8K.csv", "slice_file_name", "class", URBANSOUND8K_FOLDS,
+                       lambda fold, name: root / "audio" / fold / name)
 
 
 def read_fsd50k(root: str | os.PathLike) -> list[SplitSource]:

@@ -147,6 +147,53 @@ def plot_confusion(scores: dict, png: str | os.PathLike, title: str = "") -> Non
     plt.close(fig)
 
 
+def candidate_labels(labels: str | Sequence[str] | None, truth: Mapping[str, Sequence[str]]) -> list[str]:
+    """The candidate labels: ``labels`` (a list, a comma-separated string or a text file of one per line), or by
+    default every label of ``truth``, sorted; distinct and non-empty."""
+    if labels is None:
+        if not truth:
+            raise ValueError("no labelled split (labels.json), so the candidate labels must be given (--labels)")
+        return sorted({x for v in truth.values() for x in v})
+    if isinstance(labels, str):
+        labels = Path(labels).read_text(encoding="utf-8").splitlines() if Path(labels).is_file() else labels.split(",")
+    names = [str(x).strip() for x in labels if str(x).strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"Invalid labels. (expected distinct, non-empty labels, found {labels!r})")
+    return names
+
+
+def ranked_predictions(ids: Sequence[str], names: Sequence[str], scores: np.ndarray, digits: int = 6) -> list[dict]:
+    """``[{"audio_id", "labels", "scores"}]``, each clip's labels best first, from ``scores`` [labels, clips]."""
+    order = np.argsort(-scores, axis=0, kind="stable")
+    return [{"audio_id": audio_id, "labels": [names[k] for k in order[:, j]],
+             "scores": [round(float(scores[k, j]), digits) for k in order[:, j]]} for j, audio_id in enumerate(ids)]
+
+
+def finish(predictions: list[dict], truth: Mapping[str, Sequence[str]], out: str | os.PathLike | None) -> dict | None:
+    """Score ``predictions`` against the ``truth`` of their clips (None without truth) and, with ``out``, write
+    ``predictions.json`` (and ``scores.json``, ``confusion.png``) into that folder."""
+    scores = None
+    if truth:
+        scores = score_labels({p["audio_id"]: p["labels"] for p in predictions},
+                              {p["audio_id"]: truth[p["audio_id"]] for p in predictions if p["audio_id"] in truth})
+    if out:
+        folder = Path(out)
+        write_text_atomic(folder / "predictions.json", json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+        if scores:
+            write_text_atomic(folder / "scores.json", json.dumps(scores, indent=1) + "\n")
+            plot_confusion(scores, folder / "confusion.png")
+    return scores
+
+
+def show(result: dict, name: str) -> None:
+    """Print a classifier's result: its scores, or each clip's best label when there is no truth."""
+    if result.get("scores"):
+        print(format_scores(result["scores"], name))
+    else:
+        for p in result["predictions"]:
+            print(f"{p['audio_id']}\t{p['labels'][0]}\t{p['scores'][0]:.4f}")
+
+
 def main(predictions: str, truth: str, out: str | None = None, confusion: str | None = None) -> dict:
     """Score ranked label predictions (see the module docstring).
 

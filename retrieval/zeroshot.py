@@ -26,9 +26,9 @@ import numpy as np
 
 from common.cli import run
 from common.io import write_text_atomic
-from eval.classification import format_scores, plot_confusion, score_labels
+from eval.classification import candidate_labels, finish, ranked_predictions, show
 from features.manifest import WAV_CSV, read_manifest
-from retrieval.search import _check_text, _lines, _models, audio_collection, text_audio_scores
+from retrieval.search import _check_text, _models, audio_collection, text_audio_scores
 
 DEFAULT_PROMPT = "This is a sound of {label}."
 
@@ -85,24 +85,14 @@ def zero_shot(checkpoints: str | Sequence[str], audio: str, labels: str | Sequen
     truth = _truth(audio)
     if labels is None and not truth:
         raise ValueError(f"{audio}: no labels.json, so --labels must name the candidate labels")
-    names = _lines(labels, "labels") if labels is not None else sorted({x for v in truth.values() for x in v})
-    if len(set(names)) != len(names):
-        raise ValueError(f"Invalid labels. (expected distinct labels, found {names})")
+    names = candidate_labels(labels, truth)
     sim, ids, skipped = text_audio_scores(_models(checkpoints), [prompt.format(label=n) for n in names],
                                           audio_collection(audio))
-    order = np.argsort(-sim, axis=0, kind="stable")  # (labels, clips): best label first per clip
-    predictions = [{"audio_id": audio_id, "labels": [names[k] for k in order[:, j]],
-                    "scores": [round(float(sim[k, j]), 6) for k in order[:, j]]} for j, audio_id in enumerate(ids)]
+    predictions = ranked_predictions(ids, names, sim)
     result: dict[str, Any] = {"labels": names, "prompt": prompt, "predictions": predictions, "skipped": skipped}
-    if truth:
-        result["scores"] = score_labels({p["audio_id"]: p["labels"] for p in predictions},
-                                        {i: truth[i] for i in ids if i in truth})
-    if out:
-        folder = Path(out)
-        write_text_atomic(folder / "predictions.json", json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
-        if truth:
-            write_text_atomic(folder / "scores.json", json.dumps(result["scores"], indent=1) + "\n")
-            plot_confusion(result["scores"], folder / "confusion.png")
+    scores = finish(predictions, truth, out)
+    if scores:
+        result["scores"] = scores
     return result
 
 
@@ -121,19 +111,14 @@ def main(checkpoints: str, audio: str, labels: str | None = None, prompt: str = 
     if fold_splits(audio):
         result = zero_shot_folds(checkpoints, audio, labels, prompt, out)
         for fold, r in result["folds"].items():
-            if "scores" in r:
-                print(format_scores(r["scores"], fold))
+            show(r, fold)
         print("\n".join(f"{k}: {v['mean']:.4f} +- {v['std']:.4f} over {len(result['folds'])} folds"
                         for k, v in result["mean"].items()))
         return
     result = zero_shot(checkpoints, audio, labels, prompt, out)
     for line in result["skipped"]:
         print(f"skipped: {line}")
-    if "scores" in result:
-        print(format_scores(result["scores"], "zero-shot"))
-    else:
-        for p in result["predictions"]:
-            print(f"{p['audio_id']}\t{p['labels'][0]}\t{p['scores'][0]:.4f}")
+    show(result, "zero-shot")
 
 
 if __name__ == "__main__":

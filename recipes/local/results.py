@@ -11,7 +11,8 @@ With the prefix-LM captioners (``run.sh`` stages 10-13): the LoRA captioner agai
 frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best member; a table of question-answering
 accuracy by type (``<exp>/qa/*/scores.json``) beside the majority-answer baseline, each system's difference from
 that baseline with its interval (paired by question); and a table of classification accuracy
-(``<exp>/classify/*/scores.json``): classification by prompt against zero-shot retrieval, paired by clip.
+(``<exp>/classify/*/scores.json``): classification by prompt against zero-shot retrieval, paired by clip; and CLAP's
+keyword-to-caption comparison (``<exp>/keywords/*``, stages 14-16).
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def results(exp: str, out: str | None = None) -> str:
     lines += _comparisons(Path(exp), captioning)
     lines += _qa_table(Path(exp))
     lines += _classification_table(Path(exp))
+    lines += _keywords_table(Path(exp))
     lines += ["Training curves: " + ", ".join(str(p.relative_to(exp)) for p in sorted(Path(exp).glob("*/curves.png"))),
               ""]
     text = "\n".join(lines)
@@ -141,6 +143,35 @@ def _classification_table(exp: Path) -> list[str]:
     if ZERO_SHOT in files:
         lines += [_difference(name, ZERO_SHOT, "top-1", compare(files[ZERO_SHOT], path, "top1")["top1"])
                   for name, path in files.items() if name != ZERO_SHOT]
+    return lines + [""]
+
+
+KEYWORD_SYSTEMS = {"captions": "captions only", "template": "+ template captions", "lm": "+ generated captions"}
+
+
+def _keywords_table(exp: Path) -> list[str]:
+    """CLAP's keyword-to-caption (stages 14-16): zero-shot top-1 and caption-retrieval mAP@10 of the same retrieval
+    model trained on captions only, + label-only clips with template captions, + with generated captions."""
+    folder = exp / "keywords"
+    names = [n for n in KEYWORD_SYSTEMS if (folder / n / "scores.json").is_file() and (folder / n / "retrieval.json")
+             .is_file()]
+    if not names:
+        return []
+    zero = {n: folder / n / "scores.json" for n in names}
+    ret = {n: json.loads((folder / n / "retrieval.json").read_text()) for n in names}
+    lines = ["## Keyword-to-caption (evaluation split): zero-shot classification and text-to-audio retrieval", "",
+             "| training data | zero-shot top-1 | t2a mAP@10 | t2a R@1 |", "|---|---|---|---|"]
+    for n in names:
+        top1 = json.loads(zero[n].read_text())["corpus"]["top1"]
+        lines.append(f"| {KEYWORD_SYSTEMS[n]} | {top1:.3f} | {ret[n]['metrics']['t2a_mAP10']:.3f} | "
+                     f"{ret[n]['metrics']['t2a_R1']:.3f} |")
+    lines.append("")
+    for base, system in (("captions", "template"), ("captions", "lm"), ("template", "lm")):
+        if base in zero and system in zero:
+            a, b = KEYWORD_SYSTEMS[base], KEYWORD_SYSTEMS[system]
+            lines.append(_difference(b, a, "zero-shot top-1", compare(zero[base], zero[system], "top1")["top1"]))
+            r = paired_bootstrap(ret[base]["per_query"]["t2a_mAP10"], ret[system]["per_query"]["t2a_mAP10"])
+            lines.append(_difference(b, a, "t2a mAP@10", r, "captions"))
     return lines + [""]
 
 

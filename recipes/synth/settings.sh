@@ -24,3 +24,8 @@ prepare_corpus_stage() {
 prepare_manifest_stage() {
   step manifests python -m corpus.prepare synth --root "$data/raw" --out "$data"
 }
+
+# CLAP's keyword-to-caption (stages 14-16): a second synthetic corpus (another seed, clips named labelled_*) used by
+# its labels only; its captions are written from the labels by the template and by the LM.
+labelled_clips=${SYNTH_LABELLED_CLIPS:-400}  # development 320 of them
+labelled_seed=7
