@@ -21,7 +21,8 @@ import fire
 import torch
 from timing import interleaved_medians, mib, peak_mib, reference_folder
 
-from features.encoders.htsat import CLIP_SAMPLES, HTSAT_SIZES, SAMPLE_RATE, FusionMel, repeat_pad
+from features.encoders.fusion import CLIP_SAMPLES, SAMPLE_RATE, FusionMel, repeat_pad
+from features.encoders.htsat import HTSAT_SIZES
 from features.weights import encoder_from_state
 
 

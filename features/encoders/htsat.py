@@ -31,70 +31,24 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import librosa
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from features.encoders.htsat_layers import AttentionalFusion, SwinStage
+from features.encoders.fusion import (CLAP_MEL, CLIP_SAMPLES, FUSION_TYPES, SAMPLE_RATE, AttentionalFusion,
+                                      FusionMel, fusion_inputs, repeat_pad)
+from features.encoders.htsat_layers import SwinStage
 from features.encoders.panns import check_input
-from features.frontend import MelConfig, build_extractors, build_spec_augment, waveform_to_logmel
+from features.frontend import build_extractors, build_spec_augment, waveform_to_logmel
 
-SAMPLE_RATE = 48000
-CLIP_SAMPLES = 480000  # 10 s: the input of one pass
-HTSAT_MEL = MelConfig(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0)
-MEL_FRAMES = CLIP_SAMPLES // HTSAT_MEL.hop_size + 1  # 1001 centred frames per pass
 SPEC_SIZE, PATCH_SIZE, WINDOW_SIZE = 256, 4, 8  # the 256 x 256 image, 4 x 4 patches, 8 x 8 attention windows
-FREQ_RATIO = SPEC_SIZE // HTSAT_MEL.mel_bins  # 4 time segments stacked along frequency
+FREQ_RATIO = SPEC_SIZE // CLAP_MEL.mel_bins  # 4 time segments stacked along frequency
 FRAMES_PER_PASS = 32
 FRAME_HOP = CLIP_SAMPLES // FRAMES_PER_PASS  # 15000 samples per frame
 HTSAT_SIZES: dict[str, dict[str, Sequence[int] | int]] = {
     "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(4, 8, 16, 32)),
     "base": dict(embed_dim=128, depths=(2, 2, 12, 2), num_heads=(4, 8, 16, 32)),
 }
-FUSION_TYPES = ("aff_2d", "iaff_2d", "daf_2d")
-AMIN_DB = 1e-10  # power floor before the dB conversion (torchaudio's AmplitudeToDB)
-
-
-def repeat_pad(clip: Tensor, n: int) -> Tensor:
-    """CLAP's "repeatpad": ``clip`` (N,) repeated ``n // N`` whole times, then zero-padded to ``n`` samples."""
-    repeated = clip.repeat(n // clip.shape[0])
-    return F.pad(repeated, (0, n - repeated.shape[0]))
-
-
-class FusionMel(nn.Module):
-    """CLAP's log-mel for fusion models: ``torchaudio.transforms.MelSpectrogram`` with CLAP's settings (periodic
-    Hann window, centred reflect-padded frames, power, HTK mel without normalisation), then ``AmplitudeToDB``
-    (10 log10 of the power floored at 1e-10). (N,) -> (T, 64), T = N // 480 + 1."""
-
-    def __init__(self, cfg: MelConfig = HTSAT_MEL) -> None:
-        super().__init__()
-        self.cfg = cfg
-        bank = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,
-                                   fmax=cfg.fmax, htk=True, norm=None)  # (64, 513)
-        self.register_buffer("bank", torch.from_numpy(np.ascontiguousarray(bank.T, dtype=np.float32)),
-                             persistent=False)
-        self.register_buffer("window", torch.from_numpy(np.hanning(cfg.window_size + 1)[:-1].astype(np.float32)),
-                             persistent=False)
-
-    def forward(self, clip: Tensor) -> Tensor:
-        spec = torch.stft(clip.float(), self.cfg.window_size, self.cfg.hop_size, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True).abs().pow(2)  # (513, T)
-        return 10.0 * torch.log10((spec.T @ self.bank).clamp(min=AMIN_DB))  # (T, 64)
-
-
-def fusion_views(mel: Tensor) -> tuple[Tensor, bool]:
-    """A long clip's mel (T, 64), T > 1001 -> CLAP's four views (4, 1001, 64) [global, front, middle, back] and
-    whether they differ (``longer``); a mel of exactly 1001 frames is its own four views."""
-    total = mel.shape[0]
-    if total == MEL_FRAMES:
-        return mel.expand(4, -1, -1), False
-    thirds = np.array_split(np.arange(total - MEL_FRAMES + 1), 3)
-    starts = [int(t[len(t) // 2]) if len(t) else 0 for t in thirds]  # CLAP: a random start in each third
-    squeezed = F.interpolate(mel[None, None], size=(MEL_FRAMES, mel.shape[1]), mode="bilinear",
-                             align_corners=False)[0, 0]
-    return torch.stack([squeezed] + [mel[s:s + MEL_FRAMES] for s in starts]), True
 
 
 class PatchEmbed(nn.Module):
@@ -156,9 +110,9 @@ class HtsatEncoder(nn.Module):
             raise ValueError(f"HTS-AT has four stages: depths and num_heads need four values each, found "
                              f"{depths} and {num_heads}")
         self.fusion_type = fusion_type
-        self.spectrogram_extractor, self.logmel_extractor = build_extractors(HTSAT_MEL)
+        self.spectrogram_extractor, self.logmel_extractor = build_extractors(CLAP_MEL)
         self.spec_augmenter = build_spec_augment() if spec_augment else None
-        self.bn0 = nn.BatchNorm2d(HTSAT_MEL.mel_bins)
+        self.bn0 = nn.BatchNorm2d(CLAP_MEL.mel_bins)
         self.patch_embed = PatchEmbed(embed_dim, fusion_type)
         grid = SPEC_SIZE // PATCH_SIZE
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
@@ -195,7 +149,7 @@ class HtsatEncoder(nn.Module):
             x = self.spec_augmenter(x)
         x = F.interpolate(x, (SPEC_SIZE * FREQ_RATIO, x.shape[3]), mode="bicubic", align_corners=True)
         p, c = x.shape[:2]  # (P, C, 1024, 64) -> 4 segments of 256 frames, stacked along frequency
-        x = x.transpose(2, 3).reshape(p, c, HTSAT_MEL.mel_bins, FREQ_RATIO, SPEC_SIZE).transpose(2, 3)
+        x = x.transpose(2, 3).reshape(p, c, CLAP_MEL.mel_bins, FREQ_RATIO, SPEC_SIZE).transpose(2, 3)
         return x.reshape(p, c, SPEC_SIZE, SPEC_SIZE)
 
     def _passes(self, images: Tensor, longer: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -231,19 +185,8 @@ class HtsatEncoder(nn.Module):
 
     def _fused(self, waveform: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         """With fusion: one pass per clip (a long one seen whole) -> per-clip frames, clip embeddings, logits."""
-        views, longer = [], []
-        for clip, n in zip(waveform, lengths.tolist()):
-            if n <= CLIP_SAMPLES:
-                views.append(self.fusion_mel(repeat_pad(clip[:n], CLIP_SAMPLES)).expand(4, -1, -1))
-                longer.append(False)
-            else:
-                view, is_longer = fusion_views(self.fusion_mel(clip[:n]))
-                views.append(view)
-                longer.append(is_longer)
-        longer_t = torch.tensor(longer, device=waveform.device)
-        if self.training and not any(longer):  # as CLAP trains: the fusion layers see a batch at least once
-            longer_t[torch.randint(len(longer), ())] = True
-        frames, logits = self._passes(self._image(torch.stack(views)), longer_t)
+        views, longer = fusion_inputs(self.fusion_mel, waveform, lengths, self.training)
+        frames, logits = self._passes(self._image(views), longer)
         return list(frames), frames.mean(1), logits
 
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
@@ -270,4 +213,4 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-__all__ = ["CLIP_SAMPLES", "FUSION_TYPES", "FusionMel", "HTSAT_SIZES", "HtsatEncoder", "fusion_views", "repeat_pad"]
+__all__ = ["HTSAT_SIZES", "HtsatEncoder"]

@@ -1,4 +1,4 @@
-"""The Swin transformer of HTS-AT (Chen et al., 2022) and CLAP's attentional feature fusion (Wu et al., 2023).
+"""The Swin transformer of HTS-AT (Chen et al., 2022).
 
 Module and parameter names follow LAION-CLAP's ``HTSAT_Swin_Transformer`` so its state dicts load unchanged,
 including the buffers it saves (``relative_position_index`` and the shifted windows' ``attn_mask``, which are
@@ -158,46 +158,4 @@ class SwinStage(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
 
-def _attention_branch(channels: int, inter: int, pooled: bool) -> nn.Sequential:
-    """1x1 conv bottleneck with batch norms, on each position or (``pooled``) on the global average."""
-    layers = [nn.AdaptiveAvgPool2d(1)] if pooled else []
-    layers += [nn.Conv2d(channels, inter, 1), nn.BatchNorm2d(inter), nn.ReLU(inplace=True),
-               nn.Conv2d(inter, channels, 1), nn.BatchNorm2d(channels)]
-    return nn.Sequential(*layers)
-
-
-class AttentionalFusion(nn.Module):
-    """Attentional feature fusion of a global and a local map (Dai et al., 2021), as CLAP uses it: AFF, or iAFF
-    (``iterative``: a second attention on the first fusion).
-
-    CLAP's iAFF computes its second global attention with the first branch (``global_att``); ``global_att2`` is
-    built and saved but unused, and so it is here, so that published weights give the published outputs.
-    """
-
-    def __init__(self, channels: int, iterative: bool, r: int = 4) -> None:
-        super().__init__()
-        inter = channels // r
-        self.iterative = iterative
-        self.local_att = _attention_branch(channels, inter, pooled=False)
-        self.global_att = _attention_branch(channels, inter, pooled=True)
-        if iterative:
-            self.local_att2 = _attention_branch(channels, inter, pooled=False)
-            self.global_att2 = _attention_branch(channels, inter, pooled=True)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        """x, residual (B, C, H, W) -> (B, C, H, W)."""
-        single = x.shape[0] == 1 and self.training  # batch norm needs two samples to train; CLAP doubles one
-        xa = x + residual
-        if single:
-            xa = xa.expand(2, -1, -1, -1)
-        w = torch.sigmoid(self.local_att(xa) + self.global_att(xa))[:1 if single else None]
-        if not self.iterative:
-            return 2 * x * w + 2 * residual * (1 - w)
-        xi = x * w + residual * (1 - w)
-        if single:
-            xi = xi.expand(2, -1, -1, -1)
-        w = torch.sigmoid(self.local_att2(xi) + self.global_att(xi))[:1 if single else None]
-        return x * w + residual * (1 - w)
-
-
-__all__ = ["AttentionalFusion", "PatchMerging", "SwinBlock", "SwinStage", "WindowAttention"]
+__all__ = ["PatchMerging", "SwinBlock", "SwinStage", "WindowAttention"]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from features.encoders import build_audio_encoder
-from features.encoders.htsat import (CLIP_SAMPLES, HTSAT_MEL, MEL_FRAMES, FusionMel, HtsatEncoder, fusion_views,
-                                     repeat_pad)
+from features.encoders.fusion import CLAP_MEL, CLIP_SAMPLES, FusionMel, MEL_FRAMES, fusion_views, repeat_pad
+from features.encoders.htsat import HtsatEncoder
 from features.weights import encoder_from_state, load_audio_encoder, save_audio_encoder
 from tests.conftest import import_laion_clap
 
@@ -209,7 +209,7 @@ def test_save_load_round_trip_and_strictness(tmp_path, clips):
         encoder_from_state(spec, wrong, "CLAP.pt")
     with pytest.raises(ValueError, match="fusion_type"):
         build_audio_encoder("htsat", fusion_type="aff_1d")
-    assert HTSAT_MEL.sample_rate == enc.sample_rate == SR
+    assert CLAP_MEL.sample_rate == enc.sample_rate == SR
 
 
 def test_unconverted_laion_clap_checkpoint_is_refused_with_advice(tmp_path):

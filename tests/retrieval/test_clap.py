@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from features.encoders.htsat import CLIP_SAMPLES, FusionMel, fusion_views, repeat_pad
+from features.encoders.fusion import CLIP_SAMPLES, FusionMel, fusion_views, repeat_pad
 from features.weights import load_audio_encoder
 from retrieval.clap import convert, htsat_args
 from retrieval.embed import audio_embeddings, text_embeddings
