@@ -44,6 +44,7 @@ class MelConfig:
 PANNS_MEL_PRESETS: dict[int, dict[str, float]] = {
     32000: dict(window_size=1024, hop_size=320, mel_bins=64, fmin=50.0, fmax=14000.0),
     16000: dict(window_size=512, hop_size=160, mel_bins=64, fmin=50.0, fmax=8000.0),
+    48000: dict(window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0),  # LAION-CLAP's PANNs
 }
 
 

@@ -9,6 +9,12 @@ without ``lengths``:
 - very short clips are zero-padded to one output frame (``frame_hop`` samples);
 - long clips can be cut into ``chunk_seconds`` windows processed one after another (frames concatenated, clip
   embedding pooled over all valid frames), so activations stay bounded by one window.
+
+With ``fusion_type`` (LAION-CLAP's PANNs, 48 kHz): CLAP's feature fusion (:mod:`features.encoders.fusion`). The
+global view goes through ``conv_block1``; the three local windows of a long clip through ``mel_conv2d`` (a 5 x 5
+convolution, stride 6 in time and 2 in frequency), side by side in time, and are fused into it by attentional
+feature fusion (``aff_2d``, ``iaff_2d``) or addition (``daf_2d``). Every clip then costs one 10-s pass and gives the
+same number of frames; the names follow LAION-CLAP's, so its PANNs checkpoints load strictly.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.tensor import lengths_to_mask, masked_mean
+from features.encoders.fusion import CLAP_MEL, CLIP_SAMPLES, FUSION_TYPES, AttentionalFusion, FusionMel, fusion_inputs
 from features.frontend import (build_extractors, build_spec_augment, panns_mel_config, stft_frame_lengths,
                                waveform_to_logmel)
 
@@ -111,6 +118,8 @@ class PannsCnn(nn.Module):
         chunk_seconds: if set, clips longer than this are processed in windows of about this length (rounded
             down to whole output frames so window boundaries fall on frame boundaries).
         spec_augment: apply PANNs' SpecAugment in training mode.
+        fusion_type: None, or CLAP's feature fusion for long audio (``aff_2d``, ``iaff_2d``, ``daf_2d``; needs
+            ``sample_rate=48000`` and CLAP's mel settings; not for the Wavegram branch).
         dropout: of the clip embedding's input and output (PANNs: 0.5, made for AudioSet's two million clips;
             small corpora trained from scratch learn much faster with less).
     """
@@ -118,7 +127,7 @@ class PannsCnn(nn.Module):
     def __init__(self, arch: str, sample_rate: int = 32000, width: float = 1.0, classes_num: int = 527,
                  chunk_seconds: float | None = None, spec_augment: bool = False, window_size: int | None = None,
                  hop_size: int | None = None, mel_bins: int | None = None, fmin: float | None = None,
-                 fmax: float | None = None, dropout: float = 0.5) -> None:
+                 fmax: float | None = None, dropout: float = 0.5, fusion_type: str | None = None) -> None:
         super().__init__()
         self.dropout = dropout
         if arch not in PANNS_ARCHS:
@@ -143,6 +152,9 @@ class PannsCnn(nn.Module):
         for i, (c_in, c_out) in enumerate(zip(in_channels, channels), start=1):
             setattr(self, f"conv_block{i}", ConvBlock(c_in, c_out, spec.kernel_size, spec.convs_per_block))
         self.n_blocks = len(channels)
+        self.fusion_type = fusion_type
+        if fusion_type is not None:
+            self._build_fusion(fusion_type, channels[0], spec.wavegram)
 
         self.fc1 = nn.Linear(channels[-1], channels[-1])
         self.fc_audioset = nn.Linear(channels[-1], classes_num)
@@ -157,6 +169,19 @@ class PannsCnn(nn.Module):
                 raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
             self.chunk_samples = max(1, int(chunk_seconds * self.sample_rate) // self.frame_hop) * self.frame_hop
         self._init_weights()
+
+    def _build_fusion(self, fusion_type: str, channels: int, wavegram: bool) -> None:
+        if fusion_type not in FUSION_TYPES:
+            raise ValueError(f"Invalid fusion_type. (expected None or one of {FUSION_TYPES}, found {fusion_type!r})")
+        if wavegram:
+            raise ValueError("fusion_type: CLAP fuses log-mel views; the Wavegram-Logmel CNN has no fusion")
+        if self.mel != CLAP_MEL:
+            raise ValueError(f"fusion_type needs CLAP's log-mel ({CLAP_MEL}); found {self.mel}")
+        self.fusion_mel = FusionMel(CLAP_MEL)
+        self.mel_conv2d = nn.Sequential(nn.Conv2d(1, channels, kernel_size=5, stride=(6, 2), padding=2),
+                                        nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        if fusion_type != "daf_2d":
+            self.fusion_model = AttentionalFusion(channels, iterative=fusion_type == "iaff_2d")
 
     def _build_wavegram(self, out_channels: int) -> None:
         """PANNs' Wavegram branch; its last reshape splits channels into (maps, mel_bins // 2) pseudo-frequencies."""
@@ -200,6 +225,8 @@ class PannsCnn(nn.Module):
     def num_frames(self, lengths: Tensor) -> Tensor:
         """Frames ``forward`` returns for clips of ``lengths`` samples (B,) -> (B,) long, chunking included."""
         lengths = torch.as_tensor(lengths, dtype=torch.long)
+        if self.fusion_type:  # every clip is one 10-s pass
+            return self._count(torch.full_like(lengths, CLIP_SAMPLES))
         if self.chunk_samples is None:
             return self._count(lengths.clamp(min=self.min_samples))
         total = torch.zeros_like(lengths)
@@ -225,6 +252,29 @@ class PannsCnn(nn.Module):
             t = min(x.shape[2], a.shape[2])  # the branches can differ by one frame on odd lengths
             x = torch.cat((x[:, :, :t], a[:, :, :t]), dim=1)
             x_lengths = None if lengths is None else torch.minimum(x_lengths, a_lengths)
+        return self._blocks(x, x_lengths)
+
+    def _fused(self, views: Tensor, longer: Tensor) -> Tensor:
+        """CLAP's four mel views (B, 4, T, M) and ``longer`` (B,) -> conv_block1's map (B, C, T', M / 2) of the
+        global view, with the local windows' map fused into it for long clips."""
+        x = self.bn0(views.transpose(1, 3)).transpose(1, 3)  # BatchNorm over mel bins, every view
+        if self.training and self.spec_augmenter is not None:
+            x = self.spec_augmenter(x)
+        fused, _ = self.conv_block1(x[:, :1].contiguous(), None, (2, 2))  # the global view
+        rows = torch.nonzero(longer).flatten()
+        if len(rows) == 0:
+            return fused
+        local = x[rows, 1:]  # (L, 3, T, M): each window alone through mel_conv2d, then side by side in time
+        n, windows, t, m = local.shape
+        local = self.mel_conv2d(local.reshape(n * windows, 1, t, m))
+        local = local.view(n, windows, *local.shape[1:]).permute(0, 2, 1, 3, 4).flatten(2, 3)  # (L, C, 3 T'', M')
+        steps = fused.shape[2]
+        local = F.pad(local, (0, 0, 0, steps - local.shape[2])) if local.shape[2] < steps else local[:, :, :steps]
+        merged = (fused[rows] + local if self.fusion_type == "daf_2d" else self.fusion_model(fused[rows], local))
+        return fused.index_copy(0, rows, merged)
+
+    def _blocks(self, x: Tensor, x_lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """conv_block1's map -> blocks 2..n -> frequency-averaged last map (B, C, T) and valid frames."""
         for i in range(2, self.n_blocks + 1):
             x = F.dropout(x, p=0.2, training=self.training)
             pool = (2, 2) if i <= self.n_pools else (1, 1)
@@ -274,6 +324,16 @@ class PannsCnn(nn.Module):
             lengths = None  # nothing is padded: the unmasked path computes the same, about 5% faster
         if lengths is not None:
             waveform = waveform * lengths_to_mask(lengths, waveform.shape[1]).to(waveform.dtype)  # padding must be 0
+        if self.fusion_type:
+            full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
+            views, longer = fusion_inputs(self.fusion_mel, waveform, full if lengths is None else lengths,
+                                          self.training)
+            if self.training:  # batch statistics need the batch
+                return self._head(*self._blocks(self._fused(views, longer), None))
+            # at inference one clip per pass: a clip's embedding is bit-identical alone or in any batch
+            outs = [self._head(*self._blocks(self._fused(views[i:i + 1], longer[i:i + 1]), None))
+                    for i in range(len(views))]
+            return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
         if self.chunk_samples is None or waveform.shape[1] <= self.chunk_samples:
             return self._head(*self._backbone(waveform, lengths))
         full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
