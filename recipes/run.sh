@@ -11,7 +11,8 @@
 # (converted once), 11 prefix-LM captioners (LoRA, and Pengi's frozen LM) on captions and, where the corpus has them
 # (qa.json), its questions, 12 LoRA members on the LoRA model's mapping merged by concatenation, 13 decoding, scoring,
 # question answering, classification by prompt (labels.json; beside zero-shot retrieval) and the results table
-# again: bash recipes/run.sh --stage 10 --stop_stage 13.
+# again: bash recipes/run.sh --stage 10 --stop_stage 13. CLAP's keyword-to-caption (synth): 14 a label-only corpus
+# and its captions from labels (template, LM), 15 retrieval trained with them, 16 zero-shot and retrieval compared.
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -194,6 +195,43 @@ if begin_stage 13 "decode, score, answer and classify with the LM captioners: ->
     step classify_zero_shot python -m retrieval.zeroshot --checkpoints "$retrieval_ckpts" --audio "$data/$eval_split" \
       --out "$exp/classify/zero_shot_retrieval"
   fi
+  python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
+  end_stage
+fi
+# --- CLAP's keyword-to-caption (stages 14-16) ---------------------------------------------------------------------
+if [ "$stop_stage" -ge 14 ] && [ -z "${labelled_clips:-}" ]; then
+  echo "run.sh: stages 14-16 need a label-only corpus, which only the synth recipe makes (labelled_clips)" >&2
+  exit 2
+fi
+if begin_stage 14 "label-only corpus and its keyword captions: -> $data/labelled_{template,lm}/$train_split"; then
+  step labelled_synth python -m corpus.synth --out "$data/labelled_raw" --n-clips "$labelled_clips" \
+    --shares 0.8,0.1,0.1 --seed "$labelled_seed" --prefix labelled
+  step labelled_manifests python -m corpus.prepare synth --root "$data/labelled_raw" --out "$data/labelled"
+  step keywords_template python -m corpus.keywords --manifest "$data/labelled/$train_split" \
+    --out "$data/labelled_template"
+  step keywords_lm python -m corpus.keywords --manifest "$data/labelled/$train_split" --out "$data/labelled_lm" \
+    --generator "${lm:-smollm2}"
+  end_stage
+fi
+
+if begin_stage 15 "retrieval on captions + keyword captions: -> $exp/retrieval_keywords_{template,lm}"; then
+  for kind in template lm; do
+    step "retrieval_train_keywords_$kind" python -m retrieval.train --config "$conf/retrieval_$feature_model.yaml" \
+      --data.train_manifest "$data/$train_split,$data/labelled_$kind/$train_split" \
+      --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_keywords_$kind"
+  done
+  end_stage
+fi
+
+if begin_stage 16 "zero-shot and retrieval: captions only, + template, + generated captions -> $exp/keywords/*"; then
+  for kind in captions template lm; do
+    ckpt=$exp/retrieval_keywords_$kind/best.pt
+    [ "$kind" = captions ] && ckpt=$exp/retrieval_$feature_model/best.pt  # stage 2's model: the same config
+    step "zero_shot_$kind" python -m retrieval.zeroshot --checkpoints "$ckpt" --audio "$data/$eval_split" \
+      --out "$exp/keywords/$kind"
+    step "retrieval_eval_keywords_$kind" python -m retrieval.evaluate --checkpoints "$ckpt" \
+      --manifest "$data/$eval_split" --out "$exp/keywords/$kind/retrieval.json"
+  done
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi

@@ -1,4 +1,5 @@
 """Every config in recipes/ builds, and the default recipe runs stage by stage on a tiny corpus."""
+import json
 import os
 import signal
 import subprocess
@@ -140,5 +141,17 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     for system in ("lm_lora", "lm_pengi", "lm_merged", "zero_shot_retrieval"):
         assert f"| {system} | " in results.split("## Classification")[1], results
     assert "- lm_merged vs zero_shot_retrieval: top-1 " in results, results
+    # CLAP's keyword-to-caption beside it (stages 14-16): a second tiny corpus used by its labels, its captions
+    # written by the template and by the tiny LM, retrieval trained with each, zero-shot and retrieval compared.
+    proc = _run(tmp_path, "--stage", "14", "--stop_stage", "16",
+                env={"SYNTH_LM": str(lm), "SYNTH_LABELLED_CLIPS": "20", "AACTK_CACHE": str(tmp_path / "cache")})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    results = (exp / "results.md").read_text()
+    assert "## Keyword-to-caption" in results and "| + generated captions | " in results, results
+    assert "- + generated captions vs captions only: zero-shot top-1 " in results, results
+    assert "- + template captions vs captions only: t2a mAP@10 " in results, results
+    captions = json.loads((tmp_path / "data/labelled_template/development/captions.json").read_text())
+    assert all(c[0].startswith("The sound of ") for c in captions.values())
     merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
     assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
