@@ -105,5 +105,14 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     return result
 
 
+def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: int = 16) -> None:
+    """Evaluate one retrieval checkpoint or an ensemble (comma-separated) on a split: R@1/5/10 and mAP@10 in both
+    directions, printed; ``--out`` also writes every query's scores (see :func:`evaluate`)."""
+    result = evaluate(checkpoints, manifest, out, batch_size)
+    for name, metrics in [("ensemble" if "members" in result else "model", result["metrics"]),
+                          *result.get("members", {}).items()]:
+        print(f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
 if __name__ == "__main__":
-    run(evaluate, "retrieval.evaluate")
+    run(main, "retrieval.evaluate")
