@@ -39,12 +39,12 @@ def score_candidates(model: PrefixLMCaptioner, store: FeatureStore, prompted: Se
     length = {k: len(model.after_ids(p)) for k, p in enumerate(prompts)}
     order = sorted(range(len(prompts)), key=lambda k: (length[k], k))
     scores: dict[int, torch.Tensor] = {}
+    device = module_device(model)
     for _, group in itertools.groupby(order, key=length.get):
         group = list(group)
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             clips = [torch.from_numpy(store.frames(prompted[k][0])).float() for k in chunk]
-            device = module_device(model)
             frames = pad_sequence(clips, batch_first=True).to(device)
             lengths = torch.tensor([len(c) for c in clips], device=device)
             found = model.candidate_logprobs(frames, lengths, [prompts[k] for k in chunk],

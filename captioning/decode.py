@@ -34,8 +34,7 @@ def caption_clips(scorer: Ensemble, store: FeatureStore, vocab: Vocabulary, audi
     device = module_device(scorer.models[0])
     for batch in loader:
         captions = caption_frames(scorer, batch["frames"].to(device), batch["frame_lengths"].to(device), vocab,
-                                  beam_size=beam_size,
-                                  max_len=max_len, min_len=min_len, length_norm=length_norm)
+                                  beam_size=beam_size, max_len=max_len, min_len=min_len, length_norm=length_norm)
         out.update(zip(batch["audio_ids"], captions))
     return out
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,8 +89,6 @@ def check_train_settings(train: Mapping[str, Any], source: str) -> None:
 def resolve_device(name: str) -> torch.device:
     """``train.device`` as a device: ``auto`` is this process's GPU (``LOCAL_RANK`` under torchrun) when there is
     one, else the CPU; a GPU asked for where there is none is refused."""
-    import os
-
     if name == "auto":
         return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
     try:

@@ -48,15 +48,27 @@ def model_similarity(model: BiEncoder, manifest: Manifest, store: WaveformStore 
     return similarity(text, audio)
 
 
-def flat_metrics(sim: np.ndarray, owner: Sequence[int], per_query: bool = False) -> dict[str, Any]:
-    """``{"t2a_R1": ..., "t2a_mAP10": ..., "a2t_R1": ...}`` from a similarity [n_captions, n_clips] (with
-    ``per_query``, lists of every caption's (t2a) and clip's (a2t) scores, rounded to 6 digits)."""
+def query_scores(sim: np.ndarray, owner: Sequence[int]) -> dict[str, np.ndarray]:
+    """Every query's score, ``{"t2a_R1": [per caption], ..., "a2t_mAP10": [per clip]}``, from a similarity
+    [n_captions, n_clips]; each metric is the mean of its array."""
     out = {}
-    for direction, scores in retrieval_metrics(sim, owner, per_query=per_query).items():
-        for name, value in scores.items():
-            key = f"{DIRECTIONS[direction]}_{name.replace('@', '')}"
-            out[key] = np.round(value, 6).tolist() if per_query else float(value)
+    for direction, scores in retrieval_metrics(sim, owner, per_query=True).items():
+        for name, values in scores.items():
+            out[f"{DIRECTIONS[direction]}_{name.replace('@', '')}"] = values
     return out
+
+
+def flat_metrics(sim: np.ndarray, owner: Sequence[int]) -> dict[str, float]:
+    """``{"t2a_R1": ..., "t2a_mAP10": ..., "a2t_R1": ...}`` from a similarity [n_captions, n_clips]."""
+    return _means(query_scores(sim, owner))
+
+
+def _means(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    return {key: float(values.mean()) for key, values in scores.items()}
+
+
+def _rounded(scores: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    return {key: np.round(values, 6).tolist() for key, values in scores.items()}
 
 
 def evaluate_model(model: BiEncoder, manifest: Manifest, store: WaveformStore | None = None,
@@ -94,12 +106,13 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
     sims = member_similarities(paths, split, batch_size)
+    scores = query_scores(np.mean(sims, axis=0), owner)
     result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
-              "n_captions": len(captions), "metrics": flat_metrics(np.mean(sims, axis=0), owner),
-              "per_query": flat_metrics(np.mean(sims, axis=0), owner, per_query=True)}
+              "n_captions": len(captions), "metrics": _means(scores), "per_query": _rounded(scores)}
     if len(paths) > 1:
-        result["members"] = {str(p): flat_metrics(sim, owner) for p, sim in zip(paths, sims)}
-        result["members_per_query"] = {str(p): flat_metrics(sim, owner, per_query=True) for p, sim in zip(paths, sims)}
+        members = {str(p): query_scores(sim, owner) for p, sim in zip(paths, sims)}
+        result["members"] = {p: _means(s) for p, s in members.items()}
+        result["members_per_query"] = {p: _rounded(s) for p, s in members.items()}
     if out:
         write_text_atomic(out, json.dumps(result, indent=1) + "\n")
     return result

@@ -39,8 +39,8 @@ SPLIT_SHARES = (0.70, 0.15, 0.15)
 FORCED_SHARE = 0.4  # share of evaluation clips made to hold an unseen combination
 N_HELDOUT_ATTRIBUTES, N_HELDOUT_PAIRS = 6, 6
 FORMAT_VERSION = 1
-SCENE, AUDIO, CAPTIONS, QUESTIONS = 0, 1, 2, 3
-PREFIX = re.compile(r"^[A-Za-z0-9-]+$")  # RNG streams of a clip (questions: see questions.py)
+SCENE, AUDIO, CAPTIONS, QUESTIONS = 0, 1, 2, 3  # RNG streams of a clip (questions: see questions.py)
+PREFIX = "[A-Za-z0-9-]+"  # what may name a corpus's clips: <prefix>_000123.wav
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -195,7 +195,7 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
     """
     if n_clips < 1:
         raise ValueError(f"n_clips must be >= 1, got {n_clips}")
-    if not PREFIX.match(prefix):
+    if not re.fullmatch(PREFIX, prefix):
         raise ValueError(f"Invalid prefix. (expected letters, digits and hyphens, found {prefix!r})")
     if sample_rate < 16000:
         raise ValueError(f"sample_rate must be >= 16000 Hz (bird calls reach 5 kHz), got {sample_rate}")

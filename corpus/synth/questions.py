@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import lexicon as lx
-from .corpus import QUESTIONS, _rng
+from .corpus import PREFIX, QUESTIONS, _rng
 from .events import EVENT_TYPES
 from .scene import NOTICEABLE_P
 
@@ -185,7 +185,7 @@ def clip_questions(seed: int, index: int, scene: dict) -> list[dict]:
     return questions(scene, _rng(seed, index, QUESTIONS))
 
 
-_FILE_NAME = re.compile(r"^[A-Za-z0-9-]+_(\d+)\.wav$")  # as corpus.file_name writes them
+_FILE_NAME = re.compile(rf"^{PREFIX}_(\d+)\.wav$")  # as corpus.file_name writes them
 
 
 def _read_json(path: Path) -> object:
@@ -214,8 +214,6 @@ def _read_scenes(root: str | Path, split: str) -> tuple[int, Path, dict[str, dic
 def scene_labels(scene: dict) -> list[str]:
     """The class labels of a scene: the names of its sound types (the answers of "order" questions), sorted."""
     return sorted({lx.QUESTION_WORDS[ev["type"]]["answer"] for ev in scene["events"]})
-
-
 
 
 def split_annotations(root: str | Path, split: str) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:

@@ -324,8 +324,8 @@ class PannsCnn(nn.Module):
             lengths = None  # nothing is padded: the unmasked path computes the same, about 5% faster
         if lengths is not None:
             waveform = waveform * lengths_to_mask(lengths, waveform.shape[1]).to(waveform.dtype)  # padding must be 0
+        full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
         if self.fusion_type:
-            full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
             views, longer = fusion_inputs(self.fusion_mel, waveform, full if lengths is None else lengths,
                                           self.training)
             if self.training:  # batch statistics need the batch
@@ -336,7 +336,6 @@ class PannsCnn(nn.Module):
             return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
         if self.chunk_samples is None or waveform.shape[1] <= self.chunk_samples:
             return self._head(*self._backbone(waveform, lengths))
-        full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
         lengths = full if lengths is None else lengths
         maps, counts = [], []
         for start in range(0, int(lengths.max()), self.chunk_samples):
