@@ -1,12 +1,13 @@
 """Command line: ``python -m corpus.synth --out DIR --n-clips N --seed S [--shares 0.7,0.15,0.15]
-[--sample-rate 16000] [--workers 2] [--prefix synth]``."""
+[--sample-rate 16000] [--workers 2] [--prefix synth] [--durations 30,90]``."""
 from __future__ import annotations
 
 from .corpus import SPLIT_SHARES, make_corpus
 
 
 def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...] = SPLIT_SHARES,
-         sample_rate: int = 16000, workers: int = 2, prefix: str = "synth") -> None:
+         sample_rate: int = 16000, workers: int = 2, prefix: str = "synth",
+         durations: tuple[float, ...] | None = None) -> None:
     """Generate the synthetic audio-caption corpus in Clotho's layout.
 
     Writes DIR/clotho_audio_{development,validation,evaluation}/synth_NNNNNN.wav (mono, 16-bit),
@@ -25,9 +26,12 @@ def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...]
         workers: processes rendering clips in parallel (1 renders in this process).
         prefix: the clips' file names, <prefix>_NNNNNN.wav (another prefix keeps the ids of a second corpus,
             e.g. a label-only one, apart from the first's when they train together).
+        durations: min,max seconds of long clips (e.g. 30,90): each clip's sounds are spread over a length drawn
+            between them, with silence and background between, for long-audio handling (feature fusion, windows).
+            By default a clip lasts as long as its sounds (3 to 20 s).
     """
     s = make_corpus(out, n_clips, seed=seed, sample_rate=sample_rate, workers=workers, shares=shares,
-                    prefix=prefix)
+                    prefix=prefix, durations=durations)
     clips = ", ".join(f"{k} {v}" for k, v in s["clips"].items())
     print(f"clips: {clips} ({s['compositional']} evaluation clips with unseen combinations)")
     print(f"audio: {s['duration_s'] / 3600:.2f} h; caption vocabulary: {s['vocabulary']} words; "

@@ -32,7 +32,7 @@ from common.io import atomic_write, remove_stale_temps, write_csv, write_text_at
 
 from .captions import caption_scene, words
 from .events import EVENT_TYPES
-from .scene import combinations, render_scene, sample_scene
+from .scene import MAX_DURATION, combinations, render_scene, sample_scene, stretch_scene
 
 SPLITS = ("development", "validation", "evaluation")
 SPLIT_SHARES = (0.70, 0.15, 0.15)
@@ -105,8 +105,10 @@ def assign_splits(n_clips: int, seed: int, shares: Sequence[float] = SPLIT_SHARE
     return [roles[i] for i in perm]
 
 
-def plan_clip(seed: int, index: int, forced: bool, heldout: list[str]) -> tuple[dict, list[str]]:
-    """(scene, 5 captions) of clip index: forced clips hold a held-out combination, all others hold none."""
+def plan_clip(seed: int, index: int, forced: bool, heldout: list[str],
+              durations: tuple[float, float] | None = None) -> tuple[dict, list[str]]:
+    """(scene, 5 captions) of clip index: forced clips hold a held-out combination, all others hold none.
+    ``durations`` (min, max seconds): a long clip of a length drawn between them, its episodes spread over it."""
     rng = _rng(seed, index, SCENE)
     held = set(heldout)
     for _ in range(1000):
@@ -129,6 +131,8 @@ def plan_clip(seed: int, index: int, forced: bool, heldout: list[str]) -> tuple[
                 break
     else:  # pragma: no cover - rejection rates are a few percent
         raise RuntimeError(f"clip {index}: could not sample a scene that satisfies the held-out rule")
+    if durations is not None:
+        stretch_scene(rng, scene, float(rng.uniform(*durations)))
     return scene, caption_scene(scene, _rng(seed, index, CAPTIONS))
 
 
@@ -151,8 +155,8 @@ def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
 
 def make_clip(job: tuple) -> dict:
     """Plan, render and write one clip; returns its row: file_name, split, captions, scene, unseen combinations."""
-    seed, index, split, forced, heldout, sr, out, prefix = job
-    scene, caps = plan_clip(seed, index, forced, heldout)
+    seed, index, split, forced, heldout, sr, out, prefix, durations = job
+    scene, caps = plan_clip(seed, index, forced, heldout, durations)
     path = Path(out) / f"clotho_audio_{split}" / file_name(index, prefix)
     if not path.exists():  # finished by an earlier run with the same settings
         write_wav(path, render_scene(_rng(seed, index, AUDIO), scene, sr), sr)
@@ -185,10 +189,13 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 
 def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int = 16000, workers: int = 2,
-                progress: bool = True, shares: Sequence[float] = SPLIT_SHARES, prefix: str = DEFAULT_PREFIX) -> dict:
+                progress: bool = True, shares: Sequence[float] = SPLIT_SHARES, prefix: str = DEFAULT_PREFIX,
+                durations: Sequence[float] | None = None) -> dict:
     """Generate the synthetic corpus under out (see module docstring) and return a summary. ``shares``: the
     development/validation/evaluation split sizes as fractions of ``n_clips``; ``prefix``: the clips' file names
-    (``<prefix>_000123.wav``), so that two corpora of other seeds can be trained together with distinct ids.
+    (``<prefix>_000123.wav``), so that two corpora of other seeds can be trained together with distinct ids;
+    ``durations``: (min, max) seconds of long clips (e.g. 30 to 90 s, for long-audio handling), each clip's scene
+    spread over a length drawn between them; by default clips last as long as their events (3 to 20 s).
 
     Returns {"clips": {split: n}, "compositional": n, "duration_s": total audio seconds,
     "vocabulary": distinct caption words, "seconds": wall time}.
@@ -197,6 +204,11 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
         raise ValueError(f"n_clips must be >= 1, got {n_clips}")
     if not re.fullmatch(PREFIX, prefix):
         raise ValueError(f"Invalid prefix. (expected letters, digits and hyphens, found {prefix!r})")
+    if durations is not None:
+        durations = tuple(float(d) for d in durations)
+        if len(durations) != 2 or not MAX_DURATION <= durations[0] <= durations[1]:
+            raise ValueError(f"Invalid durations. (expected min,max seconds with {MAX_DURATION:g} <= min <= max, "
+                             f"found {durations})")
     if sample_rate < 16000:
         raise ValueError(f"sample_rate must be >= 16000 Hz (bird calls reach 5 kHz), got {sample_rate}")
     t0 = time.time()
@@ -208,8 +220,10 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
                 "splits": {s: sum(r == s for r, _ in roles) for s in SPLITS}}
     if prefix != DEFAULT_PREFIX:  # recorded only when set, so corpora written before it keep their settings
         settings["prefix"] = prefix
+    if durations is not None:
+        settings["durations"] = list(durations)
     _check_settings(out, settings)
-    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out), prefix)
+    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out), prefix, durations)
             for i, (split, forced) in enumerate(roles)]
     bar = dict(total=n_clips, desc="synth clips", unit="clip", disable=not progress)
     if workers <= 1:

@@ -32,7 +32,7 @@ import numpy as np
 from . import lexicon as lx
 from .corpus import PREFIX, QUESTIONS, _rng
 from .events import EVENT_TYPES
-from .scene import NOTICEABLE_P
+from .scene import NOTICEABLE_P, episodes
 
 LABELS = sorted(w["answer"] for w in lx.QUESTION_WORDS.values())  # every label (sound name) a clip can have
 NUMBERS = {1: "one", 2: "two", 3: "three"}
@@ -50,7 +50,6 @@ WEIGHTS = {"presence": 0.7, "count": 3.0, "order": 20.0, "pitch": 6.0, "loudness
 SOURCES_SHARE = 0.7  # share of clips asked how many sounds they hold
 REPEAT = 0.3  # a second question of a type is that much less likely than the first: clips get varied questions
 MIN_QUESTIONS, MAX_QUESTIONS = 4, 6
-MIN_GAP_S = 0.25  # sounds closer than this in time count as one episode (a "then" relation leaves >= 0.3 s)
 
 PRESENCE = ["is there {x}?", "do you hear {x}?", "can you hear {x}?"]
 COUNT = ["how many times does {counted}?", "how many {units} do you hear?", "how many {units} are there?"]
@@ -78,21 +77,6 @@ def _words(type_name: str, key: str, rng: np.random.Generator) -> str:
 
 def _qa(question: str, answer: str, type_: str) -> dict:
     return {"question": question[0].upper() + question[1:], "answer": answer, "type": type_}
-
-
-def episodes(events: list[dict]) -> list[list[int]]:
-    """Indices of events grouped into episodes, in time order: runs of sounds that overlap (or are less than
-    MIN_GAP_S apart). An episode of one event is a sound heard on its own."""
-    groups: list[list[int]] = []
-    end = 0.0  # when the current episode's last sound ends
-    for i in sorted(range(len(events)), key=lambda k: events[k]["onset"]):
-        if groups and events[i]["onset"] < end + MIN_GAP_S:
-            groups[-1].append(i)
-            end = max(end, events[i]["offset"])
-        else:
-            groups.append([i])
-            end = events[i]["offset"]
-    return groups
 
 
 def _order(events: list[dict], rng: np.random.Generator) -> list[dict]:

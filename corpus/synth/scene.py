@@ -22,6 +22,7 @@ MIN_DURATION, MAX_DURATION = 3.0, 20.0
 LEVELS_DB = {"quiet": -32.0, "normal": -22.0, "loud": -14.0}  # active level, jittered by +-1.5 dB
 LENGTHS_S = {"short": (0.8, 2.0), "medium": (2.5, 3.5), "long": (4.5, 10.0)}
 NOTICEABLE_P = 0.35  # share of scenes whose background ambience is loud enough to mention
+MIN_GAP_S = 0.25  # sounds closer than this in time count as one episode (a "then" relation leaves >= 0.3 s)
 
 
 def sample_event(rng: np.random.Generator, type_name: str, fixed: dict | None = None) -> dict:
@@ -78,6 +79,41 @@ def _layout(rng: np.random.Generator, events: list[dict], relations: list[str]) 
     for e in events:
         e["spans_clip"] = bool(e["offset"] - e["onset"] >= 0.8 * duration)
     return round(duration, 3)
+
+
+def episodes(events: list[dict]) -> list[list[int]]:
+    """Indices of events grouped into episodes, in time order: runs of sounds that overlap (or are less than
+    MIN_GAP_S apart). An episode of one event is a sound heard on its own."""
+    groups: list[list[int]] = []
+    end = 0.0  # when the current episode's last sound ends
+    for i in sorted(range(len(events)), key=lambda k: events[k]["onset"]):
+        if groups and events[i]["onset"] < end + MIN_GAP_S:
+            groups[-1].append(i)
+            end = max(end, events[i]["offset"])
+        else:
+            groups.append([i])
+            end = events[i]["offset"]
+    return groups
+
+
+def stretch_scene(rng: np.random.Generator, scene: dict, duration: float) -> dict:
+    """The scene as a long clip of ``duration`` seconds (in place): its episodes keep their own timing and order,
+    and the extra time goes to the silences before, between and after them (shares drawn at random), so every
+    relation, count and order a caption or question states stays true. A scene already as long is unchanged."""
+    events = scene["events"]
+    extra = duration - scene["duration"]
+    if extra <= 0:
+        return scene
+    groups = episodes(events)
+    shares = np.cumsum(rng.dirichlet(np.ones(len(groups) + 1)))[:-1]  # the shift of each episode, as a share
+    for group, share in zip(groups, shares):
+        for i in group:
+            events[i]["onset"] = round(float(events[i]["onset"] + share * extra), 4)
+            events[i]["offset"] = round(float(events[i]["offset"] + share * extra), 4)
+    scene["duration"] = round(duration, 3)
+    for e in events:
+        e["spans_clip"] = bool(e["offset"] - e["onset"] >= 0.8 * duration)
+    return scene
 
 
 def sample_scene(rng: np.random.Generator, types: list[str] | None = None, fixed: dict | None = None) -> dict:

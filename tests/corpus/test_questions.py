@@ -9,8 +9,8 @@ import pytest
 
 from corpus.synth import assign_splits, choose_heldout, clip_questions, plan_clip
 from corpus.synth.lexicon import QUESTION_WORDS
-from corpus.synth.questions import (ANSWERS, BACKGROUND, FIRST, LAST, MIN_GAP_S, NOTICEABLE_P, TYPES, candidates,
-                                    questions)
+from corpus.synth.questions import ANSWERS, BACKGROUND, FIRST, LAST, NOTICEABLE_P, TYPES, candidates, questions
+from corpus.synth.scene import MIN_GAP_S
 
 N_UNITS = {"1": 1, "2": 2, "3": 3, "several": 6}
 NAME_TO_TYPE = {w["answer"]: t for t, w in QUESTION_WORDS.items()}

@@ -246,3 +246,31 @@ def test_cli_help_explains_the_arguments():
     text = out.stdout + out.stderr  # fire writes help to stderr when not on a terminal
     for word in ("n_clips", "seed", "sample_rate", "workers", "clotho_captions"):
         assert word in text
+
+
+def test_long_clips_spread_the_same_events_and_keep_their_answers(tmp_path):
+    """--durations: each clip lasts 30 to 90 s, its events keep their lengths, order and overlaps (so captions and
+    answers stay true) and are spread over the clip; the short corpus is unchanged by the option's existence."""
+    seed, heldout = 3, choose_heldout(3)
+    starts = []
+    for i in range(40):
+        short, short_caps = plan_clip(seed, i, False, heldout)
+        long, long_caps = plan_clip(seed, i, False, heldout, (30.0, 90.0))
+        assert 30.0 <= long["duration"] <= 90.0
+        by_onset = lambda s: sorted(s["events"], key=lambda e: e["onset"])  # noqa: E731
+        for a, b in zip(by_onset(short), by_onset(long)):
+            assert a["type"] == b["type"] and abs((a["offset"] - a["onset"]) - (b["offset"] - b["onset"])) < 1e-3
+            assert 0.0 <= b["onset"] and b["offset"] <= long["duration"]
+        gaps = lambda s: [y["onset"] - x["offset"] for x, y in zip(by_onset(s), by_onset(s)[1:])]  # noqa: E731
+        assert all((g1 < 0) == (g2 < 0) and (g1 < 0 or g2 >= g1 - 1e-3) for g1, g2 in zip(gaps(short), gaps(long)))
+        assert [q["answer"] for q in clip_questions(seed, i, short)] == [
+            q["answer"] for q in clip_questions(seed, i, long)]
+        starts.append(min(e["onset"] for e in long["events"]) / long["duration"])
+    assert max(starts) > 0.5  # sounds are not all at the start of the clip
+    make_corpus(tmp_path / "long", 3, seed=seed, workers=1, progress=False, durations=(30, 40))
+    for path in (tmp_path / "long").glob("clotho_audio_*/*.wav"):
+        assert 30.0 <= soundfile.info(path).duration <= 40.0
+    assert json.loads((tmp_path / "long/synth_corpus.json").read_text())["durations"] == [30.0, 40.0]
+    for bad in [(10, 40), (50, 40), (30,)]:
+        with pytest.raises(ValueError, match="Invalid durations"):
+            make_corpus(tmp_path / "bad", 3, seed=seed, workers=1, progress=False, durations=bad)
