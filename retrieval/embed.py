@@ -2,7 +2,8 @@
 
 Evaluation never crops: each clip is encoded whole, the way feature extraction encodes it (``features.encode``:
 batched by length, longest first, padded with lengths so a clip's embedding does not depend on its batch; long clips
-windowed by the audio encoder's ``chunk_seconds``, chosen when the model is loaded).
+windowed by the audio encoder's ``chunk_seconds``, chosen when the model is loaded, or fused by its feature fusion).
+Two other ways to see long clips, for comparison (CLAP's): a central crop, and the average of window embeddings.
 """
 from __future__ import annotations
 
@@ -18,19 +19,45 @@ from features.encode import encode_waveforms, plan_batches
 from retrieval.model import BiEncoder
 
 
+LONG_AUDIO = ("whole", "crop", "windows")
+
+
+def audio_views(wave: np.ndarray, n: int, long_audio: str = "whole") -> list[np.ndarray]:
+    """The parts of a clip that are embedded: all of it (``whole``, or any clip of at most ``n`` samples), its
+    central ``n`` samples (``crop``: a random crop made deterministic), or consecutive ``n``-sample windows, the
+    last one ending at the clip's end (``windows``, whose embeddings are averaged)."""
+    if long_audio not in LONG_AUDIO:
+        raise ValueError(f"Invalid long_audio. (expected one of {LONG_AUDIO}, found {long_audio!r})")
+    if long_audio == "whole" or len(wave) <= n:
+        return [wave]
+    if long_audio == "crop":
+        start = (len(wave) - n) // 2
+        return [wave[start:start + n]]
+    return [wave[start:start + n] for start in [*range(0, len(wave) - n, n), len(wave) - n]]
+
+
 @torch.no_grad()
-def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: int = 16) -> Tensor:
-    """Whole clips (1-D float32 arrays at ``model.sample_rate``) -> unit vectors [Na, E], in input order."""
+def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: int = 16,
+                     long_audio: str = "whole", window_seconds: float = 10.0) -> Tensor:
+    """Clips (1-D float32 arrays at ``model.sample_rate``) -> unit vectors [Na, E], in input order; clips longer than
+    ``window_seconds`` are seen as ``long_audio`` says (:func:`audio_views`)."""
     was_training = model.training
     model.eval()
-    out = [torch.empty(0)] * len(waves)
-    for rows in plan_batches([len(w) for w in waves], batch_size):
-        clip = encode_waveforms(model.audio_encoder, [waves[i] for i in rows])["clip"]  # (B, D_clip)
+    views = [audio_views(w, int(window_seconds * model.sample_rate), long_audio) for w in waves]
+    flat = [v for parts in views for v in parts]
+    out = [torch.empty(0)] * len(flat)
+    for rows in plan_batches([len(w) for w in flat], batch_size):
+        clip = encode_waveforms(model.audio_encoder, [flat[i] for i in rows])["clip"]  # (B, D_clip)
         projected = model.audio_proj(clip.to(module_device(model))).float().cpu()
         for i, emb in zip(rows, F.normalize(projected, dim=-1)):  # as BiEncoder.embed_audio: (B, E)
             out[i] = emb
     model.train(was_training)
-    return torch.stack(out)
+    embeddings, start = [], 0
+    for parts in views:  # a clip seen in windows: the mean of their embeddings, made a unit vector again
+        mine = torch.stack(out[start:start + len(parts)])
+        embeddings.append(mine[0] if len(parts) == 1 else F.normalize(mine.mean(0), dim=-1))
+        start += len(parts)
+    return torch.stack(embeddings)
 
 
 @torch.no_grad()

@@ -6,6 +6,9 @@ Text-to-audio and audio-to-text R@1, R@5, R@10 and mAP@10 under the Clotho conve
 a query whose one relevant item is its clip; an audio query's relevant items are all its captions), computed by
 ``eval.retrieval``. Clips without captions are left out. An ensemble averages the text-by-audio cosine similarity
 matrices of its members, which may differ in architecture and sample rate (each decodes the audio at its own rate).
+Clips are seen whole (the encoder's own handling of long audio: its feature fusion, or pooling over all frames);
+``--long_audio crop|windows`` sees clips longer than ``--window_seconds`` as their central crop or as the average
+of their windows' embeddings instead (:func:`retrieval.embed.audio_views`), to compare these ways.
 """
 from __future__ import annotations
 
@@ -37,13 +40,14 @@ def queries(manifest: Manifest) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def model_similarity(model: BiEncoder, manifest: Manifest, store: WaveformStore | None = None,
-                     batch_size: int = 16) -> np.ndarray:
-    """Text-by-audio cosine similarity [n_captions, n_clips] of a split (order of :func:`queries`)."""
+                     batch_size: int = 16, **long_audio: Any) -> np.ndarray:
+    """Text-by-audio cosine similarity [n_captions, n_clips] of a split (order of :func:`queries`); ``long_audio``:
+    ``long_audio`` and ``window_seconds`` of :func:`retrieval.embed.audio_embeddings`."""
     clip_ids, captions, _ = queries(manifest)
     store = store if store is not None else WaveformStore(manifest, model.sample_rate)
     if store.sample_rate != model.sample_rate:
         raise ValueError(f"audio decoded at {store.sample_rate} Hz, model expects {model.sample_rate} Hz")
-    audio = audio_embeddings(model, [store[i] for i in clip_ids], batch_size)  # (Na, E)
+    audio = audio_embeddings(model, [store[i] for i in clip_ids], batch_size, **long_audio)  # (Na, E)
     text = text_embeddings(model, captions)  # (Nt, E)
     return similarity(text, audio)
 
@@ -77,14 +81,15 @@ def evaluate_model(model: BiEncoder, manifest: Manifest, store: WaveformStore | 
     return flat_metrics(model_similarity(model, manifest, store, batch_size), queries(manifest)[2])
 
 
-def member_similarities(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16) -> list[np.ndarray]:
+def member_similarities(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16,
+                        **long_audio: Any) -> list[np.ndarray]:
     """Each checkpoint's similarity matrix; audio is decoded once per distinct sample rate."""
     stores: dict[int, WaveformStore] = {}
     sims = []
     for path in checkpoints:
         model = load_model(path)  # whole clips, as training validates
         store = stores.setdefault(model.sample_rate, WaveformStore(manifest, model.sample_rate))
-        sims.append(model_similarity(model, manifest, store, batch_size))
+        sims.append(model_similarity(model, manifest, store, batch_size, **long_audio))
     return sims
 
 
@@ -93,22 +98,26 @@ def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_si
     return np.mean(member_similarities(checkpoints, manifest, batch_size), axis=0)
 
 
-def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None,
-             batch_size: int = 16) -> dict[str, Any]:
+def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None, batch_size: int = 16,
+             long_audio: str = "whole", window_seconds: float = 10.0) -> dict[str, Any]:
     """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
 
     Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics",
     "per_query"}``; an ensemble adds ``"members": {checkpoint: metrics}``, each member scored alone from the same
     pass, and ``"members_per_query"``. ``per_query`` holds every caption's (t2a) and clip's (a2t) scores, in the
-    split's order, for paired comparisons (``eval.compare.paired_bootstrap``).
+    split's order, for paired comparisons (``eval.compare.paired_bootstrap``). ``long_audio`` and ``window_seconds``:
+    how clips longer than the window are seen (:func:`retrieval.embed.audio_views`), recorded in the result.
     """
     paths = checkpoint_paths(checkpoints)
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
-    sims = member_similarities(paths, split, batch_size)
+    sims = member_similarities(paths, split, batch_size, long_audio=long_audio, window_seconds=window_seconds)
     scores = query_scores(np.mean(sims, axis=0), owner)
     result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
-              "n_captions": len(captions), "metrics": _means(scores), "per_query": _rounded(scores)}
+              "n_captions": len(captions), "long_audio": long_audio, "metrics": _means(scores),
+              "per_query": _rounded(scores)}
+    if long_audio != "whole":
+        result["window_seconds"] = window_seconds
     if len(paths) > 1:
         members = {str(p): query_scores(sim, owner) for p, sim in zip(paths, sims)}
         result["members"] = {p: _means(s) for p, s in members.items()}
@@ -118,10 +127,22 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     return result
 
 
-def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: int = 16) -> None:
+def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: int = 16, long_audio: str = "whole",
+         window_seconds: float = 10.0) -> None:
     """Evaluate one retrieval checkpoint or an ensemble (comma-separated) on a split: R@1/5/10 and mAP@10 in both
-    directions, printed; ``--out`` also writes every query's scores (see :func:`evaluate`)."""
-    result = evaluate(checkpoints, manifest, out, batch_size)
+    directions, printed; ``--out`` also writes every query's scores (see :func:`evaluate`).
+
+    Args:
+        checkpoints: retrieval checkpoints, comma-separated (more than one: their ensemble, and each alone).
+        manifest: the split folder (wav.csv, captions.json).
+        out: a JSON file for the metrics and every query's scores.
+        batch_size: clips encoded at once.
+        long_audio: how clips longer than window_seconds are seen: whole (the encoder's own handling: feature
+            fusion, or pooling over all frames), crop (the central window) or windows (the mean of the windows'
+            embeddings).
+        window_seconds: the window of crop and windows.
+    """
+    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds)
     for name, metrics in [("ensemble" if "members" in result else "model", result["metrics"]),
                           *result.get("members", {}).items()]:
         print(f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

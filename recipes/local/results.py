@@ -12,7 +12,8 @@ frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best member;
 accuracy by type (``<exp>/qa/*/scores.json``) beside the majority-answer baseline, each system's difference from
 that baseline with its interval (paired by question); and a table of classification accuracy
 (``<exp>/classify/*/scores.json``): classification by prompt against zero-shot retrieval, paired by clip; and CLAP's
-keyword-to-caption comparison (``<exp>/keywords/*``, stages 14-16).
+keyword-to-caption comparison (``<exp>/keywords/*``, stages 14-16); and long audio (``<exp>/long_audio/*.json``,
+stages 17-19): feature fusion against random-crop training seen as a central crop, as window averages or whole.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def results(exp: str, out: str | None = None) -> str:
     lines += _qa_table(Path(exp))
     lines += _classification_table(Path(exp))
     lines += _keywords_table(Path(exp))
+    lines += _long_audio_table(Path(exp))
     lines += ["Training curves: " + ", ".join(str(p.relative_to(exp)) for p in sorted(Path(exp).glob("*/curves.png"))),
               ""]
     text = "\n".join(lines)
@@ -172,6 +174,38 @@ def _keywords_table(exp: Path) -> list[str]:
             lines.append(_difference(b, a, "zero-shot top-1", compare(zero[base], zero[system], "top1")["top1"]))
             r = paired_bootstrap(ret[base]["per_query"]["t2a_mAP10"], ret[system]["per_query"]["t2a_mAP10"])
             lines.append(_difference(b, a, "t2a mAP@10", r, "captions"))
+    return lines + [""]
+
+
+LONG_AUDIO_SYSTEMS = {  # <exp>/long_audio/<name>.json: how the model was trained -> how a long clip was seen
+    "crop": ("random 10-s crops", "central 10-s crop"),
+    "windows": ("random 10-s crops", "mean of 10-s window embeddings"),
+    "whole": ("random 10-s crops", "whole clip, frames pooled"),
+    "fusion": ("feature fusion (aff_2d)", "global + 3 local views, fused"),
+}
+
+
+def _long_audio_table(exp: Path) -> list[str]:
+    """Long audio (stages 17-19): retrieval on 30-90-s clips by the same CNN trained on random crops (seen three
+    ways) and trained with CLAP's feature fusion; fusion against each, paired by query."""
+    results = {n: json.loads((exp / "long_audio" / f"{n}.json").read_text()) for n in LONG_AUDIO_SYSTEMS
+               if (exp / "long_audio" / f"{n}.json").is_file()}
+    if not results:
+        return []
+    lines = ["## Long audio (30-90-s clips, evaluation split): text-to-audio and audio-to-text retrieval", "",
+             "| trained on | a long clip seen as | t2a R@1 | t2a mAP@10 | a2t mAP@10 |", "|---|---|---|---|---|"]
+    for n, r in results.items():
+        m = r["metrics"]
+        lines.append(f"| {' | '.join(LONG_AUDIO_SYSTEMS[n])} | {m['t2a_R1']:.3f} | {m['t2a_mAP10']:.3f} | "
+                     f"{m['a2t_mAP10']:.3f} |")
+    lines.append("")
+    for base in ("crop", "windows", "whole"):
+        if base in results and "fusion" in results:
+            a, b = results[base]["per_query"], results["fusion"]["per_query"]
+            for key, unit in (("t2a_mAP10", "captions"), ("a2t_mAP10", "clips")):
+                r = paired_bootstrap(a[key], b[key])
+                lines.append(_difference("fusion", f"{base} ({LONG_AUDIO_SYSTEMS[base][1]})",
+                                         key.replace("_mAP10", " mAP@10"), r, unit))
     return lines + [""]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -200,3 +201,32 @@ def test_pooler_pooling_and_config_only_build(tmp_path):
     empty.mkdir()
     with pytest.raises(TextEncoderFilesError, match=r"lacks config.json and tokenizer files"):
         TextEncoder(str(empty), pretrained=False)
+
+
+def test_long_audio_views_crop_and_windows():
+    from retrieval.embed import audio_views
+
+    wave = np.arange(25, dtype=np.float32)
+    assert [v.tolist() for v in audio_views(wave, 10, "whole")] == [wave.tolist()]
+    assert audio_views(wave, 10, "crop")[0].tolist() == list(range(7, 17))  # the central 10
+    windows = audio_views(wave, 10, "windows")
+    assert [(v[0], len(v)) for v in windows] == [(0, 10), (10, 10), (15, 10)]  # the last one ends at the end
+    for how in ("whole", "crop", "windows"):
+        assert [v.tolist() for v in audio_views(wave[:10], 10, how)] == [wave[:10].tolist()]  # short: whole
+    with pytest.raises(ValueError, match="Invalid long_audio"):
+        audio_views(wave, 10, "random")
+
+
+def test_window_average_embedding_is_the_normalised_mean_of_its_windows():
+    from retrieval.embed import audio_embeddings
+
+    torch.manual_seed(0)
+    model = build_model(MODEL_ARGS, pretrained=False).eval()
+    rng = np.random.default_rng(0)
+    long, short = rng.standard_normal(16000 * 5).astype(np.float32), rng.standard_normal(8000).astype(np.float32)
+    got = audio_embeddings(model, [long, short], long_audio="windows", window_seconds=2.0)
+    parts = audio_embeddings(model, [long[:32000], long[32000:64000], long[-32000:], short])
+    torch.testing.assert_close(got[0], F.normalize(parts[:3].mean(0), dim=0))
+    assert torch.equal(got[1], parts[3])  # a clip shorter than the window is embedded whole
+    crop = audio_embeddings(model, [long], long_audio="crop", window_seconds=2.0)
+    assert torch.equal(crop[0], audio_embeddings(model, [long[24000:56000]])[0])
