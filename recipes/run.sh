@@ -13,6 +13,8 @@
 # question answering, classification by prompt (labels.json; beside zero-shot retrieval) and the results table
 # again: bash recipes/run.sh --stage 10 --stop_stage 13. CLAP's keyword-to-caption (synth): 14 a label-only corpus
 # and its captions from labels (template, LM), 15 retrieval trained with them, 16 zero-shot and retrieval compared.
+# Long audio (synth): 17 a corpus of 30-90-s clips, 18 retrieval trained on random 10-s crops and with CLAP's feature
+# fusion, 19 each evaluated (the crop model on a central crop, on window averages, whole) and compared.
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -142,7 +144,7 @@ if [ -f "$data/$train_split/qa.json" ]; then  # questions as a second task (the 
   lm_tasks+=(--data.train_qa "$data/$train_split" --data.val_qa "$data/$val_split")
 fi
 if begin_stage 10 "LM: ${lm:-smollm2} -> a local model folder (a GGUF model is converted once, into the cache)"; then
-  step lm_ready python -m captioning.lm "${lm:-smollm2}"
+  step lm_ready python -m common.lm "${lm:-smollm2}"
   end_stage
 fi
 
@@ -200,7 +202,8 @@ if begin_stage 13 "decode, score, answer and classify with the LM captioners: ->
 fi
 # --- CLAP's keyword-to-caption (stages 14-16) ---------------------------------------------------------------------
 if [ "$stop_stage" -ge 14 ] && [ -z "${labelled_clips:-}" ]; then
-  echo "run.sh: stages 14-16 need a label-only corpus, which only the synth recipe makes (labelled_clips)" >&2
+  echo "run.sh: stages 14-19 need the synthetic label-only and long-clip corpora, which only the synth recipe makes" \
+    "(labelled_clips, long_clips)" >&2
   exit 2
 fi
 if begin_stage 14 "label-only corpus and its keyword captions: -> $data/labelled_{template,lm}/$train_split"; then
@@ -232,6 +235,33 @@ if begin_stage 16 "zero-shot and retrieval: captions only, + template, + generat
     step "retrieval_eval_keywords_$kind" python -m retrieval.evaluate --checkpoints "$ckpt" \
       --manifest "$data/$eval_split" --out "$exp/keywords/$kind/retrieval.json"
   done
+  python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
+  end_stage
+fi
+# --- long audio (stages 17-19): CLAP's feature fusion against random crops and window averages -----------------------
+if begin_stage 17 "long clips ($long_durations s): -> $data/long/{$train_split,$val_split,$eval_split}"; then
+  step long_synth python -m corpus.synth --out "$data/long_raw" --n-clips "$long_clips" --shares 0.6,0.1,0.3 \
+    --seed "$long_seed" --prefix long --durations "$long_durations"
+  step long_manifests python -m corpus.prepare synth --root "$data/long_raw" --out "$data/long"
+  end_stage
+fi
+
+if begin_stage 18 "retrieval on long clips, random crops and feature fusion: -> $exp/retrieval_long_{crop,fusion}"; then
+  for kind in crop fusion; do
+    step "retrieval_train_long_$kind" python -m retrieval.train --config "$conf/retrieval_long_$kind.yaml" \
+      --data.train_manifest "$data/long/$train_split" --data.val_manifest "$data/long/$val_split" \
+      --exp_dir "$exp/retrieval_long_$kind"
+  done
+  end_stage
+fi
+
+if begin_stage 19 "long clips seen as a crop, as windows, whole, or fused: -> $exp/long_audio/*.json"; then
+  for how in crop windows whole; do
+    step "retrieval_eval_long_$how" python -m retrieval.evaluate --checkpoints "$exp/retrieval_long_crop/best.pt" \
+      --manifest "$data/long/$eval_split" --long_audio "$how" --batch_size 4 --out "$exp/long_audio/$how.json"
+  done
+  step retrieval_eval_long_fusion python -m retrieval.evaluate --checkpoints "$exp/retrieval_long_fusion/best.pt" \
+    --manifest "$data/long/$eval_split" --batch_size 4 --out "$exp/long_audio/fusion.json"
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi

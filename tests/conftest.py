@@ -213,7 +213,7 @@ def smollm2_tokenizer():
     """SmolLM2's tokenizer (with its chat template), read from the packaged GGUF file."""
     from transformers import AutoTokenizer
 
-    from captioning.lm import _packaged_gguf
+    from common.lm import _packaged_gguf
 
     gguf = _packaged_gguf("smollm2")
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

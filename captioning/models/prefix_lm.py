@@ -329,7 +329,7 @@ def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, L
     """A prefix-LM captioner from ``model_args`` (``lm``, ``frame_dim``, ``mapping``, ``prefix_length``, ``prompt``,
     ``chat_template``, ``lora``, ``mapping_args`` and, once trained, ``lm_fingerprint``): the LM is loaded from its
     folder and refused if it is not the one the fingerprint names."""
-    from captioning.lm import fingerprint, load_lm
+    from common.lm import fingerprint, load_lm
 
     lm, tokenizer, folder = load_lm(str(model_args["lm"]))
     found, expected = fingerprint(lm), model_args.get("lm_fingerprint")

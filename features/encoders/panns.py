@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.tensor import lengths_to_mask, masked_mean
-from features.encoders.fusion import CLAP_MEL, CLIP_SAMPLES, FUSION_TYPES, AttentionalFusion, FusionMel, fusion_inputs
+from features.encoders.fusion import (CLAP_MEL, CLIP_SAMPLES, FUSION_TYPES, AttentionalFusion, FusionMel, fusion_inputs,
+                                      repeat_pad)
 from features.frontend import (build_extractors, build_spec_augment, panns_mel_config, stft_frame_lengths,
                                waveform_to_logmel)
 
@@ -116,10 +117,12 @@ class PannsCnn(nn.Module):
         width: channel multiplier (e.g. 0.25 for a small CPU model); 1.0 is the published model.
         classes_num: size of the ``fc_audioset`` head (527 for AudioSet checkpoints).
         chunk_seconds: if set, clips longer than this are processed in windows of about this length (rounded
-            down to whole output frames so window boundaries fall on frame boundaries).
+            up to whole output frames so window boundaries fall on frame boundaries).
         spec_augment: apply PANNs' SpecAugment in training mode.
         fusion_type: None, or CLAP's feature fusion for long audio (``aff_2d``, ``iaff_2d``, ``daf_2d``; needs
             ``sample_rate=48000`` and CLAP's mel settings; not for the Wavegram branch).
+        repeat_pad: clips shorter than 10 s are repeated, then zero-padded, to 10 s, as CLAP prepares the inputs of
+            its PANNs (feature fusion always does it).
         dropout: of the clip embedding's input and output (PANNs: 0.5, made for AudioSet's two million clips;
             small corpora trained from scratch learn much faster with less).
     """
@@ -127,9 +130,10 @@ class PannsCnn(nn.Module):
     def __init__(self, arch: str, sample_rate: int = 32000, width: float = 1.0, classes_num: int = 527,
                  chunk_seconds: float | None = None, spec_augment: bool = False, window_size: int | None = None,
                  hop_size: int | None = None, mel_bins: int | None = None, fmin: float | None = None,
-                 fmax: float | None = None, dropout: float = 0.5, fusion_type: str | None = None) -> None:
+                 fmax: float | None = None, dropout: float = 0.5, fusion_type: str | None = None,
+                 repeat_pad: bool = False) -> None:
         super().__init__()
-        self.dropout = dropout
+        self.dropout, self.repeat_pad = dropout, repeat_pad
         if arch not in PANNS_ARCHS:
             raise KeyError(f"Unknown PANNs architecture {arch!r}; valid: {sorted(PANNS_ARCHS)}")
         if width <= 0:
@@ -167,7 +171,8 @@ class PannsCnn(nn.Module):
         if chunk_seconds is not None:
             if chunk_seconds <= 0:
                 raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
-            self.chunk_samples = max(1, int(chunk_seconds * self.sample_rate) // self.frame_hop) * self.frame_hop
+            # rounded up to whole output frames: a clip of exactly chunk_seconds (AudioCaps' 10 s) is one window
+            self.chunk_samples = -(-int(chunk_seconds * self.sample_rate) // self.frame_hop) * self.frame_hop
         self._init_weights()
 
     def _build_fusion(self, fusion_type: str, channels: int, wavegram: bool) -> None:
@@ -273,6 +278,18 @@ class PannsCnn(nn.Module):
         merged = (fused[rows] + local if self.fusion_type == "daf_2d" else self.fusion_model(fused[rows], local))
         return fused.index_copy(0, rows, merged)
 
+    def _repeat_padded(self, waveform: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Clips shorter than 10 s as CLAP's "repeatpad" makes them: (waveform, lengths) as :meth:`forward` takes."""
+        n = int(10 * self.sample_rate)
+        counts = [waveform.shape[1]] * len(waveform) if lengths is None else lengths.tolist()
+        if min(counts) >= n:
+            return waveform, lengths
+        width = max(waveform.shape[1], n)
+        rows = [repeat_pad(clip[:k], n) if k < n else clip for clip, k in zip(waveform, counts)]
+        padded = torch.stack([F.pad(row, (0, width - row.shape[0])) for row in rows])
+        new_lengths = torch.tensor([max(k, n) for k in counts], device=waveform.device)
+        return padded, None if bool((new_lengths == width).all()) else new_lengths
+
     def _blocks(self, x: Tensor, x_lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """conv_block1's map -> blocks 2..n -> frequency-averaged last map (B, C, T) and valid frames."""
         for i in range(2, self.n_blocks + 1):
@@ -324,6 +341,8 @@ class PannsCnn(nn.Module):
             lengths = None  # nothing is padded: the unmasked path computes the same, about 5% faster
         if lengths is not None:
             waveform = waveform * lengths_to_mask(lengths, waveform.shape[1]).to(waveform.dtype)  # padding must be 0
+        if self.repeat_pad and not self.fusion_type:
+            waveform, lengths = self._repeat_padded(waveform, lengths)
         full = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
         if self.fusion_type:
             views, longer = fusion_inputs(self.fusion_mel, waveform, full if lengths is None else lengths,

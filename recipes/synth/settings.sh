@@ -29,3 +29,9 @@ prepare_manifest_stage() {
 # its labels only; its captions are written from the labels by the template and by the LM.
 labelled_clips=${SYNTH_LABELLED_CLIPS:-400}  # development 320 of them
 labelled_seed=7
+
+# Long audio (stages 17-19): a third synthetic corpus whose clips last 30 to 90 s (development 180 of them), each
+# scene's sounds spread over it; retrieval trained on random 10-s crops against CLAP's feature fusion.
+long_clips=${SYNTH_LONG_CLIPS:-300}
+long_seed=11
+long_durations=30,90

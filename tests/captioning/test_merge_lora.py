@@ -83,7 +83,7 @@ def test_merge_equals_peft_add_weighted_adapter(members, tiny_lm, tmp_path):
     """The reference: peft's own concatenation of the same adapters, loaded side by side into one LM."""
     from peft import LoraConfig, get_peft_model
 
-    from captioning.lm import load_lm
+    from common.lm import load_lm
 
     ckpts = [torch.load(p, weights_only=True) for p in members]
     names = [f"m{i}" for i in range(len(ckpts))]

@@ -13,7 +13,7 @@ from captioning.bundle import Pipeline, bundle_checkpoint, load_bundle
 from captioning.checkpoint import load_captioner
 from captioning.classify import classify
 from captioning.decode import decode
-from captioning.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
+from common.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
 from captioning.models.prefix_lm import build_prefix_lm, pooled_slots
 from captioning.search import Ensemble, beam_search
 from common.checkpoint import save_checkpoint

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from features.encoders import build_audio_encoder
-from features.encoders.fusion import CLIP_SAMPLES, FusionMel, fusion_inputs
+from features.encoders.fusion import CLIP_SAMPLES, FusionMel, fusion_inputs, repeat_pad
 from tests.conftest import import_laion_clap
 
 SR = 48000
@@ -64,6 +64,24 @@ def test_fused_outputs_match_laion_clap(pann_model, fusion_type):
         scale = expected[ref_key].abs().max().clamp(min=1.0)
         assert (got[key] - expected[ref_key]).abs().max() / scale < REL_TOL, key
     assert got["frames"].shape[1] == int(ours.num_frames(lengths)[0]) == int(ours.num_frames(lengths)[1])
+
+
+def test_repeat_pad_matches_laion_clap_without_fusion(pann_model):
+    """A converted PANN-14 CLAP without fusion (repeat_pad): short clips are repeated to 10 s as CLAP's data code
+    does, in a batch beside a 10-s clip; the clip embedding is LAION's."""
+    ref = pann_model.Cnn14(classes_num=527, **MEL)
+    ref.load_state_dict(perturbed(ref, seed=2))
+    ref.eval()
+    ours = build_audio_encoder("cnn14", sample_rate=SR, repeat_pad=True)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    waves = [clip(3.3, 1500.0, 1), clip(10.0, 300.0, 0)]
+    lengths = torch.tensor([len(w) for w in waves])
+    padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    with torch.no_grad():
+        expected = ref({"waveform": torch.stack([repeat_pad(w, CLIP_SAMPLES) for w in waves])})["embedding"]
+        got = ours(padded, lengths)["clip"]
+    assert (got - expected).abs().max() / expected.abs().max() < REL_TOL
 
 
 def test_long_clip_is_the_same_alone_in_a_batch_and_twice():

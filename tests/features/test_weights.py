@@ -98,7 +98,7 @@ def test_project_format_and_window_chosen_at_load(tmp_path: Path) -> None:
     assert load_audio_encoder(path, chunk_seconds=5.0).spec == {"name": "cnn6", "width": 0.25, "chunk_seconds": 5.0}
     loaded = load_audio_encoder(path)  # the window is the loader's choice, one default
     assert CHUNK_SECONDS == 10.0 and loaded.spec == {"name": "cnn6", "width": 0.25, "chunk_seconds": 10.0}
-    assert loaded.chunk_samples == int(10.0 * 32000) // loaded.frame_hop * loaded.frame_hop
+    assert loaded.chunk_samples == 63 * loaded.frame_hop  # 10 s (62.5 frames) rounded up to whole output frames
     assert _same_outputs(enc, loaded, 32000)  # same weights (2 s: shorter than either window)
     for whole in (None, 0):
         unwindowed = load_audio_encoder(path, chunk_seconds=whole)

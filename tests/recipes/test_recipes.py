@@ -74,7 +74,11 @@ def _tiny_conf(folder: Path) -> Path:
             config["model"]["decoder_args"].update({"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64})
         elif kind == "caption_xe":
             config["model"]["decoder_args"].update({"d_model": 32, "embed_dim": 32, "attn_dim": 32})
-        (folder / path.name).write_text(yaml.safe_dump(_deep_update(config, TINY[kind])))
+        crop = config.get("data", {}).get("crop_seconds", 0)
+        config = _deep_update(config, TINY[kind])
+        if kind == "retrieval" and crop is None:  # feature fusion sees whole clips
+            config["data"]["crop_seconds"] = None
+        (folder / path.name).write_text(yaml.safe_dump(config))
     return folder
 
 
@@ -124,7 +128,7 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     # The LLM captioners beside it (stages 10-13), on a tiny random Llama with SmolLM2's tokenizer.
     from transformers import AutoTokenizer
 
-    from captioning.lm import _packaged_gguf
+    from common.lm import _packaged_gguf
     from tests.conftest import save_tiny_lm
 
     gguf = _packaged_gguf("smollm2")
@@ -153,5 +157,13 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     assert "- + template captions vs captions only: t2a mAP@10 " in results, results
     captions = json.loads((tmp_path / "data/labelled_template/development/captions.json").read_text())
     assert all(c[0].startswith("The sound of ") for c in captions.values())
+    # Long audio (stages 17-19): long clips, retrieval on random crops and with feature fusion, compared.
+    proc = _run(tmp_path, "--stage", "17", "--stop_stage", "19", env={"SYNTH_LONG_CLIPS": "10"})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    results = (exp / "results.md").read_text()
+    assert "## Long audio" in results and "| feature fusion (aff_2d) | " in results, results
+    assert "- fusion vs windows (mean of 10-s window embeddings): t2a mAP@10 " in results, results
+    assert json.loads((exp / "long_audio/windows.json").read_text())["long_audio"] == "windows"
     merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
     assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48

@@ -25,7 +25,7 @@ import torch
 
 from features.encoders.fusion import CLIP_SAMPLES, FusionMel, fusion_views, repeat_pad
 from features.weights import load_audio_encoder
-from retrieval.clap import convert, htsat_args
+from retrieval.clap import audio_args, convert, htsat_args
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import load_model
 from retrieval.search import search_audio, search_text
@@ -53,7 +53,8 @@ def reference(reference_dir: Path) -> types.SimpleNamespace:
     configs = json.loads((reference_dir / "laion_clap" / "model_configs" / "HTSAT-tiny.json").read_text())
     # LAION's factory: the audio config of the model's JSON, the text branch named by tmodel
     return types.SimpleNamespace(model=model, htsat=htsat, audio_cfg=configs["audio_cfg"],
-                                 text_cfg={**configs["text_cfg"], "model_type": "roberta"})
+                                 text_cfg={**configs["text_cfg"], "model_type": "roberta"},
+                                 configs=reference_dir / "laion_clap" / "model_configs")
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +72,17 @@ def roberta_dir(tmp_path_factory) -> Path:
 
 
 def reference_clap(reference: types.SimpleNamespace, roberta_dir: Path, fusion_type: str | None = None,
-                   seed: int = 0) -> torch.nn.Module:
-    """LAION's CLAP (small HTS-AT, small RoBERTa) with perturbed random weights and batch-norm statistics, so that
-    every parameter matters, and distinct logit scales; in eval mode."""
+                   seed: int = 0, pann: str | None = None) -> torch.nn.Module:
+    """LAION's CLAP (small HTS-AT, or ``pann``: LAION's PANN-6/10/14 config; small RoBERTa) with perturbed random
+    weights and batch-norm statistics, so that every parameter matters, and distinct logit scales; in eval mode."""
     from transformers import AutoConfig, RobertaModel
 
     torch.manual_seed(seed)
     text_branch = RobertaModel(AutoConfig.from_pretrained(roberta_dir))
+    audio_cfg, embed_dim = reference.audio_cfg, SMALL_HTSAT["embed_dim"] * 8
+    if pann:
+        config = json.loads((reference.configs / f"{pann}.json").read_text())
+        audio_cfg, embed_dim = config["audio_cfg"], config["embed_dim"]
 
     def small_htsat(audio_cfg, enable_fusion=False, fusion_type="None"):
         return reference.htsat.HTSAT_Swin_Transformer(
@@ -87,8 +92,8 @@ def reference_clap(reference: types.SimpleNamespace, roberta_dir: Path, fusion_t
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reference.model.RobertaModel, "from_pretrained", lambda *args, **kwargs: text_branch)
         patch.setattr(reference.model, "create_htsat_model", small_htsat)
-        clap = reference.model.CLAP(SMALL_HTSAT["embed_dim"] * 8, reference.audio_cfg, reference.text_cfg,
-                                    enable_fusion=fusion_type is not None, fusion_type=str(fusion_type))
+        clap = reference.model.CLAP(embed_dim, audio_cfg, reference.text_cfg, enable_fusion=fusion_type is not None,
+                                    fusion_type=str(fusion_type))
     state = {}
     for key, value in clap.state_dict().items():
         if key.endswith("running_var"):
@@ -153,13 +158,20 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # --- parity with LAION-CLAP ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fusion_type", [None, "iaff_2d"])
-def test_converted_checkpoint_matches_laion_clap(reference, roberta_dir, clips, tmp_path, fusion_type):
-    ref = reference_clap(reference, roberta_dir, fusion_type)
+AUDIO_ARGS = {"htsat": {"name": "htsat", "size": "tiny", **SMALL_HTSAT},  # what the converter reads from the weights
+              "PANN-14": {"name": "cnn14", "sample_rate": 48000}}
+
+
+# LAION's CLAP runs only its Cnn14 among the PANNs (its Cnn6 and Cnn10 take no input dict, and have no fusion); the
+# PANN-14 without fusion converts to repeat_pad=True (tests/features/test_panns_fusion.py checks that padding)
+@pytest.mark.parametrize("branch, fusion_type", [("htsat", None), ("htsat", "iaff_2d"), ("PANN-14", "aff_2d")])
+def test_converted_checkpoint_matches_laion_clap(reference, roberta_dir, clips, tmp_path, branch, fusion_type):
+    ref = reference_clap(reference, roberta_dir, fusion_type, pann=None if branch == "htsat" else branch)
     result = convert(str(save_official(ref, tmp_path / "630k.pt")), text_encoder=str(roberta_dir),
                      out=str(tmp_path / "clap" / "best.pt"))
+    repeat = {"repeat_pad": True} if branch != "htsat" and fusion_type is None else {}
     assert result["model_args"] == {
-        "audio_encoder": {"name": "htsat", "size": "tiny", "fusion_type": fusion_type, **SMALL_HTSAT},
+        "audio_encoder": {**AUDIO_ARGS[branch], "fusion_type": fusion_type, **repeat},
         "text_encoder": {"name": str(roberta_dir), "pooling": "pooler", "max_length": 77},
         "embed_dim": 512, "projection": "mlp", "transforms": True}
     model = load_model(result["checkpoint"])
@@ -183,7 +195,7 @@ def test_converted_checkpoint_matches_laion_clap(reference, roberta_dir, clips, 
     # the whole forward pass, CLAP's transforms included
     for i, key in enumerate(("audio", "text", "audio_mlp", "text_mlp")):
         diffs[f"forward {key}"] = max_diff(out[key], expected[i])
-    print(f"\nLAION-CLAP parity ({fusion_type}): max abs differences {diffs}")
+    print(f"\nLAION-CLAP parity ({branch}, {fusion_type}): max abs differences {diffs}")
     assert max(diffs.values()) < TOL, diffs
     assert model.log_temperature.item() == -ref.logit_scale_a.item() != -ref.logit_scale_t.item()
     assert model.log_temperature_t.item() == -ref.logit_scale_t.item()
@@ -194,7 +206,8 @@ def test_converted_checkpoint_matches_laion_clap(reference, roberta_dir, clips, 
     encoder = load_audio_encoder(result["audio_encoder"])
     with torch.no_grad():
         clip = encoder(waves[0][None])["clip"]
-        assert max_diff(clip, ref.audio_branch(batch, device="cpu")["embedding"][:1]) < 1e-4
+        expected_clip = ref.audio_branch(batch, device="cpu")["embedding"][:1]
+        assert max_diff(clip, expected_clip) < 1e-5 * expected_clip.abs().max()  # relative: large activations
 
 
 def test_published_architectures_are_recognised(reference):
@@ -212,6 +225,17 @@ def test_published_architectures_are_recognised(reference):
         state = {f"audio_branch.{k}": v for k, v in branch.state_dict().items()}
         assert htsat_args(state, "x.pt") == {"name": "htsat", "size": "tiny", "fusion_type": fusion_type,
                                              **SMALL_HTSAT}
+    panns = sys.modules["laion_clap.pann_model"]
+    cnn = dict(sample_rate=SR, window_size=1024, hop_size=480, mel_bins=64, fmin=50, fmax=14000, classes_num=527)
+    for fusion_type in (None, "aff_2d"):
+        branch = panns.Cnn14(**cnn, enable_fusion=fusion_type is not None, fusion_type=str(fusion_type))
+        state = {f"audio_branch.{k}": v for k, v in branch.state_dict().items()}
+        padding = {"repeat_pad": True} if fusion_type is None else {}
+        assert audio_args(state, "x.pt") == {"name": "cnn14", "sample_rate": SR, "fusion_type": fusion_type,
+                                             **padding}
+    state = {f"audio_branch.{k}": v for k, v in panns.Cnn10(**cnn).state_dict().items()}
+    with pytest.raises(ValueError, match="x.pt: a PANN-based CLAP audio branch of 5 convolution blocks: only CNN14"):
+        audio_args(state, "x.pt")
 
 
 # --- strictness -----------------------------------------------------------------------------------------------------
@@ -253,8 +277,9 @@ def test_other_files_are_refused_with_the_reason(roberta_dir, tmp_path):
     torch.save({"state_dict": {"visual.conv1.weight": torch.zeros(2)}}, tmp_path / "unknown.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     cases = {"code": r"code.pt: refused: the LAION-CLAP checkpoint holds Python objects \(posix.system\)",
-             "pann": r"pann.pt: a PANN-based LAION-CLAP checkpoint",
-             "unknown": r"unknown.pt: not an HTS-AT LAION-CLAP checkpoint \(no audio_branch.patch_embed.proj.weight",
+             "pann": r"pann.pt: a PANN-based CLAP audio branch of 1 convolution blocks: only CNN14",
+             "unknown": r"unknown.pt: not a LAION-CLAP checkpoint of HTS-AT or PANNs \(neither "
+                        r"audio_branch.patch_embed.proj.weight nor audio_branch.conv_block1.conv1.weight",
              "list": r"list.pt: not a LAION-CLAP checkpoint",
              "absent": r"absent.pt: LAION-CLAP checkpoint not found"}
     for name, message in cases.items():

