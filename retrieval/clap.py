@@ -5,9 +5,8 @@
 LAION's HTS-AT checkpoints (``630k-best.pt``, ``630k-audioset-best.pt``, ``630k-fusion-best.pt``,
 ``630k-audioset-fusion-best.pt``) and PANN-based ones (LAION-CLAP's ``PANN-14``; ``{"state_dict": ...}`` or a bare
 state dict, keys possibly prefixed ``module.``) become a :class:`~retrieval.model.BiEncoder` with the ``htsat`` or
-``cnn14`` audio encoder at 48 kHz
-(architecture and feature fusion read from the weights), the RoBERTa text encoder pooled by its ``pooler_output``, MLP projections, CLAP's
-training-only transforms and its two temperatures (``log_temperature = -logit_scale_a``,
+``cnn14`` audio encoder at 48 kHz (architecture and feature fusion read from the weights), the RoBERTa text encoder
+pooled by its ``pooler_output``, MLP projections, CLAP's training-only transforms and its two temperatures (``log_temperature = -logit_scale_a``,
 ``log_temperature_t = -logit_scale_t``). Every weight must fit, strictly. The text encoder folder needs only
 RoBERTa's ``config.json`` and tokenizer files: its weights come from the CLAP checkpoint.
 
@@ -158,8 +157,8 @@ def convert(checkpoint: str, *, text_encoder: str, out: str) -> dict[str, Any]:
 
     Writes OUT, a retrieval checkpoint as retrieval.train's best.pt (for retrieval.search, retrieval.evaluate), and
     audio_encoder.pt beside it (for features.extract, captioning and bundles), both atomically. The audio branch
-    (HTS-AT's size, or which PANNs CNN) and its feature fusion are read from the weights; every weight must fit, strictly. Captions are cut at 77 tokens and
-    clips of up to 10 s repeat-padded, as CLAP does.
+    (HTS-AT and its size, or CNN14) and its feature fusion are read from the weights; every weight must fit,
+    strictly. Captions are cut at 77 tokens and clips of up to 10 s repeat-padded, as CLAP does.
 
     Args:
         checkpoint: a LAION-CLAP checkpoint: 630k-best.pt, 630k-audioset-best.pt, 630k-fusion-best.pt,
