@@ -6,9 +6,10 @@ LAION's HTS-AT checkpoints (``630k-best.pt``, ``630k-audioset-best.pt``, ``630k-
 ``630k-audioset-fusion-best.pt``) and PANN-based ones (LAION-CLAP's ``PANN-14``; ``{"state_dict": ...}`` or a bare
 state dict, keys possibly prefixed ``module.``) become a :class:`~retrieval.model.BiEncoder` with the ``htsat`` or
 ``cnn14`` audio encoder at 48 kHz (architecture and feature fusion read from the weights), the RoBERTa text encoder
-pooled by its ``pooler_output``, MLP projections, CLAP's training-only transforms and its two temperatures (``log_temperature = -logit_scale_a``,
-``log_temperature_t = -logit_scale_t``). Every weight must fit, strictly. The text encoder folder needs only
-RoBERTa's ``config.json`` and tokenizer files: its weights come from the CLAP checkpoint.
+pooled by its ``pooler_output``, MLP projections, CLAP's training-only transforms and its two temperatures
+(``log_temperature = -logit_scale_a``, ``log_temperature_t = -logit_scale_t``). Every weight must fit, strictly.
+The text encoder folder needs only RoBERTa's ``config.json`` and tokenizer files: its weights come from the CLAP
+checkpoint.
 
 The output is what ``retrieval.train`` writes: a retrieval checkpoint (kind ``retrieval``), and ``audio_encoder.pt``
 beside it, so search, evaluation, feature extraction and captioning use it unchanged. Captions are cut at 77 tokens,
