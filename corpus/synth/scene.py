@@ -76,9 +76,14 @@ def _layout(rng: np.random.Generator, events: list[dict], relations: list[str]) 
     for e in events:
         e["onset"], e["offset"] = round(e["onset"] + shift, 4), round(e["offset"] + shift, 4)
     duration = max(MIN_DURATION, max(e["offset"] for e in events) + rng.uniform(0.3, 2.5))
+    _mark_spans(events, duration)
+    return round(duration, 3)
+
+
+def _mark_spans(events: list[dict], duration: float) -> None:
+    """Whether each event lasts (nearly) the whole clip, which a caption may say ("throughout")."""
     for e in events:
         e["spans_clip"] = bool(e["offset"] - e["onset"] >= 0.8 * duration)
-    return round(duration, 3)
 
 
 def episodes(events: list[dict]) -> list[list[int]]:
@@ -111,8 +116,7 @@ def stretch_scene(rng: np.random.Generator, scene: dict, duration: float) -> dic
             events[i]["onset"] = round(float(events[i]["onset"] + share * extra), 4)
             events[i]["offset"] = round(float(events[i]["offset"] + share * extra), 4)
     scene["duration"] = round(duration, 3)
-    for e in events:
-        e["spans_clip"] = bool(e["offset"] - e["onset"] >= 0.8 * duration)
+    _mark_spans(events, duration)
     return scene
 
 
