@@ -1,6 +1,7 @@
 """Evaluate retrieval checkpoints on a manifest split, alone or as an ensemble.
 
-    python -m retrieval.evaluate --checkpoints exp/a/best.pt[,exp/b/best.pt] --manifest data/evaluation [--out r.json]
+    python -m retrieval.evaluate --checkpoints exp/a/best.pt[,exp/b/best.pt] --manifest data/evaluation [--out r.json] \
+        [--csv submission.csv]
 
 Text-to-audio and audio-to-text R@1, R@5, R@10 and mAP@10 under the Clotho convention (every caption of a clip is
 a query whose one relevant item is its clip; an audio query's relevant items are all its captions), computed by
@@ -8,7 +9,8 @@ a query whose one relevant item is its clip; an audio query's relevant items are
 matrices of its members, which may differ in architecture and sample rate (each decodes the audio at its own rate).
 Clips are seen whole (the encoder's own handling of long audio: its feature fusion, or pooling over all frames);
 ``--long_audio crop|windows`` sees clips longer than ``--window_seconds`` as their central crop or as the average
-of their windows' embeddings instead (:func:`retrieval.embed.audio_views`), to compare these ways.
+of their windows' embeddings instead (:func:`retrieval.embed.audio_views`), to compare these ways. ``--csv``
+writes the DCASE retrieval submission of the split's captions (:func:`retrieval.search.write_ranking_csv`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from features.manifest import Manifest, read_manifest
 from retrieval.data import WaveformStore
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
+from retrieval.search import write_ranking_csv
 
 DIRECTIONS = {"text_to_audio": "t2a", "audio_to_text": "a2t"}
 
@@ -99,7 +102,7 @@ def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_si
 
 
 def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None, batch_size: int = 16,
-             long_audio: str = "whole", window_seconds: float = 10.0) -> dict[str, Any]:
+             long_audio: str = "whole", window_seconds: float = 10.0, csv: str | None = None) -> dict[str, Any]:
     """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
 
     Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics",
@@ -107,12 +110,14 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     pass, and ``"members_per_query"``. ``per_query`` holds every caption's (t2a) and clip's (a2t) scores, in the
     split's order, for paired comparisons (``eval.compare.paired_bootstrap``). ``long_audio`` and ``window_seconds``:
     how clips longer than the window are seen (:func:`retrieval.embed.audio_views`), recorded in the result.
+    ``csv``: the DCASE retrieval submission of the split's captions (the ensemble's ranking).
     """
     paths = checkpoint_paths(checkpoints)
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
     sims = member_similarities(paths, split, batch_size, long_audio=long_audio, window_seconds=window_seconds)
-    scores = query_scores(np.mean(sims, axis=0), owner)
+    sim = np.mean(sims, axis=0)
+    scores = query_scores(sim, owner)
     result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
               "n_captions": len(captions), "long_audio": long_audio, "metrics": _means(scores),
               "per_query": _rounded(scores)}
@@ -124,11 +129,13 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
         result["members_per_query"] = {p: _rounded(s) for p, s in members.items()}
     if out:
         write_text_atomic(out, json.dumps(result, indent=1) + "\n")
+    if csv:
+        write_ranking_csv(csv, captions, sim, clip_ids)
     return result
 
 
 def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: int = 16, long_audio: str = "whole",
-         window_seconds: float = 10.0) -> None:
+         window_seconds: float = 10.0, csv: str | None = None) -> None:
     """Evaluate one retrieval checkpoint or an ensemble (comma-separated) on a split: R@1/5/10 and mAP@10 in both
     directions, printed; ``--out`` also writes every query's scores (see :func:`evaluate`).
 
@@ -141,8 +148,9 @@ def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: in
             fusion, or pooling over all frames), crop (the central window) or windows (the mean of the windows'
             embeddings).
         window_seconds: the window of crop and windows.
+        csv: a DCASE retrieval submission CSV (caption,fname_1,...,fname_10) of the split's captions.
     """
-    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds)
+    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds, csv)
     for name, metrics in [("ensemble" if "members" in result else "model", result["metrics"]),
                           *result.get("members", {}).items()]:
         print(f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

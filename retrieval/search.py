@@ -3,6 +3,12 @@
 
     python -m retrieval.search text --checkpoints best.pt --audio DIR_OR_SPLIT --query "a dog barks" [--top 10]
     python -m retrieval.search audio --checkpoints best.pt --file clip.wav --captions SPLIT_OR_TXT [--top 10]
+    python -m retrieval.search rank --checkpoints best.pt --audio DIR_OR_SPLIT --queries retrieval_captions.csv \
+        --out submission.csv
+
+``rank`` writes the DCASE language-based audio retrieval submission, ``caption,fname_1,...,fname_10``: a row per
+distinct query (``--queries``: a CSV with a ``caption`` column, as DCASE's ``retrieval_captions.csv``; a text file of
+one query per line; or a manifest split, its captions), its 10 best clips by audio id, best first.
 
 ``--audio`` is a folder of audio files (searched recursively) or a manifest split folder (with ``wav.csv``).
 ``--captions`` is a manifest split (its captions) or a text file with one caption per line. Files that cannot be read
@@ -20,6 +26,7 @@ import numpy as np
 
 from common import checkpoint_paths
 from common.cli import run
+from common.io import read_csv, write_csv
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
 from features.weights import CHUNK_SECONDS
@@ -27,6 +34,7 @@ from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+DCASE_TOP = 10  # files per query in a DCASE retrieval submission
 
 
 def audio_collection(source: str | Path) -> list[tuple[str, str]]:
@@ -124,5 +132,55 @@ def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top
     return {"file": file, "results": [[texts[i], float(sim[i, 0])] for i in order]}
 
 
+def read_queries(source: str | Path) -> list[str]:
+    """The distinct queries, in file order, of a CSV with a ``caption`` column, a manifest split or a text file."""
+    source = Path(source)
+    if (source / WAV_CSV).is_file():
+        texts = [c for caps in read_manifest(source).captions.values() for c in caps]
+    elif source.suffix.lower() == ".csv":
+        table = read_csv(source, ["caption"])
+        for row, line in zip(table, table.lines):
+            if not row["caption"].strip():
+                raise ValueError(f"{source}, line {line}: an empty caption")
+        texts = [row["caption"] for row in table]
+    else:
+        texts = _lines(str(source), "queries") if source.is_file() else []
+    if not texts:
+        raise ValueError(f"{source}: no queries (expected a CSV with a 'caption' column, a manifest split or a text "
+                         "file of one query per line)")
+    return list(dict.fromkeys(texts))
+
+
+def write_ranking_csv(path: str | Path, queries: Sequence[str], sim: np.ndarray, ids: Sequence[str],
+                      top: int = DCASE_TOP) -> None:
+    """The DCASE retrieval submission ``caption,fname_1,...,fname_<top>`` from a similarity [n_queries, n_clips]:
+    each query's ``top`` best clips (distinct ids), best first; a query repeated keeps its first row."""
+    if len(ids) < top:
+        raise ValueError(f"{path}: {len(ids)} clips to rank, a submission names {top} per query")
+    rows, seen = [], set()
+    for query, scores in zip(queries, sim):
+        if query not in seen:
+            seen.add(query)
+            rows.append([query, *(ids[i] for i in np.argsort(-scores, kind="stable")[:top])])
+    write_csv(path, ["caption", *(f"fname_{k}" for k in range(1, top + 1))], rows)
+
+
+def rank(checkpoints: str | Sequence[str], audio: str, queries: str, out: str) -> dict[str, Any]:
+    """Rank the clips of ``audio`` for every query of ``queries`` and write the DCASE retrieval CSV ``out``.
+
+    Args:
+        checkpoints: retrieval checkpoints, comma-separated (more than one: their similarities averaged).
+        audio: a folder of audio files (searched recursively; ids are paths relative to it) or a manifest split.
+        queries: a CSV with a ``caption`` column (DCASE's retrieval_captions.csv), a manifest split, or a text file
+            of one query per line; repeated queries are ranked once.
+        out: the submission CSV, ``caption,fname_1,...,fname_10``.
+    """
+    texts = read_queries(queries)
+    sim, ids, skipped = text_audio_scores(_models(checkpoints), texts, audio_collection(audio))
+    write_ranking_csv(out, texts, sim, ids)
+    return {"out": out, "queries": len(texts), "clips": len(ids), "skipped": skipped}
+
+
 if __name__ == "__main__":
-    run({"text": search_text, "audio": search_audio}, "retrieval.search", text_args=("query", "captions"))
+    run({"text": search_text, "audio": search_audio, "rank": rank}, "retrieval.search",
+        text_args=("query", "captions", "queries"))

@@ -20,7 +20,8 @@ from features.store import open_store
 from features.weights import CHUNK_SECONDS, save_audio_encoder
 from retrieval.embed import text_embeddings
 from retrieval.model import build_model
-from retrieval.search import search_audio, search_text
+from common.io import read_csv
+from retrieval.search import rank, search_audio, search_text
 from retrieval.zeroshot import zero_shot, zero_shot_folds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,6 +130,43 @@ def test_long_clip_is_windowed_as_extraction_windows_it(tmp_path):
     assert score == pytest.approx(float(text @ windowed), abs=2e-6)  # float32 rounding
     assert abs(score - float(text @ whole)) > 5e-5 and (windowed - whole).abs().max() > 1e-3, \
         "windowing should change a 25-s clip's embedding"
+
+
+@pytest.mark.slow
+def test_rank_writes_the_dcase_retrieval_submission(trained, tiny_corpus, tmp_path):
+    val = read_manifest(tiny_corpus["val"])
+    folder = tmp_path / "retrieval_audio"  # the DCASE evaluation layout: a flat folder of clips, a captions CSV
+    folder.mkdir()
+    for entry in val.audio:
+        shutil.copy(entry.path, folder / f"{entry.audio_id}.wav")
+    queries = tmp_path / "retrieval_captions.csv"
+    queries.write_text("\ufeffcaption\nstatic hisses loudly\n\"a beep, high\"\nstatic hisses loudly\n",
+                       encoding="utf-8")
+    out = tmp_path / "submission.csv"
+    result = rank(str(trained / "best.pt"), str(folder), str(queries), str(out))
+    assert result["queries"] == 2 and result["clips"] == 18
+    rows = read_csv(out)
+    assert rows.header == ["caption"] + [f"fname_{k}" for k in range(1, 11)]
+    assert [r["caption"] for r in rows] == ["static hisses loudly", "a beep, high"]  # repeated query: one row
+    names = [[r[f"fname_{k}"] for k in range(1, 11)] for r in rows]
+    assert all(len(set(n)) == 10 and set(n) <= {f"{e.audio_id}.wav" for e in val.audio} for n in names)
+    top = search_text(str(trained / "best.pt"), str(folder), "static hisses loudly")
+    assert names[0] == [audio_id for audio_id, _ in top["results"]]  # the same ranking as a single search
+
+    queries.write_text("text\nstatic\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"retrieval_captions.csv: missing columns \['caption'\]"):
+        rank(str(trained / "best.pt"), str(folder), str(queries), str(out))
+    queries.write_text("caption,note\nstatic,a\n,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="retrieval_captions.csv, line 3: an empty caption"):
+        rank(str(trained / "best.pt"), str(folder), str(queries), str(out))
+    few = tmp_path / "few"
+    few.mkdir()
+    for entry in val.audio[:4]:
+        shutil.copy(entry.path, few / f"{entry.audio_id}.wav")
+    lines = tmp_path / "queries.txt"
+    lines.write_text("static hisses loudly\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="4 clips to rank, a submission names 10"):
+        rank(str(trained / "best.pt"), str(few), str(lines), str(out))
 
 
 def test_cli_help_explains_commands():

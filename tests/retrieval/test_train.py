@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from common import load_checkpoint
+from common.io import read_csv
+from features.manifest import read_manifest
 from retrieval.evaluate import evaluate
 from retrieval.train import train
 
@@ -50,9 +52,16 @@ def test_training_reduces_loss_and_beats_chance(trained):
 @pytest.mark.slow
 def test_evaluate_and_ensemble_of_one_is_the_model(trained, tiny_corpus, tmp_path):
     ckpt = str(trained / "best.pt")
-    out = tmp_path / "single.json"
-    single = evaluate(ckpt, str(tiny_corpus["val"]), out=str(out))
+    out, submission = tmp_path / "single.json", tmp_path / "submission.csv"
+    single = evaluate(ckpt, str(tiny_corpus["val"]), out=str(out), csv=str(submission))
     assert json.loads(out.read_text()) == single
+    # the DCASE submission ranks as the metrics do: a row per caption whose first file is its clip iff R@1 is 1
+    val = read_manifest(tiny_corpus["val"])
+    owner_of = {c: i for i, caps in val.captions.items() for c in caps}
+    rows = read_csv(submission, ["caption", *(f"fname_{k}" for k in range(1, 11))])
+    assert len(rows) == 54 and all(len({r[f"fname_{k}"] for k in range(1, 11)}) == 10 for r in rows)
+    hits = [row["fname_1"] == owner_of[row["caption"]] for row in rows]
+    assert np.mean(hits) == pytest.approx(single["metrics"]["t2a_R1"], abs=1e-9)
     assert single["n_clips"] == 18 and single["n_captions"] == 54
     saved = load_checkpoint(ckpt)["history"][-1]
     for key, value in single["metrics"].items():  # the numbers training logged for this epoch
