@@ -15,67 +15,99 @@ from .bleu import bleu
 from .cider_d import cider_d
 from .meteor import meteor
 from .rouge_l import rouge_l
+from .semantic import (SBERT_DEFAULT, find_echecker, fluency_errors, fluency_penalised, sbert_model_name,
+                       sbert_sim)
 from .spice import MetricUnavailableError, spice, spice_unavailable_reason
 from .spider import combine_spider
 from .tokenizer import ptb_tokenize_inputs
 
-ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "spider")
+ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "fense", "spider_fl")
 
 
 @dataclass
 class CaptionReport:
     """Scores of a caption set. ``corpus``: metric key -> corpus score; ``sentence``: metric key -> one score per
-    candidate; ``unavailable``: metric name -> why it could not be computed and what to do."""
+    candidate; ``unavailable``: metric name -> why it could not be computed and what to do; ``models``: metric name
+    -> the model a model-based metric used (SBERT-sim's numbers depend on it)."""
     corpus: dict[str, float] = field(default_factory=dict)
     sentence: dict[str, list[float]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
 
 
 def caption_metrics(candidates: list[str], mult_references: list[list[str]], *,
                     metrics: tuple[str, ...] | list[str] = ALL_METRICS,
-                    corenlp_dir: str | os.PathLike | None = None) -> CaptionReport:
+                    corenlp_dir: str | os.PathLike | None = None, sbert_model: str = SBERT_DEFAULT,
+                    echecker: str | os.PathLike | None = None) -> CaptionReport:
     """Compute the requested caption metrics, PTB-tokenizing candidates and references once for all of them.
 
     ``metrics`` names from ``ALL_METRICS``: ``bleu`` gives ``bleu_1..bleu_4``, the others one key each. SPICE (and
-    so SPIDEr) is reported in ``unavailable`` rather than as a number where it cannot run (see :mod:`eval.spice`).
+    so SPIDEr) is reported in ``unavailable`` rather than as a number where it cannot run (see :mod:`eval.spice`);
+    so are FENSE and SPIDEr-FL without FENSE's error checker ``echecker`` (see :mod:`eval.semantic`). SBERT-sim and
+    FENSE read the captions as written (untokenized), with the sentence model ``sbert_model``.
     """
     metrics = _check_metric_names(metrics)
     check_metric_inputs(candidates, mult_references)
     cands, refs = ptb_tokenize_inputs(candidates, mult_references)
     report = CaptionReport()
+    wanted = set(metrics)
+    if "spider_fl" in wanted:
+        wanted.add("spider")
+    if "spider" in wanted:
+        wanted.update(("cider_d", "spice"))
+    if "fense" in wanted:
+        wanted.add("sbert_sim")
+    corpus, sentence = {}, {}  # every score computed, requested or needed by another
 
     def add(scores: tuple[dict[str, float], dict[str, list[float]]]) -> None:
-        report.corpus.update(scores[0])
-        report.sentence.update(scores[1])
+        corpus.update(scores[0])
+        sentence.update(scores[1])
+        for name, values in scores[1].items():
+            if name in metrics or name.startswith("bleu_") and "bleu" in metrics:
+                report.corpus[name] = scores[0][name]
+                report.sentence[name] = values
 
-    if "bleu" in metrics:
+    def unavailable(name: str, reason: str) -> None:
+        if name in metrics:
+            report.unavailable[name] = reason
+
+    if "bleu" in wanted:
         add(bleu(cands, refs, tokenize=False))
-    if "meteor" in metrics:
+    if "meteor" in wanted:
         add(meteor(cands, refs, tokenize=False))
-    if "rouge_l" in metrics:
+    if "rouge_l" in wanted:
         add(rouge_l(cands, refs, tokenize=False))
-    if "cider_d" in metrics or "spider" in metrics:
-        cider = cider_d(cands, refs, tokenize=False)
-    if "cider_d" in metrics:
-        add(cider)
-    if "spice" in metrics or "spider" in metrics:
+    if "cider_d" in wanted:
+        add(cider_d(cands, refs, tokenize=False))
+    if "spice" in wanted:
         reason = spice_unavailable_reason(corenlp_dir)
-        spice_scores = None
         if reason is None:
             try:
-                spice_scores = spice(cands, refs, tokenize=False, corenlp_dir=corenlp_dir)
+                add(spice(cands, refs, tokenize=False, corenlp_dir=corenlp_dir))
             except (MetricUnavailableError, RuntimeError) as err:
                 reason = f"SPICE failed: {err}"
-        if spice_scores is None:
-            for name in ("spice", "spider"):
-                if name in metrics:
-                    report.unavailable[name] = reason if name == "spice" else f"SPIDEr needs SPICE: {reason}"
+        if reason is None:
+            if "spider" in wanted:
+                add(combine_spider({"cider_d": corpus["cider_d"]}, {"cider_d": sentence["cider_d"]},
+                                   {"spice": corpus["spice"]}, {"spice": sentence["spice"]}))
         else:
-            if "spice" in metrics:
-                add(spice_scores)
-            if "spider" in metrics:
-                corpus, sents = combine_spider(*cider, *spice_scores)
-                add(({"spider": corpus["spider"]}, {"spider": sents["spider"]}))
+            unavailable("spice", reason)
+            unavailable("spider", f"SPIDEr needs SPICE: {reason}")
+            unavailable("spider_fl", f"SPIDEr-FL needs SPICE: {reason}")
+    if "sbert_sim" in wanted:
+        add(sbert_sim(candidates, mult_references, model=sbert_model))
+        report.models["sbert_sim"] = sbert_model_name(sbert_model)
+    if "fense" in wanted or "spider_fl" in wanted:
+        try:
+            errors = fluency_errors(candidates, echecker)
+        except MetricUnavailableError as err:
+            unavailable("fense", str(err))
+            unavailable("spider_fl", report.unavailable.get("spider_fl", str(err)))
+        else:
+            for name, base in (("fense", "sbert_sim"), ("spider_fl", "spider")):
+                if name in wanted and base in sentence:
+                    add(fluency_penalised(name, sentence[base], errors))
+                    report.models[name] = f"FENSE error checker {find_echecker(echecker).name}"
     return report
 
 
@@ -163,15 +195,18 @@ def match_ids(predictions: dict[str, str], references: dict[str, list[str]]
 
 def evaluate_files(predictions: str | os.PathLike, references: str | os.PathLike, *,
                    out: str | os.PathLike | None = None, metrics: tuple[str, ...] | list[str] | str = ALL_METRICS,
-                   corenlp_dir: str | os.PathLike | None = None) -> dict:
+                   corenlp_dir: str | os.PathLike | None = None, sbert_model: str = SBERT_DEFAULT,
+                   echecker: str | os.PathLike | None = None) -> dict:
     """Score a predictions file against a references file; return (and write to ``out`` if given)
-    ``{"corpus": {...}, "per_clip": {audio_id: {...}}, "unavailable": {...}}``."""
+    ``{"corpus": {...}, "per_clip": {audio_id: {...}}, "unavailable": {...}, "models": {...}}``."""
     ids, cands, refs = match_ids(load_predictions(predictions), load_references(references))
-    report = caption_metrics(cands, refs, metrics=_check_metric_names(metrics), corenlp_dir=corenlp_dir)
+    report = caption_metrics(cands, refs, metrics=_check_metric_names(metrics), corenlp_dir=corenlp_dir,
+                             sbert_model=sbert_model, echecker=echecker)
     result = {
         "corpus": report.corpus,
         "per_clip": {k: {m: v[i] for m, v in report.sentence.items()} for i, k in enumerate(ids)},
         "unavailable": report.unavailable,
+        "models": report.models,
     }
     if out is not None:
         # NaN (a SPICE score can be undefined) is written as null to keep the file valid JSON.
@@ -194,12 +229,14 @@ def format_table(result: dict) -> str:
     lines = [f"{'metric':<10} {'score':>8}"]
     lines += [f"{name:<10} {score:>8.4f}" for name, score in result["corpus"].items()]
     lines += [f"{name:<10} {'n/a':>8}  ({reason})" for name, reason in result["unavailable"].items()]
+    lines += [f"{name} with {model}" for name, model in result.get("models", {}).items()]
     return "\n".join(lines)
 
 
 def main(predictions: str, references: str, out: str | None = None, metrics: str = ",".join(ALL_METRICS),
-         corenlp_dir: str | None = None) -> None:
-    """Score captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (PTB-tokenized, pycocoevalcap).
+         corenlp_dir: str | None = None, sbert_model: str = SBERT_DEFAULT, echecker: str | None = None) -> None:
+    """Score captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (PTB-tokenized, pycocoevalcap), and the
+    semantic SBERT-sim, FENSE and SPIDEr-FL (on the captions as written).
 
     Args:
         predictions: JSON ([{"audio_id": ..., "caption": ...}] or {audio_id: caption}) or DCASE CSV
@@ -207,12 +244,19 @@ def main(predictions: str, references: str, out: str | None = None, metrics: str
         references: JSON ({audio_id: [captions]}) or Clotho captions CSV (file_name,caption_1..caption_5).
             Audio ids must match the predictions exactly.
         out: optional JSON output with corpus scores, per-clip scores and unavailable metrics (with reasons).
-        metrics: comma-separated subset of bleu,meteor,rouge_l,cider_d,spice,spider.
+        metrics: comma-separated subset of bleu,meteor,rouge_l,cider_d,spice,spider,sbert_sim,fense,spider_fl.
         corenlp_dir: folder with stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar for SPICE
             (default: $AAC_SPICE_LIB, then pycocoevalcap's spice/lib). Without them SPICE/SPIDEr are reported
             unavailable; nothing is downloaded.
+        sbert_model: the sentence-transformers model of SBERT-sim and FENSE: minilm (the packaged
+            all-MiniLM-L6-v2, the default) or a local folder (paraphrase-TinyBERT-L6-v2 for the published numbers);
+            the output names it.
+        echecker: FENSE's fluency-error checker (echecker_clotho_audiocaps_base.ckpt; default:
+            $AAC_FENSE_ECHECKER), whose BERT (bert-base-uncased) must be a local folder or in the local Hugging Face
+            cache. Without it FENSE and SPIDEr-FL are reported unavailable.
     """
-    result = evaluate_files(predictions, references, out=out, metrics=metrics, corenlp_dir=corenlp_dir)
+    result = evaluate_files(predictions, references, out=out, metrics=metrics, corenlp_dir=corenlp_dir,
+                            sbert_model=sbert_model, echecker=echecker)
     print(format_table(result))
 
 

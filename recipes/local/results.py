@@ -26,7 +26,7 @@ from common.io import atomic_write, write_text_atomic
 from eval.compare import compare, paired_bootstrap
 
 RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
-CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
+CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "fense")
 
 
 def _table(title: str, rows: dict[str, dict[str, float]], keys: tuple[str, ...], notes: dict[str, str]) -> list[str]:
@@ -34,12 +34,13 @@ def _table(title: str, rows: dict[str, dict[str, float]], keys: tuple[str, ...],
     for name, scores in rows.items():
         cells = [f"{scores[k]:.3f}" if k in scores else "n/a" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"- {metric}: not available: {reason}" for metric, reason in notes.items()] + [""]
+    lines += [""] + [f"- {metric}: {note}" for metric, note in notes.items()] + [""]
     return lines
 
 
 def collect(exp: str | Path) -> tuple[dict, dict, dict]:
-    """(retrieval rows, captioning rows, unavailable-metric notes) found under ``exp``."""
+    """(retrieval rows, captioning rows, notes: metrics unavailable, and the models of model-based metrics) found
+    under ``exp``."""
     exp = Path(exp)
     retrieval = {}
     if (exp / "retrieval_eval.json").is_file():
@@ -52,7 +53,8 @@ def collect(exp: str | Path) -> tuple[dict, dict, dict]:
     for path in sorted(exp.glob("decode/*/scores.json")):
         scores = json.loads(path.read_text())
         captioning[path.parent.name] = scores["corpus"]
-        notes.update(scores.get("unavailable", {}))
+        notes.update({m: f"computed with {model}" for m, model in scores.get("models", {}).items()})
+        notes.update({m: f"not available: {reason}" for m, reason in scores.get("unavailable", {}).items()})
     return retrieval, captioning, notes
 
 

@@ -166,7 +166,7 @@ def test_file_formats_agree_and_match_direct_call(files):
         assert result["corpus"] == direct.corpus
         assert [result["per_clip"][k]["cider_d"] for k in files["ids"]] == direct.sentence["cider_d"]
     written = json.loads(out.read_text(encoding="utf-8"))
-    assert written["corpus"] == direct.corpus and set(written) == {"corpus", "per_clip", "unavailable"}
+    assert written["corpus"] == direct.corpus and set(written) == {"corpus", "per_clip", "unavailable", "models"}
 
 
 def test_mismatched_ids_are_named(files):
@@ -183,14 +183,18 @@ def test_command_line(files):
     out = files["tmp"] / "cli.json"
     proc = subprocess.run([sys.executable, "-m", "eval.captions", "--predictions", str(files["preds_csv"]),
                            "--references", str(files["refs_csv"]), "--out", str(out),
-                           "--metrics", "bleu,rouge_l,cider_d,spider"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--metrics", "bleu,rouge_l,cider_d,spider,sbert_sim,fense"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "AAC_FENSE_ECHECKER"})
     assert proc.returncode == 0, proc.stderr
     assert "cider_d" in proc.stdout and "bleu_4" in proc.stdout
     result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["per_clip"]) == set(files["ids"])
     if spice_unavailable_reason() is not None:
         assert "spider" in result["unavailable"] and "n/a" in proc.stdout
+    # the semantic metrics: SBERT-sim names its model; FENSE without its error checker says what to get
+    assert result["models"] == {"sbert_sim": "all-MiniLM-L6-v2 (packaged)"} and "sbert_sim" in proc.stdout
+    assert 0 < result["corpus"]["sbert_sim"] < 1 and "echecker_clotho_audiocaps_base" in result["unavailable"]["fense"]
     help_proc = subprocess.run([sys.executable, "-m", "eval.captions", "--help"], cwd=REPO, capture_output=True,
                                text=True, timeout=120, env={**os.environ, "PAGER": "cat"})
     assert help_proc.returncode == 0
