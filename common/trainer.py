@@ -60,8 +60,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "schedule": "cosine",  # cosine: to lr * min_lr_ratio at the last step; exponential: lr *= lr_decay per epoch
     "warmup_epochs": 0.0,  # linear warm-up over this many epochs (fractions allowed; counted in steps)
-    "min_lr_ratio": 0.01,  # cosine: the floor, as a fraction of the smallest peak lr
-    "lr_decay": 0.9,  # exponential: factor per epoch after warm-up (applied per step)
+    "warmup_steps": 0,  # linear warm-up over this many optimizer steps instead, when > 0
+    "min_lr_ratio": 0.01,  # the floor, as a fraction of the smallest peak lr (cosine; exponential with lr_decay null)
+    "lr_decay": 0.9,  # exponential: factor per epoch after warm-up (applied per step); null: to the floor at the end
     "grad_clip": 1.0,  # max gradient norm; 0 = no clipping
     "average_last": 0,  # averaged.pt = mean weights of the last N epochs; 0 = no averaged.pt
     "log_interval": 50,  # optimizer steps between progress lines in the log
@@ -81,9 +82,12 @@ def check_train_settings(train: Mapping[str, Any], source: str) -> None:
         raise ValueError(f"{source}: need train.epochs >= 1 and train.batch_size >= 1, found {train['epochs']}, "
                          f"{train['batch_size']}")
     resolve_precision(train["precision"], resolve_device(train["device"]))
-    if train["lr"] <= 0 or train["warmup_epochs"] < 0 or train["grad_clip"] < 0 or train["average_last"] < 0:
-        raise ValueError(f"{source}: need train.lr > 0 and train.warmup_epochs, train.grad_clip, "
-                         f"train.average_last >= 0")
+    if (train["lr"] <= 0 or train["warmup_epochs"] < 0 or train["warmup_steps"] < 0 or train["grad_clip"] < 0
+            or train["average_last"] < 0):
+        raise ValueError(f"{source}: need train.lr > 0 and train.warmup_epochs, train.warmup_steps, "
+                         f"train.grad_clip, train.average_last >= 0")
+    if train["schedule"] == "exponential" and train["lr_decay"] is None and not 0 < train["min_lr_ratio"] <= 1:
+        raise ValueError(f"{source}: train.lr_decay null decays to train.min_lr_ratio, which must be in (0, 1]")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,11 +120,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def build_scheduler(optimizer: torch.optim.Optimizer, train: Mapping[str, Any], steps_per_epoch: int):
     """The per-step learning-rate schedule of the ``train`` settings."""
     total = train["epochs"] * steps_per_epoch
-    warmup = round(train["warmup_epochs"] * steps_per_epoch)
+    warmup = train["warmup_steps"] or round(train["warmup_epochs"] * steps_per_epoch)
     if train["schedule"] == "exponential":
-        warmup, decay = max(1, warmup), train["lr_decay"]
+        warmup = max(1, warmup)
+        per_step = (train["lr_decay"] ** (1 / steps_per_epoch) if train["lr_decay"] is not None  # else: to the floor
+                    else train["min_lr_ratio"] ** (1 / max(1, total - 1 - warmup)))
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: (s + 1) / warmup if s < warmup else decay ** ((s - warmup) / steps_per_epoch))
+            optimizer, lambda s: (s + 1) / warmup if s < warmup else per_step ** (s - warmup))
     from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
     peak = [group["lr"] for group in optimizer.param_groups]

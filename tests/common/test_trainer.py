@@ -182,3 +182,22 @@ def test_schedules(schedule):
     else:  # linear warm-up to the peak at step 4, then halved every epoch (10 steps)
         assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
         assert lrs[15] == pytest.approx(0.5) and lrs[25] == pytest.approx(0.25)
+
+
+def test_warmup_in_steps_and_exponential_decay_to_the_floor():
+    """The SJTU captioning schedule: warm-up over a number of iterations, then exponential decay that ends at the
+    floor (5e-4 to 5e-7 in the report) on the last step."""
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=5e-4)
+    settings = {**TRAIN_DEFAULTS, "schedule": "exponential", "epochs": 4, "warmup_steps": 6, "warmup_epochs": 3.0,
+                "lr_decay": None, "min_lr_ratio": 1e-3}
+    scheduler = build_scheduler(optimizer, settings, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[5] == pytest.approx(5e-4) and lrs[4] == pytest.approx(5e-4 * 5 / 6)  # warm-up: 6 steps, not 30
+    assert lrs[-1] == pytest.approx(5e-7) and all(a > b for a, b in zip(lrs[6:], lrs[7:]))
+    ratios = [b / a for a, b in zip(lrs[6:], lrs[7:])]
+    assert max(ratios) == pytest.approx(min(ratios))  # one factor per step
