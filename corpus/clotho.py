@@ -73,3 +73,33 @@ def read_split(audio_dir: str | os.PathLike, captions_csv: str | os.PathLike, sp
         else:
             source.errors.append((os.path.abspath(path), f"no non-empty caption ({where})"))
     return source
+
+
+def resplit(sources: list[SplitSource], share: float, seed: int) -> list[SplitSource]:
+    """Merge the clips of the first two ``sources`` (development and validation) and deal them again, ``share`` of
+    them to the first split and the rest to the second, by a permutation seeded with ``seed`` of the clips sorted by
+    audio id (the same corpus and seed always give the same split). Clips refused while reading, and dropped
+    captions, stay noted in the first split. Any further sources (evaluation) pass unchanged.
+
+    The SJTU report trains on Clotho development + validation re-split 9:1 (``share`` 0.9).
+    """
+    import numpy as np
+
+    if len(sources) < 2:
+        raise ValueError("a re-split needs two splits to merge (development and validation)")
+    if not 0 < share < 1:
+        raise ValueError(f"Invalid re-split share. (expected a fraction in (0, 1), found {share!r})")
+    first, second, *rest = sources
+    pool = sorted(first.clips + second.clips, key=lambda c: c.audio_id)
+    ids = [c.audio_id for c in pool]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"cannot merge {first.split} and {second.split}: {len(twice)} file name(s) in both, "
+                         f"e.g. {twice[:3]}")
+    order = np.random.default_rng(seed).permutation(len(pool))
+    cut = round(share * len(pool))
+    if not 0 < cut < len(pool):
+        raise ValueError(f"re-split {share} of {len(pool)} clips leaves a split empty")
+    merged = SplitSource(first.split, [pool[i] for i in sorted(order[:cut])], first.errors + second.errors,
+                         dropped=first.dropped + second.dropped)
+    return [merged, SplitSource(second.split, [pool[i] for i in sorted(order[cut:])]), *rest]

@@ -8,6 +8,7 @@ Every clip is probed (read in full, in a process pool): bad files are reported w
     python -m corpus.prepare clotho --root DIR --out OUT [--splits development,validation,evaluation]
     python -m corpus.prepare clotho --audio-dir DIR --captions-csv FILE --split NAME --out OUT
     python -m corpus.prepare audiocaps --csv-dir DIR --audio-dir DIR --out OUT [--splits train,val,test]
+    python -m corpus.prepare macs --yaml MACS.yaml --audio-dir TAU_AUDIO_DIR --out OUT [--split train]
     python -m corpus.prepare synth --root DIR --out OUT
     python -m corpus.prepare esc50|urbansound8k|fsd50k --root DIR --out OUT
     python -m corpus.prepare labels --audio-dir DIR --labels-csv FILE --split NAME --out OUT
@@ -40,13 +41,14 @@ from tqdm import tqdm
 from common.cli import run
 from common.io import write_csv, write_text_atomic
 from features.audio import AudioError, AudioInfo, check_duration, probe
-from corpus import audiocaps, clotho, labelled
+from corpus import audiocaps, clotho, labelled, macs
 from corpus.source import SplitSource
 from corpus.synth.questions import split_annotations
 from features.manifest import AudioEntry, Manifest, read_manifest, write_manifest
 
 MISSING_CSV = "missing.csv"
 QA_JSON = "qa.json"  # the name eval.qa reads
+RESPLIT_JSON = "resplit.json"  # which clips a Clotho re-split dealt to which split
 SYNTH_SPLITS = clotho.SPLITS  # the synthetic corpus is written in Clotho's layout
 
 
@@ -148,11 +150,13 @@ def _split_names(splits: str | Sequence[str]) -> list[str]:
 def prepare_clotho(out: str | os.PathLike, *, root: str | os.PathLike | None = None,
                    splits: str | Sequence[str] = clotho.SPLITS, audio_dir: str | os.PathLike | None = None,
                    captions_csv: str | os.PathLike | None = None, split: str | None = None, workers: int = 2,
-                   min_duration: float = 0.0, max_duration: float | None = None) -> list[SplitReport]:
+                   min_duration: float = 0.0, max_duration: float | None = None, resplit: float | None = None,
+                   seed: int = 0) -> list[SplitReport]:
     """Prepare Clotho from ``root`` (as distributed) or from one explicit ``audio_dir`` + ``captions_csv`` + ``split``.
 
-    All caption tables are read before any audio is probed, so a broken table stops the run before anything is
-    written.
+    ``resplit`` (from ``root``): merge the first two ``splits`` and deal them again, that share to the first
+    (:func:`corpus.clotho.resplit`, seeded by ``seed``), recorded in ``<out>/resplit.json``. All caption tables are
+    read before any audio is probed, so a broken table stops the run before anything is written.
     """
     if audio_dir is not None or captions_csv is not None or split is not None:
         if root is not None or audio_dir is None or captions_csv is None or split is None:
@@ -164,6 +168,14 @@ def prepare_clotho(out: str | os.PathLike, *, root: str | os.PathLike | None = N
         sources = [clotho.read_split(*clotho.split_paths(root, name), name) for name in _split_names(splits)]
     else:
         raise ValueError("give root, or audio_dir + captions_csv + split")
+    if resplit is not None:
+        if root is None:
+            raise ValueError("a re-split needs root with its splits (development,validation,...)")
+        sources = clotho.resplit(sources, resplit, seed)
+        record = {"merged": [s.split for s in sources[:2]], "share": resplit, "seed": seed,
+                  **{s.split: [c.audio_id for c in s.clips] for s in sources[:2]}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(out) / RESPLIT_JSON, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return [prepare_split(s, out, workers=workers, min_duration=min_duration, max_duration=max_duration)
             for s in sources]
 
@@ -176,6 +188,14 @@ def prepare_audiocaps(out: str | os.PathLike, *, csv_dir: str | os.PathLike, aud
     sources = [audiocaps.read_split(csv_dir, index, name) for name in _split_names(splits)]
     return [prepare_split(s, out, workers=workers, min_duration=min_duration, max_duration=max_duration)
             for s in sources]
+
+
+def prepare_macs(out: str | os.PathLike, *, yaml_path: str | os.PathLike, audio_dir: str | os.PathLike,
+                 split: str = "train", workers: int = 2, min_duration: float = 0.0,
+                 max_duration: float | None = None) -> list[SplitReport]:
+    """Prepare MACS (:mod:`corpus.macs`): one split of captions, with each clip's annotation tags as labels."""
+    return [prepare_split(macs.read_macs(yaml_path, audio_dir, split), out, workers=workers,
+                          min_duration=min_duration, max_duration=max_duration)]
 
 
 def prepare_synth(out: str | os.PathLike, *, root: str | os.PathLike, workers: int = 2) -> list[SplitReport]:
@@ -240,7 +260,8 @@ class Commands:
 
     def clotho(self, out: str, root: str | None = None, splits: str = ",".join(clotho.SPLITS),
                audio_dir: str | None = None, captions_csv: str | None = None, split: str | None = None,
-               workers: int = 2, min_duration: float = 0.0, max_duration: float | None = None) -> None:
+               workers: int = 2, min_duration: float = 0.0, max_duration: float | None = None,
+               resplit: float | None = None, seed: int = 0) -> None:
         """Clotho: --root DIR (holding clotho_audio_<split>/ and clotho_captions_<split>.csv), or one split from
         --audio-dir DIR --captions-csv FILE --split NAME.
 
@@ -255,9 +276,14 @@ class Commands:
             min_duration: clips shorter than this (seconds) are refused; none by default (shorter than 0.1 s
                 is fine: encoders zero-pad them to 0.1 s).
             max_duration: clips longer than this (seconds) are refused; none by default.
+            resplit: merge the first two splits (development, validation) and deal them again, this share to the
+                first (0.9: the SJTU report's 9:1), by a permutation seeded with --seed; <out>/resplit.json lists
+                which clip went where.
+            seed: the re-split's seed.
         """
         _finish(prepare_clotho(out, root=root, splits=splits, audio_dir=audio_dir, captions_csv=captions_csv,
-                               split=split, workers=workers, min_duration=min_duration, max_duration=max_duration))
+                               split=split, workers=workers, min_duration=min_duration, max_duration=max_duration,
+                               resplit=resplit, seed=seed))
 
     def audiocaps(self, out: str, csv_dir: str, audio_dir: str, splits: str = ",".join(audiocaps.SPLITS),
                   workers: int = 2, min_duration: float = 0.0, max_duration: float | None = None) -> None:
@@ -277,6 +303,23 @@ class Commands:
         """
         _finish(prepare_audiocaps(out, csv_dir=csv_dir, audio_dir=audio_dir, splits=splits, workers=workers,
                                   min_duration=min_duration, max_duration=max_duration))
+
+    def macs(self, out: str, yaml: str, audio_dir: str, split: str = "train", workers: int = 2,
+             min_duration: float = 0.0, max_duration: float | None = None) -> None:
+        """MACS: captions and tags from MACS.yaml for the TAU Urban Acoustic Scenes 2019 development clips it
+        names, as one split (captioning pre-training data); the tags go to labels.json.
+
+        Args:
+            out: output folder; the split goes into <out>/<split>/.
+            yaml: MACS.yaml (files: [{filename, annotations: [{annotator_id, sentence, tags}]}]).
+            audio_dir: the TAU clips' folder (TAU-urban-acoustic-scenes-2019-development/audio).
+            split: the split's name.
+            workers: processes probing audio.
+            min_duration: clips shorter than this (seconds) are refused; none by default.
+            max_duration: clips longer than this (seconds) are refused; none by default.
+        """
+        _finish(prepare_macs(out, yaml_path=yaml, audio_dir=audio_dir, split=split, workers=workers,
+                             min_duration=min_duration, max_duration=max_duration))
 
     def esc50(self, out: str, root: str, workers: int = 2) -> None:
         """ESC-50: --root DIR holding meta/esc50.csv and audio/; one split per fold (fold1..fold5), labels from the

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
-from corpus.prepare import prepare_audiocaps, prepare_clotho, prepare_synth
+from corpus.prepare import prepare_audiocaps, prepare_clotho, prepare_macs, prepare_synth
 from corpus.synth import clip_questions, sample_scene
 from corpus.synth.questions import LABELS, scene_labels
 from eval.qa import read_qa
@@ -310,3 +311,71 @@ def test_read_manifest_refuses_broken_splits(tmp_path: Path) -> None:
                             ({"a": ["dog", "dog"]}, "labels of 'a' must be distinct"), ({"a": []}, "at least one")]:
         with pytest.raises(ValueError, match=message):
             write_manifest(Manifest("d", manifest.audio, {}, labels=labels), tmp_path)
+
+
+def test_clotho_resplit_is_seeded_disjoint_and_recorded(tmp_path: Path) -> None:
+    """The SJTU report's 9:1 re-split of development + validation: the same seed gives the same split, every clip
+    lands in exactly one split, and the evaluation split is untouched."""
+    root = tmp_path / "corpus"
+    names = {"development": [f"dev_{i:02d}.wav" for i in range(14)], "validation": [f"val_{i}.wav" for i in range(6)],
+             "evaluation": ["eval_0.wav", "eval_1.wav"]}
+    for split, files in names.items():
+        (root / f"clotho_audio_{split}").mkdir(parents=True)
+        for name in files:
+            sf.write(root / f"clotho_audio_{split}" / name, tone(16000, 0.2), 16000)
+        write_table(root / f"clotho_captions_{split}.csv", [[n, *caps(n)] for n in files])
+    first = prepare_clotho(tmp_path / "a", root=root, resplit=0.9, seed=3, workers=1)
+    again = prepare_clotho(tmp_path / "b", root=root, resplit=0.9, seed=3, workers=1)
+    other = prepare_clotho(tmp_path / "c", root=root, resplit=0.9, seed=4, workers=1)
+    assert [(r.split, r.clips) for r in first] == [("development", 18), ("validation", 2), ("evaluation", 2)]
+    dev, val = (set(read_manifest(tmp_path / "a" / s).ids) for s in ("development", "validation"))
+    assert not dev & val and dev | val == set(names["development"] + names["validation"])
+    assert set(read_manifest(tmp_path / "a" / "evaluation").ids) == set(names["evaluation"])
+    record = json.loads((tmp_path / "a" / "resplit.json").read_text())
+    assert record["share"] == 0.9 and record["seed"] == 3 and set(record["validation"]) == val
+    assert (tmp_path / "b" / "resplit.json").read_text() == (tmp_path / "a" / "resplit.json").read_text()
+    assert set(read_manifest(tmp_path / "c" / "validation").ids) != val  # another seed, another split
+    assert read_manifest(tmp_path / "a" / "validation").captions[sorted(val)[0]] == caps(sorted(val)[0])
+    assert [r.clips for r in again] == [18, 2, 2] and [r.clips for r in other] == [18, 2, 2]
+    with pytest.raises(ValueError, match="expected a fraction in"):
+        prepare_clotho(tmp_path / "d", root=root, resplit=1.5)
+
+
+def test_macs_prepares_captions_with_tags_and_names_bad_entries(tmp_path: Path) -> None:
+    audio = tmp_path / "TAU-urban-acoustic-scenes-2019-development" / "audio"
+    audio.mkdir(parents=True)
+    for name in ("street_traffic-milan-1018-40788-a.wav", "park-helsinki-240-6734-a.wav", "metro-lyon-1-2-a.wav"):
+        sf.write(audio / name, tone(48000, 0.3), 48000)
+    (audio / "metro-lyon-1-2-a.wav").write_bytes(b"RIFF broken")
+    annotations = {"files": [
+        {"filename": "street_traffic-milan-1018-40788-a.wav", "annotations": [
+            {"annotator_id": 133, "sentence": "Cars pass by on a busy street.", "tags": ["car", "traffic"]},
+            {"annotator_id": 7, "sentence": "  ", "tags": ["engine"]},
+            {"annotator_id": 9, "sentence": "Traffic noise and a horn.", "tags": ["car", "horn"]}]},
+        {"filename": "park-helsinki-240-6734-a.wav", "annotations": [
+            {"annotator_id": 1, "sentence": "Birds sing in a park.", "tags": ["birds"]}]},
+        {"filename": "metro-lyon-1-2-a.wav", "annotations": [
+            {"annotator_id": 2, "sentence": "A train arrives.", "tags": []}]},
+        {"filename": "tram-vienna-5-6-a.wav", "annotations": [{"annotator_id": 3, "sentence": "", "tags": []}]},
+    ]}
+    macs_yaml = tmp_path / "MACS.yaml"
+    macs_yaml.write_text(yaml.safe_dump(annotations), encoding="utf-8")
+    (report,) = prepare_macs(tmp_path / "out", yaml_path=macs_yaml, audio_dir=audio, workers=1)
+    assert (report.split, report.clips, report.captions, report.labelled) == ("train", 2, 3, 2)
+    manifest = read_manifest(tmp_path / "out" / "train")
+    assert manifest.captions["street_traffic-milan-1018-40788-a.wav"] == ["Cars pass by on a busy street.",
+                                                                          "Traffic noise and a horn."]
+    assert manifest.labels["street_traffic-milan-1018-40788-a.wav"] == ["car", "engine", "horn", "traffic"]
+    reasons = dict(report.errors)
+    assert any("metro-lyon-1-2-a.wav" in path for path in reasons)  # unreadable audio, reported
+    assert "no non-empty sentence (" in reasons[str((audio / "tram-vienna-5-6-a.wav").resolve())]
+    assert any("annotations[1]" in note for note in report.dropped)
+
+    for text, message in [("files: [{annotations: []}]", r"files\[0\]: no filename"),
+                          ("files: {a: 1}", "expected a top-level 'files' list"),
+                          ("files: [{filename: a.wav}, {filename: a.wav}]", r"files\[1\]: duplicate filename"),
+                          ("files: [{filename: a.wav, annotations: [{sentence: x, tags: 3}]}]", "'tags' must be"),
+                          ("files: [", "not a YAML file")]:
+        macs_yaml.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            prepare_macs(tmp_path / "bad", yaml_path=macs_yaml, audio_dir=audio)
