@@ -36,6 +36,7 @@ def _packaged_minilm() -> str:
 TEXT_ENCODERS: dict[str, Callable[[], str] | str] = {
     "minilm": _packaged_minilm,
     "bert": "bert-base-uncased",
+    "bert_medium": "prajjwal1/bert-medium",
     "roberta": "roberta-base",
 }
 

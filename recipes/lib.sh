@@ -52,3 +52,27 @@ step() {
   mkdir -p "$exp/.done"
   printf '%s' "$signature" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
+
+# A retrieval model of $retrieval_models is its config's name, optionally with another text encoder after a colon:
+# "cnn14" (conf/retrieval_cnn14.yaml) or "cnn14:roberta" (the same config with RoBERTa), trained into
+# $exp/retrieval_<tag> with tag "cnn14" or "cnn14_roberta".
+retrieval_tag() { echo "${1/:/_}"; }
+
+# retrieval_model_args MODEL: sets model_args, the config and overrides that train MODEL; a recipe adds its starting
+# weights by defining starting_weights MODEL (which appends to model_args).
+retrieval_model_args() {
+  model_args=(--config "$conf/retrieval_${1%%:*}.yaml")
+  if [[ $1 == *:* ]]; then model_args+=(--model.text_encoder.name "${1#*:}"); fi
+  if declare -F starting_weights > /dev/null; then starting_weights "$1"; fi
+}
+
+# checkpoints_of KIND SPEC: the comma-separated checkpoints of a named system's members ("cnn14,ast" -> the
+# retrieval models' best.pt, KIND retrieval; "transformer,gru" -> the SCST captioners' averaged.pt, KIND caption).
+checkpoints_of() {
+  local member out=
+  for member in ${2//,/ }; do
+    if [ "$1" = retrieval ]; then out+="$exp/retrieval_$(retrieval_tag "$member")/best.pt,"
+    else out+="$exp/caption_${member}_scst/averaged.pt,"; fi
+  done
+  echo "${out%,}"
+}

@@ -63,18 +63,24 @@ if begin_stage 1 "manifests: $data/raw -> $data/{$train_split,$val_split,$eval_s
 fi
 
 if begin_stage 2 "retrieval training: $data/$train_split -> $exp/retrieval_{${retrieval_models// /,}}"; then
-  for name in $retrieval_models; do
-    step "retrieval_train_$name" python -m retrieval.train --config "$conf/retrieval_$name.yaml" \
-      --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_$name"
+  for model in $retrieval_models; do
+    retrieval_model_args "$model"
+    tag=$(retrieval_tag "$model")
+    step "retrieval_train_$tag" python -m retrieval.train "${model_args[@]}" \
+      --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_$tag"
   done
   end_stage
 fi
 
-retrieval_ckpts=$(for name in $retrieval_models; do printf '%s,' "$exp/retrieval_$name/best.pt"; done)
-retrieval_ckpts=${retrieval_ckpts%,}
+retrieval_ckpts=$(checkpoints_of retrieval "${retrieval_models// /,}")
 if begin_stage 3 "retrieval evaluation, each model and their ensemble: $data/$eval_split -> $exp/retrieval_eval.json"; then
   step retrieval_eval python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" --manifest "$data/$eval_split" \
     --out "$exp/retrieval_eval.json"
+  for system in ${retrieval_systems:-}; do  # named ensembles (name=member,member), each with its DCASE submission
+    name=${system%%=*}
+    step "retrieval_eval_$name" python -m retrieval.evaluate --checkpoints "$(checkpoints_of retrieval "${system#*=}")" \
+      --manifest "$data/$eval_split" --out "$exp/retrieval_systems/$name.json" --csv "$exp/retrieval_systems/$name.csv"
+  done
   end_stage
 fi
 
@@ -127,9 +133,11 @@ if begin_stage 7 "decode and score single models and the nearest-neighbour basel
   end_stage
 fi
 
-if begin_stage 8 "decode and score the ensemble: $exp/caption_*_scst -> $exp/decode/ensemble_scst/scores.json"; then
-  ensemble=$(for name in $caption_models; do printf '%s,' "$exp/caption_${name}_scst/averaged.pt"; done)
-  decode ensemble_scst "${ensemble%,}"
+if begin_stage 8 "decode and score the ensemble(s): $exp/caption_*_scst -> $exp/decode/ensemble_scst/scores.json"; then
+  decode ensemble_scst "$(checkpoints_of caption "${caption_models// /,}")"
+  for system in ${caption_systems:-}; do  # named ensembles
+    decode "${system%%=*}" "$(checkpoints_of caption "${system#*=}")"
+  done
   end_stage
 fi
 
@@ -239,7 +247,7 @@ if begin_stage 16 "zero-shot and retrieval: captions only, + template, + generat
   end_stage
 fi
 # --- long audio (stages 17-19): CLAP's feature fusion against random crops and window averages -----------------------
-if begin_stage 17 "long clips ($long_durations s): -> $data/long/{$train_split,$val_split,$eval_split}"; then
+if begin_stage 17 "long clips (${long_durations:-} s): -> $data/long/{$train_split,$val_split,$eval_split}"; then
   step long_synth python -m corpus.synth --out "$data/long_raw" --n-clips "$long_clips" --shares 0.6,0.1,0.3 \
     --seed "$long_seed" --prefix long --durations "$long_durations"
   step long_manifests python -m corpus.prepare synth --root "$data/long_raw" --out "$data/long"

@@ -26,7 +26,7 @@ from common.checkpoint import load_checkpoint, load_state_dict_checked, seed_eve
 from common.config import load_config
 from common.distributed import init_distributed, is_main
 from common.run import open_run
-from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
+from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line, resolve_device
 from features.manifest import check_audio_files, read_manifest, read_manifests
 from features.weights import load_audio_encoder, save_audio_encoder
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "caption_sampling": "all",  # "all": every (clip, caption) pair per epoch; "one": each clip once, random caption
         "crop_seconds": 10.0,  # random crop of longer training clips; evaluation uses whole clips
         "cache_audio": True,  # decode each clip once and keep it in memory (see retrieval.data)
+        "num_workers": 0,  # processes cropping batches (started each epoch, after its crops are set: any count agrees)
     },
     "model": {
         # None: the encoder's own default (or an argument it does not take: BEATs and AST have no width);
@@ -145,7 +146,8 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     dataset = PairDataset(train_manifest, store, d["crop_seconds"], seed=cfg["seed"],
                           caption_sampling=d["caption_sampling"])
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"])
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=collate_pairs, drop_last=True)
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=collate_pairs, drop_last=True,
+                        num_workers=d["num_workers"], pin_memory=resolve_device(t["device"]).type == "cuda")
     if len(loader) == 0:
         raise ValueError(f"{d['train_manifest']}: {len(dataset)} pairs make no batch of {local_batch} per process")
     val_store = WaveformStore(val_manifest, model.sample_rate) if val_manifest is not None and is_main() else None

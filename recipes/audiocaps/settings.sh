@@ -7,10 +7,7 @@ val_split=val
 eval_split=test
 audiocaps_csv=${AUDIOCAPS_CSV:-downloads/audiocaps/csv}
 audiocaps_audio=${AUDIOCAPS_AUDIO:-downloads/audiocaps/audio}
-retrieval_models="cnn14 wavegram_logmel_cnn14"
-feature_model=cnn14
-caption_models="transformer gru"
-beam_size=3
+. recipes/local/sjtu_report.sh  # the report's models, named ensembles and starting weights
 lm=${LM:-smollm2}                # the LLM captioners' LM (stages 10-13): e.g. Llama-3-8B-Instruct's folder
 lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
 lm_member_seeds="2 3 4 5"        # four LoRA members on caption_lm_lora's mapping: five models merged, as the report

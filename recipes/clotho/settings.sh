@@ -1,14 +1,17 @@
-# Clotho v2.1. Nothing is downloaded: get the archives yourself (Clotho v2.1, DOI 10.5281/zenodo.4783391), unpack
-# them so that one folder holds clotho_audio_<split>/ and clotho_captions_<split>.csv, and point CLOTHO_ROOT there.
-# For the AudioCaps -> Clotho schedule, train recipes/audiocaps first and set train.init in conf/retrieval_*.yaml.
+# Clotho v2.1 as the SJTU DCASE 2022 report trains on it. Nothing is downloaded: get the archives yourself (Clotho
+# v2.1, DOI 10.5281/zenodo.4783391), unpack them so that one folder holds clotho_audio_<split>/ and
+# clotho_captions_<split>.csv, and point CLOTHO_ROOT there.
+# Development and validation are merged and re-split 9:1 (seeded; $data/resplit.json lists the clips), as the report
+# does; CLOTHO_RESPLIT=none keeps Clotho's own splits. The AudioCaps -> Clotho schedule: run recipes/audiocaps first
+# (its retrieval models land in exp/audiocaps; PRETRAIN_EXP moves it), and each retrieval model here is fine-tuned
+# from its AudioCaps twin at 2e-5 (recipes/local/sjtu_report.sh); official PANNs / AST weights: PANNS_DIR, AST_DIR.
 train_split=development
 val_split=validation
 eval_split=evaluation
 clotho_root=${CLOTHO_ROOT:-downloads/clotho}
-retrieval_models="cnn14 wavegram_logmel_cnn14"
-feature_model=cnn14
-caption_models="transformer gru"
-beam_size=3
+clotho_resplit=${CLOTHO_RESPLIT:-0.9}
+pretrain_exp=${PRETRAIN_EXP:-exp/audiocaps}
+. recipes/local/sjtu_report.sh  # the report's models, named ensembles and starting weights
 lm=${LM:-smollm2}                # the LLM captioners' LM (stages 10-13): e.g. Llama-3-8B-Instruct's folder
 lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
 lm_member_seeds="2 3 4 5"        # four LoRA members on caption_lm_lora's mapping: five models merged, as the report
@@ -30,6 +33,8 @@ prepare_corpus_stage() {
 }
 
 prepare_manifest_stage() {
+  local resplit=()
+  [ "$clotho_resplit" = none ] || resplit=(--resplit "$clotho_resplit" --seed 0)
   step manifests python -m corpus.prepare clotho --root "$data/raw" --out "$data" \
-    --splits "$train_split,$val_split,$eval_split"
+    --splits "$train_split,$val_split,$eval_split" "${resplit[@]}"
 }
