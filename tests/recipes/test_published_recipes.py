@@ -138,5 +138,5 @@ def test_audiocaps_then_clotho_recipes_dry_run(clotho_mini, hub_cache, tmp_path)
     for system in ("system1", "system2", "system3", "ensemble_scst"):
         assert (exp / "decode" / system / "scores.json").is_file(), system
     results = (exp / "results.md").read_text()
-    assert "| system3 |" in results and "| cnn14_roberta |" in results, results
+    assert "| system3 |" in results and "| retrieval_cnn14_roberta |" in results, results
     assert os.path.getsize(exp / "results.png") > 0
