@@ -7,9 +7,11 @@ _stage_start=0
 
 log() { echo "$(date '+%F %T') $*" | tee -a "$log_file" >&2; }
 
-# begin_stage N "what: input -> output": true when N is inside [stage, stop_stage].
+# begin_stage N "what: input -> output": true when N is inside [stage, stop_stage] and, if the recipe lists its
+# stages ($recipe_stages), one of them.
 begin_stage() {
   if [ "$1" -lt "$stage" ] || [ "$1" -gt "$stop_stage" ]; then return 1; fi
+  if [ -n "${recipe_stages:-}" ] && [[ " $recipe_stages " != *" $1 "* ]]; then return 1; fi
   _stage_current=$1
   _stage_start=$(date +%s)
   log "Stage $1: $2"
@@ -53,16 +55,19 @@ step() {
   printf '%s' "$signature" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
 
-# A retrieval model of $retrieval_models is its config's name, optionally with another text encoder after a colon:
-# "cnn14" (conf/retrieval_cnn14.yaml) or "cnn14:roberta" (the same config with RoBERTa), trained into
-# $exp/retrieval_<tag> with tag "cnn14" or "cnn14_roberta".
-retrieval_tag() { echo "${1/:/_}"; }
+# A retrieval model of $retrieval_models is its config's name, optionally with another text encoder after a colon
+# and another seed after an @: "cnn14" (conf/retrieval_cnn14.yaml), "cnn14:roberta" (the same config with RoBERTa),
+# "cnn14@1" (the same config from seed 1), trained into $exp/retrieval_<tag> with tag "cnn14", "cnn14_roberta" or
+# "cnn14_seed1".
+retrieval_tag() { local tag=${1/:/_}; echo "${tag/@/_seed}"; }
 
 # retrieval_model_args MODEL: sets model_args, the config and overrides that train MODEL; a recipe adds its starting
 # weights by defining starting_weights MODEL (which appends to model_args).
 retrieval_model_args() {
-  model_args=(--config "$conf/retrieval_${1%%:*}.yaml")
-  if [[ $1 == *:* ]]; then model_args+=(--model.text_encoder.name "${1#*:}"); fi
+  local spec=${1%@*}
+  model_args=(--config "$conf/retrieval_${spec%%:*}.yaml")
+  if [[ $spec == *:* ]]; then model_args+=(--model.text_encoder.name "${spec#*:}"); fi
+  if [[ $1 == *@* ]]; then model_args+=(--seed "${1##*@}"); fi
   if declare -F starting_weights > /dev/null; then starting_weights "$1"; fi
 }
 

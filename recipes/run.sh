@@ -15,6 +15,10 @@
 # and its captions from labels (template, LM), 15 retrieval trained with them, 16 zero-shot and retrieval compared.
 # Long audio (synth): 17 a corpus of 30-90-s clips, 18 retrieval trained on random 10-s crops and with CLAP's feature
 # fusion, 19 each evaluated (the crop model on a central crop, on window averages, whole) and compared.
+# The SJTU report's claims (bash recipes/run.sh --corpus synth_claims: stages 0-9 on a larger corpus, then 20-22):
+# 20 a tagger (binary cross-entropy on the labels) and an untrained encoder as the other feature extractors, a
+# captioner on each, 21 retrieval pre-trained on a second corpus of another character and fine-tuned on this one,
+# 22 claims.md: every claim's figures, 95% paired intervals and verdict.
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -24,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 corpus=synth
 stage=0
-stop_stage=9
+stop_stage=
 data=
 exp=
 conf=
@@ -36,7 +40,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,9 +48,10 @@ recipe=recipes/$corpus
 [ -f "$recipe/settings.sh" ] || { echo "run.sh: no recipe for corpus '$corpus' ($recipe/settings.sh)" >&2; exit 2; }
 data=${data:-data/$corpus}
 exp=${exp:-exp/$corpus}
-conf=${conf:-$recipe/conf}
 # shellcheck source=/dev/null
 . "$recipe/settings.sh"
+conf=${conf:-${recipe_conf:-$recipe/conf}}  # a recipe may use another's configs (synth_claims: synth's)
+stop_stage=${stop_stage:-${recipe_stop_stage:-9}}  # a recipe may end elsewhere by default (synth_claims: 22)
 . recipes/lib.sh
 mkdir -p "$data" "$exp"
 log_file=$exp/run.log
@@ -115,8 +120,8 @@ score() {  # score <name>: caption metrics of $exp/decode/<name>/predictions.jso
   step "score_$1" python -m eval.captions --predictions "$exp/decode/$1/predictions.json" \
     --references "$data/$eval_split/captions.json" --out "$exp/decode/$1/scores.json"
 }
-decode() {  # decode <name> <checkpoints>: beam search predictions (JSON, DCASE CSV) for the evaluation split
-  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "$exp/features/$eval_split.h5" \
+decode() {  # decode <name> <checkpoints> [features folder]: beam search predictions (JSON, DCASE CSV), evaluation split
+  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "${3:-$exp/features}/$eval_split.h5" \
     --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size"
   score "$1"
 }
@@ -271,6 +276,52 @@ if begin_stage 19 "long clips seen as a crop, as windows, whole, or fused: -> $e
   step retrieval_eval_long_fusion python -m retrieval.evaluate --checkpoints "$exp/retrieval_long_fusion/best.pt" \
     --manifest "$data/long/$eval_split" --batch_size 4 --out "$exp/long_audio/fusion.json"
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
+  end_stage
+fi
+# --- the SJTU report's claims (synth_claims: stages 20-22) ------------------------------------------------------------
+if begin_stage 20 "a tagger and an untrained encoder as feature extractors, a captioner on each -> $exp/decode/*"; then
+  step tagger_train python -m features.tagger --config "$conf/tagger_$feature_model.yaml" \
+    --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" \
+    --exp_dir "$exp/tagger_$feature_model"
+  step untrained python -m features.untrained --like "$encoder_ckpt" --manifest "$data/$train_split" \
+    --out "$exp/untrained_$feature_model/audio_encoder.pt"
+  for encoder in tagger untrained; do
+    for split in $train_split $val_split $eval_split; do
+      step "extract_${encoder}_$split" python -m features.extract --manifest "$data/$split" \
+        --checkpoint "$exp/${encoder}_$feature_model/audio_encoder.pt" --out "$exp/features_$encoder/$split.h5"
+    done
+    step "caption_xe_transformer_$encoder" python -m captioning.train --config "$conf/caption_transformer_xe.yaml" \
+      --data.train_features "$exp/features_$encoder/$train_split.h5" --data.train_captions "$data/$train_split" \
+      --data.val_features "$exp/features_$encoder/$val_split.h5" --data.val_captions "$data/$val_split" \
+      --exp_dir "$exp/caption_transformer_xe_$encoder"
+    decode "transformer_xe_$encoder" "$exp/caption_transformer_xe_$encoder/averaged.pt" "$exp/features_$encoder"
+  done
+  end_stage
+fi
+
+if begin_stage 21 "retrieval pre-trained on a corpus of another character, fine-tuned here -> $exp/claims/*.json"; then
+  step source_synth python -m corpus.synth --out "$data/source_raw" --n-clips "$source_clips" --shares 0.85,0.1,0.05 \
+    --seed "$source_seed" --prefix source --max_events "$source_max_events" --favour "$source_favour"
+  step source_manifests python -m corpus.prepare synth --root "$data/source_raw" --out "$data/source"
+  retrieval_model_args "$feature_model"
+  step retrieval_train_source python -m retrieval.train "${model_args[@]}" \
+    --data.train_manifest "$data/source/$train_split" --data.val_manifest "$data/source/$val_split" \
+    --exp_dir "$exp/retrieval_source_$feature_model"
+  step retrieval_train_finetuned python -m retrieval.train "${model_args[@]}" \
+    --train.init "$exp/retrieval_source_$feature_model/best.pt" --train.lr "$finetune_lr" \
+    --train.text_lr "$finetune_text_lr" --data.train_manifest "$data/$train_split" \
+    --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_finetuned_$feature_model"
+  for model in target source finetuned; do
+    ckpt=$exp/retrieval_${model}_$feature_model/best.pt
+    [ "$model" = target ] && ckpt=$exp/retrieval_$feature_model/best.pt  # stage 2's model: trained here alone
+    step "retrieval_eval_$model" python -m retrieval.evaluate --checkpoints "$ckpt" --manifest "$data/$eval_split" \
+      --out "$exp/claims/retrieval_$model.json"
+  done
+  end_stage
+fi
+
+if begin_stage 22 "the claims: $exp -> $exp/claims.md"; then
+  python recipes/local/claims.py --exp "$exp" --feature_model "$feature_model" --out "$exp/claims.md"
   end_stage
 fi
 print_times

@@ -78,11 +78,16 @@ class PairDataset(Dataset):
         else:
             audio_id, captions = self.clips[i]
             caption = captions[int(rng.integers(len(captions)))]
-        wave = self.store[audio_id]
-        if self.crop is not None and len(wave) > self.crop:
-            start = int(rng.integers(0, len(wave) - self.crop + 1))
-            wave = wave[start:start + self.crop]
-        return wave, caption, self.index[audio_id]
+        return random_crop(self.store[audio_id], self.crop, rng), caption, self.index[audio_id]
+
+
+def random_crop(wave: np.ndarray, crop: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``crop`` samples of ``wave`` at an offset drawn from ``rng`` (the whole wave when it is no longer, or
+    ``crop`` is None)."""
+    if crop is None or len(wave) <= crop:
+        return wave
+    start = int(rng.integers(0, len(wave) - crop + 1))
+    return wave[start:start + crop]
 
 
 def collate_pairs(items: list[tuple[np.ndarray, str, int]]) -> dict[str, object]:

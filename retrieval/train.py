@@ -27,6 +27,7 @@ from common.config import load_config
 from common.distributed import init_distributed, is_main
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line, resolve_device
+from features.encoders import encoder_spec
 from features.manifest import check_audio_files, read_manifest, read_manifests
 from features.weights import load_audio_encoder, save_audio_encoder
 from retrieval.data import PairDataset, WaveformStore, collate_pairs
@@ -73,9 +74,7 @@ DEFAULTS: dict[str, Any] = {
 def _model_args(model_config: dict[str, Any]) -> dict[str, Any]:
     """The config's model section without unset (None) encoder options."""
     args = {k: v for k, v in model_config.items() if k not in ("audio_encoder", "text_encoder")}
-    audio = model_config["audio_encoder"]
-    args["audio_encoder"] = {**{k: v for k, v in audio.items() if v is not None and k != "args"},
-                             **(audio["args"] or {})}
+    args["audio_encoder"] = encoder_spec(model_config["audio_encoder"])
     args["text_encoder"] = {k: v for k, v in model_config["text_encoder"].items() if v is not None}
     return args
 

@@ -1,5 +1,5 @@
 """Command line: ``python -m corpus.synth --out DIR --n-clips N --seed S [--shares 0.7,0.15,0.15]
-[--sample-rate 16000] [--workers 2] [--prefix synth] [--durations 30,90]``."""
+[--sample-rate 16000] [--workers 2] [--prefix synth] [--durations 30,90] [--max_events 3] [--favour dog,rain]``."""
 from __future__ import annotations
 
 from .corpus import SPLIT_SHARES, make_corpus
@@ -7,7 +7,7 @@ from .corpus import SPLIT_SHARES, make_corpus
 
 def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...] = SPLIT_SHARES,
          sample_rate: int = 16000, workers: int = 2, prefix: str = "synth",
-         durations: tuple[float, ...] | None = None) -> None:
+         durations: tuple[float, ...] | None = None, max_events: int = 3, favour: tuple[str, ...] = ()) -> None:
     """Generate the synthetic audio-caption corpus in Clotho's layout.
 
     Writes DIR/clotho_audio_{development,validation,evaluation}/synth_NNNNNN.wav (mono, 16-bit),
@@ -29,9 +29,12 @@ def main(out: str, n_clips: int = 3000, seed: int = 0, shares: tuple[float, ...]
         durations: min,max seconds of long clips (e.g. 30,90): each clip's sounds are spread over a length drawn
             between them, with silence and background between, for long-audio handling (feature fusion, windows).
             By default a clip lasts as long as its sounds (3 to 20 s).
+        max_events: at most this many sound events per clip (1 to 3), for a corpus of another character.
+        favour: event types (e.g. dog,rain) made 4 times as likely to occur as the others: another event mix.
     """
     s = make_corpus(out, n_clips, seed=seed, sample_rate=sample_rate, workers=workers, shares=shares,
-                    prefix=prefix, durations=durations)
+                    prefix=prefix, durations=durations, max_events=max_events,
+                    favour=(favour,) if isinstance(favour, str) else tuple(favour))
     clips = ", ".join(f"{k} {v}" for k, v in s["clips"].items())
     print(f"clips: {clips} ({s['compositional']} evaluation clips with unseen combinations)")
     print(f"audio: {s['duration_s'] / 3600:.2f} h; caption vocabulary: {s['vocabulary']} words; "

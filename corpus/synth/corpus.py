@@ -32,7 +32,7 @@ from common.io import atomic_write, remove_stale_temps, write_csv, write_text_at
 
 from .captions import caption_scene, words
 from .events import EVENT_TYPES
-from .scene import MAX_DURATION, combinations, render_scene, sample_scene, stretch_scene
+from .scene import MAX_DURATION, combinations, event_chances, render_scene, sample_scene, stretch_scene
 
 SPLITS = ("development", "validation", "evaluation")
 SPLIT_SHARES = (0.70, 0.15, 0.15)
@@ -106,9 +106,11 @@ def assign_splits(n_clips: int, seed: int, shares: Sequence[float] = SPLIT_SHARE
 
 
 def plan_clip(seed: int, index: int, forced: bool, heldout: list[str],
-              durations: tuple[float, float] | None = None) -> tuple[dict, list[str]]:
+              durations: tuple[float, float] | None = None,
+              chances: tuple[list[float], list[float]] | None = None) -> tuple[dict, list[str]]:
     """(scene, 5 captions) of clip index: forced clips hold a held-out combination, all others hold none.
-    ``durations`` (min, max seconds): a long clip of a length drawn between them, its episodes spread over it."""
+    ``durations`` (min, max seconds): a long clip of a length drawn between them, its episodes spread over it;
+    ``chances``: the event mix of scenes that are not forced (:func:`~corpus.synth.scene.event_chances`)."""
     rng = _rng(seed, index, SCENE)
     held = set(heldout)
     for _ in range(1000):
@@ -126,7 +128,7 @@ def plan_clip(seed: int, index: int, forced: bool, heldout: list[str],
             if combo in combinations(scene):
                 break
         else:
-            scene = sample_scene(rng)
+            scene = sample_scene(rng, chances=chances)
             if not held.intersection(combinations(scene)):
                 break
     else:  # pragma: no cover - rejection rates are a few percent
@@ -155,8 +157,8 @@ def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
 
 def make_clip(job: tuple) -> dict:
     """Plan, render and write one clip; returns its row: file_name, split, captions, scene, unseen combinations."""
-    seed, index, split, forced, heldout, sr, out, prefix, durations = job
-    scene, caps = plan_clip(seed, index, forced, heldout, durations)
+    seed, index, split, forced, heldout, sr, out, prefix, durations, chances = job
+    scene, caps = plan_clip(seed, index, forced, heldout, durations, chances)
     path = Path(out) / f"clotho_audio_{split}" / file_name(index, prefix)
     if not path.exists():  # finished by an earlier run with the same settings
         write_wav(path, render_scene(_rng(seed, index, AUDIO), scene, sr), sr)
@@ -190,12 +192,15 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int = 16000, workers: int = 2,
                 progress: bool = True, shares: Sequence[float] = SPLIT_SHARES, prefix: str = DEFAULT_PREFIX,
-                durations: Sequence[float] | None = None) -> dict:
+                durations: Sequence[float] | None = None, max_events: int = 3,
+                favour: Sequence[str] = ()) -> dict:
     """Generate the synthetic corpus under out (see module docstring) and return a summary. ``shares``: the
     development/validation/evaluation split sizes as fractions of ``n_clips``; ``prefix``: the clips' file names
     (``<prefix>_000123.wav``), so that two corpora of other seeds can be trained together with distinct ids;
     ``durations``: (min, max) seconds of long clips (e.g. 30 to 90 s, for long-audio handling), each clip's scene
-    spread over a length drawn between them; by default clips last as long as their events (3 to 20 s).
+    spread over a length drawn between them; by default clips last as long as their events (3 to 20 s);
+    ``max_events`` (1-3) and ``favour`` (event types made 4x likelier) change the event mix, for a second corpus
+    of another character (e.g. to pre-train on one corpus and fine-tune on another).
 
     Returns {"clips": {split: n}, "compositional": n, "duration_s": total audio seconds,
     "vocabulary": distinct caption words, "seconds": wall time}.
@@ -209,6 +214,8 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
         if len(durations) != 2 or not MAX_DURATION <= durations[0] <= durations[1]:
             raise ValueError(f"Invalid durations. (expected min,max seconds with {MAX_DURATION:g} <= min <= max, "
                              f"found {durations})")
+    favour = tuple(sorted(set(favour)))
+    chances = event_chances(max_events, favour)
     if sample_rate < 16000:
         raise ValueError(f"sample_rate must be >= 16000 Hz (bird calls reach 5 kHz), got {sample_rate}")
     t0 = time.time()
@@ -222,8 +229,10 @@ def make_corpus(out: str | Path, n_clips: int, seed: int = 0, sample_rate: int =
         settings["prefix"] = prefix
     if durations is not None:
         settings["durations"] = list(durations)
+    if chances is not None:
+        settings.update(max_events=max_events, favour=list(favour))
     _check_settings(out, settings)
-    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out), prefix, durations)
+    jobs = [(seed, i, split, forced, heldout, sample_rate, str(out), prefix, durations, chances)
             for i, (split, forced) in enumerate(roles)]
     bar = dict(total=n_clips, desc="synth clips", unit="clip", disable=not progress)
     if workers <= 1:

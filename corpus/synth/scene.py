@@ -120,15 +120,40 @@ def stretch_scene(rng: np.random.Generator, scene: dict, duration: float) -> dic
     return scene
 
 
-def sample_scene(rng: np.random.Generator, types: list[str] | None = None, fixed: dict | None = None) -> dict:
-    """A random scene of 1-3 events (or of the given types, shuffled); fixed attributes apply to the first type.
+EVENTS_PER_SCENE = (0.3, 0.45, 0.25)  # chance of 1, 2, 3 events
+FAVOURED = 4.0  # how much likelier a favoured event type is to occur (a corpus's event mix, see `event_chances`)
+
+
+def event_chances(max_events: int = 3, favour: tuple[str, ...] = ()) -> tuple[list[float], list[float]] | None:
+    """A corpus's event mix as sampling chances: (of 1..max_events events per scene, of each type in sorted order),
+    the favoured types ``FAVOURED`` times as likely as the others; None for the default mix, which keeps the default
+    corpus's random draws (and files) unchanged."""
+    if max_events == len(EVENTS_PER_SCENE) and not favour:
+        return None
+    if not 1 <= max_events <= len(EVENTS_PER_SCENE):
+        raise ValueError(f"Invalid max_events. (expected 1 to {len(EVENTS_PER_SCENE)}, found {max_events})")
+    unknown = sorted(set(favour) - set(EVENT_TYPES))
+    if unknown:
+        raise ValueError(f"Invalid favour. (unknown event types {unknown}; valid: {sorted(EVENT_TYPES)})")
+    counts = np.asarray(EVENTS_PER_SCENE[:max_events])
+    types = np.asarray([FAVOURED if t in favour else 1.0 for t in sorted(EVENT_TYPES)])
+    return [float(x) for x in counts / counts.sum()], [float(x) for x in types / types.sum()]
+
+
+def sample_scene(rng: np.random.Generator, types: list[str] | None = None, fixed: dict | None = None,
+                 chances: tuple[list[float], list[float]] | None = None) -> dict:
+    """A random scene of 1-3 events (or of the given types, shuffled); fixed attributes apply to the first type;
+    ``chances`` (:func:`event_chances`) changes the event mix of random scenes.
 
     Scenes longer than MAX_DURATION are redrawn, so durations always lie in [3, 20] s.
     """
     for _ in range(100):
-        if types is None:
-            k = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
+        if types is None and chances is None:
+            k = int(rng.choice([1, 2, 3], p=list(EVENTS_PER_SCENE)))
             names = [str(x) for x in rng.choice(sorted(EVENT_TYPES), size=k, replace=False)]
+        elif types is None:
+            k = int(rng.choice(np.arange(1, len(chances[0]) + 1), p=chances[0]))
+            names = [str(x) for x in rng.choice(sorted(EVENT_TYPES), size=k, replace=False, p=chances[1])]
         else:
             names = list(types)
         events = [sample_event(rng, nm, fixed if i == 0 else None) for i, nm in enumerate(names)]

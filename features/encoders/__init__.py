@@ -49,5 +49,11 @@ def build_audio_encoder(name: str, **kwargs: Any) -> AudioEncoder:
     return encoder
 
 
+def encoder_spec(section: dict[str, Any]) -> dict[str, Any]:
+    """A config's ``audio_encoder`` section as :func:`build_audio_encoder` arguments: unset (None) options dropped
+    (the encoder's own defaults apply), its ``args`` (any further arguments) merged in."""
+    return {**{k: v for k, v in section.items() if v is not None and k != "args"}, **(section.get("args") or {})}
+
+
 __all__ = ["AUDIO_ENCODERS", "AudioEncoder", "AstEncoder", "BeatsEncoder", "HtsatEncoder", "PannsCnn",
-           "build_audio_encoder"]
+           "build_audio_encoder", "encoder_spec"]

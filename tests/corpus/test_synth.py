@@ -18,7 +18,7 @@ from corpus.synth import (EVENT_TYPES, SPLITS, assign_splits, choose_heldout, cl
                           make_corpus, plan_clip, render_scene, sample_scene)
 from corpus.synth.captions import words
 from corpus.synth.questions import TYPES as QUESTION_TYPES
-from corpus.synth.scene import render_event, sample_event
+from corpus.synth.scene import event_chances, render_event, sample_event
 from corpus.synth.signals import active_level_db
 from eval.qa import read_qa
 from features.manifest import read_manifest
@@ -274,3 +274,31 @@ def test_long_clips_spread_the_same_events_and_keep_their_answers(tmp_path):
     for bad in [(10, 40), (50, 40), (30,)]:
         with pytest.raises(ValueError, match="Invalid durations"):
             make_corpus(tmp_path / "bad", 3, seed=seed, workers=1, progress=False, durations=bad)
+
+
+def test_event_mix_changes_the_corpus_character_and_nothing_by_default(tmp_path):
+    """--max_events and --favour: another corpus's character (a source to pre-train on); the default draws stay."""
+    seed, n = 0, 300
+    heldout = choose_heldout(seed)
+    favour = ("dog", "rain")
+    chances = event_chances(2, favour)
+    assert event_chances() is None  # the default mix: the default corpus's random draws, byte for byte
+    counts, mixed = {t: 0 for t in EVENT_TYPES}, 0
+    for i in range(n):
+        default, _ = plan_clip(seed, i, False, heldout)
+        scene, _ = plan_clip(seed, i, False, heldout, chances=chances)
+        assert 1 <= len(scene["events"]) <= 2
+        mixed += scene != default
+        for ev in scene["events"]:
+            counts[ev["type"]] += 1
+    assert mixed > n * 0.9
+    others = [c for t, c in counts.items() if t not in favour]
+    assert min(counts[t] for t in favour) > 2 * max(others), counts
+    make_corpus(tmp_path / "mix", 4, seed=1, workers=1, progress=False, max_events=1, favour=favour)
+    settings = json.loads((tmp_path / "mix/synth_corpus.json").read_text())
+    assert settings["max_events"] == 1 and settings["favour"] == ["dog", "rain"]
+    make_corpus(tmp_path / "plain", 4, seed=1, workers=1, progress=False)
+    assert "favour" not in json.loads((tmp_path / "plain/synth_corpus.json").read_text())
+    for bad in [dict(max_events=0), dict(max_events=4), dict(favour=("unicorn",))]:
+        with pytest.raises(ValueError, match="Invalid"):
+            make_corpus(tmp_path / "bad", 4, seed=1, workers=1, progress=False, **bad)

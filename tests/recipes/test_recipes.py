@@ -25,6 +25,12 @@ def test_every_recipe_config_builds(path):
         config = load_config(DEFAULTS, path)
         assert config["model"]["mapping"] in MAPPINGS and config["model"]["prompt"].startswith("[audio]")
         assert config["model"]["lora"]["r"] == 0 or set(config["model"]["lora"]["targets"]) == {"q_proj", "k_proj"}
+    elif path.name.startswith("tagger"):
+        from features.encoders import build_audio_encoder, encoder_spec
+        from features.tagger import DEFAULTS
+
+        config = load_config(DEFAULTS, path)
+        assert build_audio_encoder(**encoder_spec(config["model"]["audio_encoder"])).clip_dim > 0
     elif path.name.startswith("retrieval"):
         from retrieval.model import build_model
         from retrieval.train import DEFAULTS, _model_args
@@ -61,6 +67,8 @@ TINY = {  # settings that make each stage of the default recipe take seconds
                    "val": {"beam_size": 2, "max_len": 12}},
     "caption_scst": {"train": {"epochs": 1, "average_last": 1}, "scst": {"num_samples": 2, "max_len": 12},
                      "val": {"beam_size": 2, "max_len": 12}},
+    "tagger": {"train": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0.1}, "data": {"crop_seconds": 2.0},
+               "model": {"audio_encoder": {"width": 0.125}}},
     "caption_lm": {"train": {"epochs": 1, "batch_size": 8}, "data": {"val_clips": 4},
                    "val": {"beam_size": 2, "max_len": 8}},
 }
@@ -80,8 +88,8 @@ def _tiny_conf(folder: Path, corpus: str = "synth") -> Path:
     folder.mkdir(parents=True)
     for path in sorted((REPO / "recipes" / corpus / "conf").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
-        kind = "retrieval" if path.name.startswith("retrieval") else "caption_lm" if path.name.startswith(
-            "caption_lm") else "caption_scst" if "scst" in path.name else "caption_xe"
+        kind = next((k for k in ("retrieval", "tagger", "caption_lm") if path.name.startswith(k)),
+                    "caption_scst" if "scst" in path.name else "caption_xe")
         if kind == "caption_xe" and config["model"]["decoder"] == "transformer":
             config["model"]["decoder_args"].update({"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64})
         elif kind == "caption_xe":
@@ -184,3 +192,27 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     assert json.loads((exp / "long_audio/windows.json").read_text())["long_audio"] == "windows"
     merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
     assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
+
+
+@pytest.mark.slow
+def test_claims_recipe_writes_every_claim(tmp_path):
+    """The claims recipe (stages 0-9 on a larger corpus, then 20-22) on a tiny one: every claim gets its figures,
+    interval and verdict."""
+    _tiny_conf(tmp_path / "conf")
+    proc = _run(tmp_path, "--corpus", "synth_claims", env={"CLAIMS_CLIPS": "40", "CLAIMS_SOURCE_CLIPS": "24"})
+    out, _ = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, out
+    assert "Stage 10" not in out and "Stage 22: done" in out, out  # the recipe's own stages only
+    exp = tmp_path / "exp"
+    claims = (exp / "claims.md").read_text()
+    assert "Not run" not in claims, claims
+    for row in ("| retrieval encoder vs tagger", "| retrieval encoder vs untrained encoder",
+                "| transformer: SCST vs XE", "| gru: SCST vs XE", "| captioning ensemble vs its best member", "| different architectures vs same "
+                "architecture, two seeds, t2a mAP@10", "| fine-tuned vs target only, t2a mAP@10"):
+        assert row in claims, (row, claims)
+    assert claims.count("| supported |") + claims.count("| contradicted |") + claims.count("| not shown") >= 9
+    source = json.loads((tmp_path / "data/source_raw/synth_corpus.json").read_text())
+    assert source["max_events"] == 2 and "dog" in source["favour"]
+    assert yaml.safe_load((exp / "retrieval_cnn10_seed1/config.yaml").read_text())["seed"] == 1
+    finetuned = yaml.safe_load((exp / "retrieval_finetuned_cnn10/config.yaml").read_text())
+    assert finetuned["train"]["init"].endswith("retrieval_source_cnn10/best.pt")

@@ -1,0 +1,23 @@
+# The SJTU report's claims on the built-in corpus: bash recipes/run.sh --corpus synth_claims (stages 0-9, then 20-22;
+# about an hour on 2 CPU cores). The main job's recipe (synth's configs) on a corpus whose evaluation split is large
+# enough to rank systems, plus what the claims compare: a second retrieval CNN10 from another seed, a tagger and an
+# untrained encoder as feature extractors, and a second corpus of another character to pre-train retrieval on.
+# Writes $exp/claims.md (recipes/local/claims.py) beside the usual results.md.
+. recipes/synth/settings.sh
+recipe_conf=recipes/synth/conf
+recipe_stages="0 1 2 3 4 5 6 7 8 9 20 21 22"
+recipe_stop_stage=22
+n_clips=${CLAIMS_CLIPS:-1400}
+# development 420 clips (the main job's training cost), validation 80, evaluation 900 (+-0.02 CIDEr-D intervals)
+shares=0.3,0.0572,0.6428
+# claim 3: the same architecture from two seeds against two architectures, both ensembles evaluated by stage 3
+retrieval_models="cnn10 cnn10@1 cnn6"
+retrieval_systems="same_architecture=cnn10,cnn10@1 different_architectures=cnn10,cnn6"
+# claim 4: a source corpus of another character (at most 2 sound events per clip, half the sound types 4x as
+# frequent, another seed), retrieval pre-trained on it and fine-tuned on this corpus at a fifth of the peak rates
+source_clips=${CLAIMS_SOURCE_CLIPS:-700}
+source_seed=21
+source_max_events=2
+source_favour=babble,bird,dog,engine,rain,siren,wind
+finetune_lr=1.0e-3
+finetune_text_lr=1.0e-5
