@@ -29,8 +29,8 @@ def labelled(tmp_path_factory) -> dict:
 def _settings(corpus: dict, exp_dir, **extra) -> dict:
     return {"data.train_manifest": str(corpus["train"]), "data.val_manifest": str(corpus["val"]),
             "exp_dir": str(exp_dir), "data.crop_seconds": 1.0, "model.audio_encoder.name": "cnn6",
-            "model.audio_encoder.width": 0.125, "model.audio_encoder.spec_augment": False, "train.epochs": 4,
-            "train.batch_size": 12, "train.lr": 3e-3, "train.warmup_epochs": 0.5, **extra}
+            "model.audio_encoder.width": 0.125, "model.audio_encoder.spec_augment": False, "train.epochs": 8,
+            "train.batch_size": 6, "train.lr": 3e-3, "train.warmup_epochs": 0.5, **extra}
 
 
 def test_macro_average_precision():
@@ -53,8 +53,8 @@ def test_tagger_learns_writes_its_encoder_and_resumes_exactly(labelled, tmp_path
     assert encoder.spec["name"] == "cnn6"
     for key, value in encoder.state_dict().items():
         assert torch.equal(value, best["state_dict"][f"audio_encoder.{key}"]), key
-    # killed after epoch 2, the same command ends with the same weights
-    train(None, _settings(labelled, tmp_path / "resumed"), stop_after_epochs=2)
+    # killed after epoch 3, the same command ends with the same weights
+    train(None, _settings(labelled, tmp_path / "resumed"), stop_after_epochs=3)
     train(None, _settings(labelled, tmp_path / "resumed"))
     full, resumed = (load_checkpoint(tmp_path / name / "last.pt")["state_dict"] for name in ("full", "resumed"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
