@@ -118,7 +118,8 @@ fi
 
 score() {  # score <name>: caption metrics of $exp/decode/<name>/predictions.json on the evaluation split
   step "score_$1" python -m eval.captions --predictions "$exp/decode/$1/predictions.json" \
-    --references "$data/$eval_split/captions.json" --out "$exp/decode/$1/scores.json"
+    --references "$data/$eval_split/captions.json" --out "$exp/decode/$1/scores.json" \
+    ${score_metrics:+--metrics "$score_metrics"}
 }
 decode() {  # decode <name> <checkpoints> [features folder]: beam search predictions (JSON, DCASE CSV), evaluation split
   step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "${3:-$exp/features}/$eval_split.h5" \

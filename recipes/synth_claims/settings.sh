@@ -7,6 +7,7 @@
 recipe_conf=recipes/synth/conf
 recipe_stages="0 1 2 3 4 5 6 7 8 9 20 21 22"
 recipe_stop_stage=22
+score_metrics=bleu,rouge_l,cider_d  # what the claims need (CIDEr-D) and a little context, without minutes of Java
 n_clips=${CLAIMS_CLIPS:-1400}
 # development 420 clips (the main job's training cost), validation 80, evaluation 900 (+-0.02 CIDEr-D intervals)
 shares=0.3,0.0572,0.6428
@@ -15,7 +16,7 @@ retrieval_models="cnn10 cnn10@1 cnn6"
 retrieval_systems="same_architecture=cnn10,cnn10@1 different_architectures=cnn10,cnn6"
 # claim 4: a source corpus of another character (at most 2 sound events per clip, half the sound types 4x as
 # frequent, another seed), retrieval pre-trained on it and fine-tuned on this corpus at a fifth of the peak rates
-source_clips=${CLAIMS_SOURCE_CLIPS:-700}
+source_clips=${CLAIMS_SOURCE_CLIPS:-600}
 source_seed=21
 source_max_events=2
 source_favour=babble,bird,dog,engine,rain,siren,wind
