@@ -18,6 +18,7 @@ begin_stage() {
 }
 
 end_stage() {
+  wait_background
   local seconds=$(( $(date +%s) - _stage_start ))
   _stage_times+=("stage $_stage_current: ${seconds}s")
   log "Stage $_stage_current: done in ${seconds}s"
@@ -28,6 +29,26 @@ print_times() {
   local joined
   joined=$(printf '%s, ' "${_stage_times[@]}")
   log "Stage times: ${joined%, }"
+}
+
+# background CMD...: with parallel_jobs > 1 (a recipe's setting, for CPUs), run CMD (a step, or a function of steps
+# that must follow each other) beside the steps already running, each process on one CPU thread, at most
+# parallel_jobs at once; wait_background (also called by end_stage) waits for them all and stops the recipe after a
+# failure, once the others have finished. Small models train faster two at a time on one thread each than one after
+# the other on two threads (benchmarks/bench_parallel_steps.py).
+_background_pids=()
+background() {
+  if [ "${parallel_jobs:-1}" -le 1 ]; then "$@"; return; fi
+  if [ ${#_background_pids[@]} -ge "$parallel_jobs" ]; then wait_background; fi
+  ( export OMP_NUM_THREADS=1; "$@" ) &
+  _background_pids+=($!)
+}
+
+wait_background() {
+  local pid failed=0
+  for pid in "${_background_pids[@]}"; do wait "$pid" || failed=1; done
+  _background_pids=()
+  if [ $failed -ne 0 ]; then log "  a step failed (its error is above); the steps beside it finished"; exit 1; fi
 }
 
 # step NAME CMD...: run CMD unless it already finished with the same command and the same config files.

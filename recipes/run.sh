@@ -71,7 +71,7 @@ if begin_stage 2 "retrieval training: $data/$train_split -> $exp/retrieval_{${re
   for model in $retrieval_models; do
     retrieval_model_args "$model"
     tag=$(retrieval_tag "$model")
-    step "retrieval_train_$tag" python -m retrieval.train "${model_args[@]}" \
+    background step "retrieval_train_$tag" python -m retrieval.train "${model_args[@]}" \
       --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_$tag"
   done
   end_stage
@@ -79,11 +79,12 @@ fi
 
 retrieval_ckpts=$(checkpoints_of retrieval "${retrieval_models// /,}")
 if begin_stage 3 "retrieval evaluation, each model and their ensemble: $data/$eval_split -> $exp/retrieval_eval.json"; then
-  step retrieval_eval python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" --manifest "$data/$eval_split" \
+  background step retrieval_eval python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" --manifest "$data/$eval_split" \
     --out "$exp/retrieval_eval.json"
   for system in ${retrieval_systems:-}; do  # named ensembles (name=member,member), each with its DCASE submission
     name=${system%%=*}
-    step "retrieval_eval_$name" python -m retrieval.evaluate --checkpoints "$(checkpoints_of retrieval "${system#*=}")" \
+    background step "retrieval_eval_$name" python -m retrieval.evaluate \
+      --checkpoints "$(checkpoints_of retrieval "${system#*=}")" \
       --manifest "$data/$eval_split" --out "$exp/retrieval_systems/$name.json" --csv "$exp/retrieval_systems/$name.csv"
   done
   end_stage
@@ -92,7 +93,7 @@ fi
 encoder_ckpt=$exp/retrieval_$feature_model/audio_encoder.pt  # the best model's audio encoder alone
 if begin_stage 4 "features: $data/* + $encoder_ckpt -> $exp/features/*.h5"; then
   for split in $train_split $val_split $eval_split; do
-    step "extract_$split" python -m features.extract --manifest "$data/$split" --checkpoint "$encoder_ckpt" \
+    background step "extract_$split" python -m features.extract --manifest "$data/$split" --checkpoint "$encoder_ckpt" \
       --out "$exp/features/$split.h5"
   done
   end_stage
@@ -102,16 +103,16 @@ caption_data=(--data.train_features "$exp/features/$train_split.h5" --data.train
               --data.val_features "$exp/features/$val_split.h5" --data.val_captions "$data/$val_split")
 if begin_stage 5 "captioner cross-entropy: $exp/features -> $exp/caption_{${caption_models// /,}}_xe"; then
   for name in $caption_models; do
-    step "caption_xe_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" "${caption_data[@]}" \
-      --exp_dir "$exp/caption_${name}_xe"
+    background step "caption_xe_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" \
+      "${caption_data[@]}" --exp_dir "$exp/caption_${name}_xe"
   done
   end_stage
 fi
 
 if begin_stage 6 "SCST: $exp/caption_*_xe/averaged.pt -> $exp/caption_{${caption_models// /,}}_scst"; then
   for name in $caption_models; do
-    step "caption_scst_$name" python -m captioning.train --config "$conf/caption_scst.yaml" "${caption_data[@]}" \
-      --train.init "$exp/caption_${name}_xe/averaged.pt" --exp_dir "$exp/caption_${name}_scst"
+    background step "caption_scst_$name" python -m captioning.train --config "$conf/caption_scst.yaml" \
+      "${caption_data[@]}" --train.init "$exp/caption_${name}_xe/averaged.pt" --exp_dir "$exp/caption_${name}_scst"
   done
   end_stage
 fi
@@ -126,23 +127,26 @@ decode() {  # decode <name> <checkpoints> [features folder]: beam search predict
     --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size"
   score "$1"
 }
-if begin_stage 7 "decode and score single models and the nearest-neighbour baseline: -> $exp/decode/*/scores.json"; then
+nearest_neighbour() {  # the baseline: each evaluation clip gets a caption of its nearest training clip
   step decode_nearest_neighbour python -m captioning.baseline --features "$exp/features/$eval_split.h5" \
     --train_features "$exp/features/$train_split.h5" --train_captions "$data/$train_split" \
     --out "$exp/decode/nearest_neighbour/predictions.json" --csv "$exp/decode/nearest_neighbour/submission.csv"
   score nearest_neighbour
+}
+if begin_stage 7 "decode and score single models and the nearest-neighbour baseline: -> $exp/decode/*/scores.json"; then
+  background nearest_neighbour
   for name in $caption_models; do
     for mode in xe scst; do
-      decode "${name}_$mode" "$exp/caption_${name}_$mode/averaged.pt"
+      background decode "${name}_$mode" "$exp/caption_${name}_$mode/averaged.pt"
     done
   done
   end_stage
 fi
 
 if begin_stage 8 "decode and score the ensemble(s): $exp/caption_*_scst -> $exp/decode/ensemble_scst/scores.json"; then
-  decode ensemble_scst "$(checkpoints_of caption "${caption_models// /,}")"
+  background decode ensemble_scst "$(checkpoints_of caption "${caption_models// /,}")"
   for system in ${caption_systems:-}; do  # named ensembles
-    decode "${system%%=*}" "$(checkpoints_of caption "${system#*=}")"
+    background decode "${system%%=*}" "$(checkpoints_of caption "${system#*=}")"
   done
   end_stage
 fi
@@ -280,23 +284,29 @@ if begin_stage 19 "long clips seen as a crop, as windows, whole, or fused: -> $e
   end_stage
 fi
 # --- the SJTU report's claims (synth_claims: stages 20-22) ------------------------------------------------------------
-if begin_stage 20 "a tagger and an untrained encoder as feature extractors, a captioner on each -> $exp/decode/*"; then
-  step tagger_train python -m features.tagger --config "$conf/tagger_$feature_model.yaml" \
-    --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" \
-    --exp_dir "$exp/tagger_$feature_model"
-  step untrained python -m features.untrained --like "$encoder_ckpt" --manifest "$data/$train_split" \
-    --out "$exp/untrained_$feature_model/audio_encoder.pt"
-  for encoder in tagger untrained; do
-    for split in $train_split $val_split $eval_split; do
-      step "extract_${encoder}_$split" python -m features.extract --manifest "$data/$split" \
-        --checkpoint "$exp/${encoder}_$feature_model/audio_encoder.pt" --out "$exp/features_$encoder/$split.h5"
-    done
-    step "caption_xe_transformer_$encoder" python -m captioning.train --config "$conf/caption_transformer_xe.yaml" \
-      --data.train_features "$exp/features_$encoder/$train_split.h5" --data.train_captions "$data/$train_split" \
-      --data.val_features "$exp/features_$encoder/$val_split.h5" --data.val_captions "$data/$val_split" \
-      --exp_dir "$exp/caption_transformer_xe_$encoder"
-    decode "transformer_xe_$encoder" "$exp/caption_transformer_xe_$encoder/averaged.pt" "$exp/features_$encoder"
+other_encoder() {  # other_encoder tagger|untrained: that encoder, its features, a Transformer captioner on them
+  local encoder=$1 split
+  if [ "$encoder" = tagger ]; then
+    step tagger_train python -m features.tagger --config "$conf/tagger_$feature_model.yaml" \
+      --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" \
+      --exp_dir "$exp/tagger_$feature_model"
+  else
+    step untrained python -m features.untrained --like "$encoder_ckpt" --manifest "$data/$train_split" \
+      --out "$exp/untrained_$feature_model/audio_encoder.pt"
+  fi
+  for split in $train_split $val_split $eval_split; do
+    step "extract_${encoder}_$split" python -m features.extract --manifest "$data/$split" \
+      --checkpoint "$exp/${encoder}_$feature_model/audio_encoder.pt" --out "$exp/features_$encoder/$split.h5"
   done
+  step "caption_xe_transformer_$encoder" python -m captioning.train --config "$conf/caption_transformer_xe.yaml" \
+    --data.train_features "$exp/features_$encoder/$train_split.h5" --data.train_captions "$data/$train_split" \
+    --data.val_features "$exp/features_$encoder/$val_split.h5" --data.val_captions "$data/$val_split" \
+    --exp_dir "$exp/caption_transformer_xe_$encoder"
+  decode "transformer_xe_$encoder" "$exp/caption_transformer_xe_$encoder/averaged.pt" "$exp/features_$encoder"
+}
+if begin_stage 20 "a tagger and an untrained encoder as feature extractors, a captioner on each -> $exp/decode/*"; then
+  background other_encoder tagger
+  background other_encoder untrained
   end_stage
 fi
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.dropout import dropout
 from common.tensor import lengths_to_mask, masked_mean
 from features.encoders.fusion import (CLAP_MEL, CLIP_SAMPLES, FUSION_TYPES, AttentionalFusion, FusionMel, fusion_inputs,
                                       repeat_pad)
@@ -293,10 +294,10 @@ class PannsCnn(nn.Module):
     def _blocks(self, x: Tensor, x_lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """conv_block1's map -> blocks 2..n -> frequency-averaged last map (B, C, T) and valid frames."""
         for i in range(2, self.n_blocks + 1):
-            x = F.dropout(x, p=0.2, training=self.training)
+            x = dropout(x, p=0.2, training=self.training)
             pool = (2, 2) if i <= self.n_pools else (1, 1)
             x, x_lengths = getattr(self, f"conv_block{i}")(x, x_lengths, pool)
-        x = F.dropout(x, p=0.2, training=self.training)
+        x = dropout(x, p=0.2, training=self.training)
         return x.mean(dim=3), x_lengths  # (B, C, T)
 
     def _wavegram(self, waveform: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -327,10 +328,10 @@ class PannsCnn(nn.Module):
             # avg_pool counts padding as zeros, like the zero padding of a clip alone
             frames = F.max_pool1d(x_low, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
             frames = frames.masked_fill(~valid, 0.0)  # padded steps are -inf after the max
-        h = F.dropout(x_max + x_mean, p=self.dropout, training=self.training)
+        h = dropout(x_max + x_mean, p=self.dropout, training=self.training)
         h = F.relu_(self.fc1(h))  # (B, D)
         return {"frames": frames.transpose(1, 2), "frame_lengths": lengths,
-                "clip": F.dropout(h, p=self.dropout, training=self.training),
+                "clip": dropout(h, p=self.dropout, training=self.training),
                 "clipwise": torch.sigmoid(self.fc_audioset(h))}
 
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:

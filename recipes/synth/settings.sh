@@ -8,6 +8,9 @@ n_clips=${SYNTH_CLIPS:-800}
 # two systems was about +-0.05, enough to rank them wrongly.
 shares=0.525,0.1,0.375
 seed=0
+# steps of a stage that do not depend on each other (two retrieval models, two captioners, decoding and scoring) run
+# two at a time, one CPU thread each: the main job's wall time on 2 cores (recipes/lib.sh, background)
+parallel_jobs=${PARALLEL_JOBS:-2}
 retrieval_models="cnn10 cnn6"   # conf/retrieval_<name>.yaml; their ensemble is evaluated in stage 3
 feature_model=cnn10              # whose frozen audio encoder writes the feature stores
 caption_models="transformer gru" # conf/caption_<name>_xe.yaml; their SCST models are ensembled in stage 8

@@ -216,3 +216,29 @@ def test_claims_recipe_writes_every_claim(tmp_path):
     assert yaml.safe_load((exp / "retrieval_cnn10_seed1/config.yaml").read_text())["seed"] == 1
     finetuned = yaml.safe_load((exp / "retrieval_finetuned_cnn10/config.yaml").read_text())
     assert finetuned["train"]["init"].endswith("retrieval_source_cnn10/best.pt")
+
+
+def test_background_steps_run_together_on_one_thread_and_a_failure_stops_the_recipe(tmp_path):
+    """recipes/lib.sh: with parallel_jobs 2, steps run two at a time with OMP_NUM_THREADS=1; a failed one stops the
+    recipe after the one beside it has finished and recorded itself."""
+    script = f"""
+set -euo pipefail
+exp={tmp_path}; log_file={tmp_path}/run.log; stage=0; stop_stage=9; parallel_jobs=2
+. {REPO}/recipes/lib.sh
+background step slow bash -c 'sleep 1; echo "threads $OMP_NUM_THREADS" > {tmp_path}/slow.txt'
+background step broken bash -c 'exit 3'
+wait_background
+echo never
+"""
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "never" not in proc.stdout, proc.stdout + proc.stderr
+    assert "a step failed" in proc.stderr
+    assert (tmp_path / "slow.txt").read_text() == "threads 1\n"
+    assert (tmp_path / ".done" / "slow").is_file() and not (tmp_path / ".done" / "broken").exists()
+    # one job at a time: the step runs in the recipe's own process, with the machine's threads
+    script = script.replace("parallel_jobs=2", "parallel_jobs=1").replace("background step broken", "# ")
+    (tmp_path / ".done" / "slow").unlink()
+    proc = subprocess.run(["bash", "-c", script.replace("OMP_NUM_THREADS", "{OMP_NUM_THREADS:-unset}")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "7"})
+    assert proc.returncode == 0 and "never" in proc.stdout, proc.stderr
+    assert (tmp_path / "slow.txt").read_text() == "threads 7\n"
