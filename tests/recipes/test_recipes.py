@@ -207,8 +207,9 @@ def test_claims_recipe_writes_every_claim(tmp_path):
     claims = (exp / "claims.md").read_text()
     assert "Not run" not in claims, claims
     for row in ("| retrieval encoder vs tagger", "| retrieval encoder vs untrained encoder",
-                "| transformer: SCST vs XE", "| gru: SCST vs XE", "| captioning ensemble vs its best member", "| different architectures vs same "
-                "architecture, two seeds, t2a mAP@10", "| fine-tuned vs target only, t2a mAP@10"):
+                "| transformer: SCST vs XE", "| gru: SCST vs XE", "| captioning ensemble vs its best member",
+                "| different architectures vs same architecture, two seeds, t2a mAP@10",
+                "| fine-tuned vs target only, t2a mAP@10"):
         assert row in claims, (row, claims)
     assert claims.count("| supported |") + claims.count("| contradicted |") + claims.count("| not shown") >= 9
     source = json.loads((tmp_path / "data/source_raw/synth_corpus.json").read_text())
