@@ -116,8 +116,9 @@ def waveform_to_logmel(spectrogram: Spectrogram, logmel: LogmelFilterBank, wavef
     if waveform.dim() != 2:
         raise ValueError(f"Invalid waveform. (expected (B, N), found shape {tuple(waveform.shape)})")
     window_size = spectrogram.stft.n_fft
-    x = centred_pad(waveform, lengths, window_size)  # (B, N + window)
-    x = logmel(spectrogram(x))  # (B, 1, T, M)
+    with torch.autocast(waveform.device.type, enabled=False):  # the spectrum in float32 under mixed precision too
+        x = centred_pad(waveform.float(), lengths, window_size)  # (B, N + window)
+        x = logmel(spectrogram(x))  # (B, 1, T, M)
     if lengths is None:
         return x, None
     return x, stft_frame_lengths(lengths, spectrogram.stft.conv_real.stride[0])

@@ -188,8 +188,9 @@ def fbank(waveform: Tensor, lengths: Tensor | None = None, config: FbankConfig =
     banks = _mel_banks(config.sample_rate, config.fft_size, config.num_mel_bins, float(config.low_freq),
                        float(config.high_hz)).to(waveform.device, waveform.dtype)  # (M, fft_size // 2 + 1)
     step = max(32, BLOCK_ELEMENTS // (b * config.fft_size))  # frames per block (at least 32: few Python steps)
-    mel = torch.cat([_log_mel(frames[:, i:i + step], config, window, banks, generator) for i in range(0, t, step)],
-                    dim=1)  # (B, T, M)
+    with torch.autocast(waveform.device.type, enabled=False):  # the filterbank in the input's dtype under autocast
+        mel = torch.cat([_log_mel(frames[:, i:i + step], config, window, banks, generator)
+                         for i in range(0, t, step)], dim=1)  # (B, T, M)
     mel = mel.masked_fill(~lengths_to_mask(counts, t)[..., None], 0.0)  # frames past each clip's count are 0
     return mel, counts
 

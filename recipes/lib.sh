@@ -31,23 +31,26 @@ print_times() {
   log "Stage times: ${joined%, }"
 }
 
-# background CMD...: with parallel_jobs > 1 (a recipe's setting, for CPUs), run CMD (a step, or a function of steps
-# that must follow each other) beside the steps already running, each process on one CPU thread, at most
-# parallel_jobs at once; wait_background (also called by end_stage) waits for them all and stops the recipe after a
-# failure, once the others have finished. Small models train faster two at a time on one thread each than one after
-# the other on two threads (benchmarks/bench_parallel_steps.py).
-_background_pids=()
+# background CMD...: with parallel_jobs > 1 (a recipe's setting, for CPUs), queue CMD (a step, or a function of
+# steps that must follow each other); once parallel_jobs are queued, or at wait_background (also called by end_stage),
+# the queued commands run at once, each process on one CPU thread, and the recipe stops after a failure once the
+# others have finished. A command left alone keeps the machine's threads. Small models train faster two at a time on
+# one thread each than one after the other on two threads (benchmarks/bench_parallel_steps.py).
+_background_queue=()
 background() {
   if [ "${parallel_jobs:-1}" -le 1 ]; then "$@"; return; fi
-  if [ ${#_background_pids[@]} -ge "$parallel_jobs" ]; then wait_background; fi
-  ( export OMP_NUM_THREADS=1; "$@" ) &
-  _background_pids+=($!)
+  _background_queue+=("$(printf '%q ' "$@")")
+  if [ ${#_background_queue[@]} -ge "$parallel_jobs" ]; then wait_background; fi
 }
 
 wait_background() {
-  local pid failed=0
-  for pid in "${_background_pids[@]}"; do wait "$pid" || failed=1; done
-  _background_pids=()
+  local command pid pids=() failed=0 together=${#_background_queue[@]}
+  for command in "${_background_queue[@]}"; do
+    ( if [ "$together" -gt 1 ]; then export OMP_NUM_THREADS=1; fi; eval "$command" ) &
+    pids+=($!)
+  done
+  _background_queue=()
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   if [ $failed -ne 0 ]; then log "  a step failed (its error is above); the steps beside it finished"; exit 1; fi
 }
 

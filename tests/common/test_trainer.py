@@ -160,8 +160,19 @@ def test_bf16_autocast_trains_and_resumes_bit_for_bit(tmp_path):
     _same_run(tmp_path / "straight", tmp_path / "resumed")
     weights = _weights(tmp_path / "straight", "last.pt")
     assert all(w.dtype == torch.float32 for w in weights.values())
-    fp32 = _weights(Path(toy_train(tmp_path / "fp32")["exp_dir"]), "last.pt")
+    fp32 = _weights(Path(toy_train(tmp_path / "fp32", precision="fp32")["exp_dir"]), "last.pt")
     assert any(not torch.equal(weights[k], fp32[k]) for k in weights)  # bf16 really ran
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """auto: bf16 on a CPU with AMX tiles, fp32 on one without; explicit choices are kept."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert common.trainer.resolve_precision("auto", cpu) == "bf16"
+    assert common.trainer.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert common.trainer.resolve_precision("auto", cpu) == "fp32"
+    assert common.trainer.resolve_precision("bf16", cpu) == "bf16"
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "exponential"])

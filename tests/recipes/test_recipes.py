@@ -221,7 +221,7 @@ def test_claims_recipe_writes_every_claim(tmp_path):
 
 def test_background_steps_run_together_on_one_thread_and_a_failure_stops_the_recipe(tmp_path):
     """recipes/lib.sh: with parallel_jobs 2, steps run two at a time with OMP_NUM_THREADS=1; a failed one stops the
-    recipe after the one beside it has finished and recorded itself."""
+    recipe after the one beside it has finished and recorded itself; a step left alone keeps the machine's threads."""
     script = f"""
 set -euo pipefail
 exp={tmp_path}; log_file={tmp_path}/run.log; stage=0; stop_stage=9; parallel_jobs=2
@@ -241,5 +241,12 @@ echo never
     (tmp_path / ".done" / "slow").unlink()
     proc = subprocess.run(["bash", "-c", script.replace("OMP_NUM_THREADS", "{OMP_NUM_THREADS:-unset}")],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "7"})
+    assert proc.returncode == 0 and "never" in proc.stdout, proc.stderr
+    assert (tmp_path / "slow.txt").read_text() == "threads 7\n"
+    # two at a time, but a stage with a single step: it keeps the machine's threads
+    (tmp_path / ".done" / "slow").unlink()
+    proc = subprocess.run(["bash", "-c", script.replace("OMP_NUM_THREADS", "{OMP_NUM_THREADS:-unset}").replace(
+        "parallel_jobs=1", "parallel_jobs=2")], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OMP_NUM_THREADS": "7"})
     assert proc.returncode == 0 and "never" in proc.stdout, proc.stderr
     assert (tmp_path / "slow.txt").read_text() == "threads 7\n"
