@@ -9,9 +9,11 @@ checkpoint being loaded) is built from its config alone (``pretrained=False``): 
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import Tensor, nn
 
 from common.tensor import masked_mean
@@ -119,10 +121,13 @@ class TextEncoder(nn.Module):
         freeze_layers: freeze the embeddings and this many lower transformer layers (0: train all; -1: freeze all).
         dropout: if not None, replaces the model's hidden and attention dropout probabilities.
         pretrained: read the pretrained weights; False builds the model from its config (weights loaded later).
+        cache_frozen: in training, run the frozen layers once per distinct caption, without dropout, and keep their
+            output in memory (float32, tokens x hidden size per caption); later passes start from it. Training with
+            most layers frozen then costs the trained layers alone. Loading weights empties the cache.
     """
 
     def __init__(self, name: str = "minilm", pooling: str = "mean", max_length: int = 32, freeze_layers: int = 0,
-                 dropout: float | None = None, pretrained: bool = True) -> None:
+                 dropout: float | None = None, pretrained: bool = True, cache_frozen: bool = False) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"Invalid pooling. (expected one of {POOLINGS}, found {pooling!r})")
@@ -133,6 +138,10 @@ class TextEncoder(nn.Module):
                              "layer; use 'cls' or 'mean')")
         self.dim: int = int(self.model.config.hidden_size)
         self.freeze(freeze_layers)
+        # how many lower layers a cached pass skips (all of them when the whole encoder is frozen)
+        self.cached_layers = (len(_layers(self.model)) if freeze_layers < 0 else freeze_layers) if cache_frozen else 0
+        self._cache: dict[tuple[int, ...], Tensor] = {}
+        self._register_load_state_dict_pre_hook(lambda *_: self._cache.clear())
 
     def freeze(self, num_layers: int) -> None:
         """Freeze the embeddings and the lowest ``num_layers`` layers (-1: the whole encoder)."""
@@ -161,13 +170,66 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """``input_ids``, ``attention_mask`` [B, L] -> pooled [B, dim]."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.cached_layers and self.training:  # in training only: a server's queries would grow it forever
+            out = self._forward_cached(input_ids, attention_mask)
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         if self.pooling == "pooler":
             return out.pooler_output  # (B, H)
         hidden = out.last_hidden_state  # (B, L, H)
         if self.pooling == "cls":
             return hidden[:, 0]
         return masked_mean(hidden, attention_mask, dim=1)  # (B, H)
+
+
+    def _forward_cached(self, input_ids: Tensor, attention_mask: Tensor) -> Any:
+        """The model's output, its frozen lower layers' part looked up per caption (computed where missing)."""
+        layers, k = _layers(self.model), self.cached_layers
+        keep = attention_mask.bool()
+        keys = [tuple(ids[mask].tolist()) for ids, mask in zip(input_ids, keep)]
+        missing = sorted({key: i for i, key in enumerate(keys) if key not in self._cache}.values())
+        if missing:
+            with torch.no_grad(), _layers_swapped(self.model, layers[:k]), _eval_mode(self.model):
+                hidden = self.model(input_ids=input_ids[missing], attention_mask=attention_mask[missing])
+            for row, i in zip(hidden.last_hidden_state.float().cpu(), missing):
+                self._cache[keys[i]] = row[keep[i].cpu()]
+        lower = torch.zeros(*input_ids.shape, self.dim, device=input_ids.device)  # (B, L, H): 0 at padding
+        for i, key in enumerate(keys):
+            lower[i, keep[i]] = self._cache[key].to(lower.device)
+        with _layers_swapped(self.model, [_Output(lower), *layers[k:]]):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+class _Output(nn.Module):
+    """Stands in for the frozen lower layers in a cached pass: returns their output, whatever it is given."""
+
+    def __init__(self, value: Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return self.value.to(hidden_states.dtype)
+
+
+@contextlib.contextmanager
+def _layers_swapped(model: nn.Module, layers: list[nn.Module]):
+    """``model``'s transformer layers replaced by ``layers`` for one pass."""
+    encoder, original = model.encoder, model.encoder.layer
+    encoder.layer = nn.ModuleList(layers)
+    try:
+        yield
+    finally:
+        encoder.layer = original
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:

@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "audio_encoder": {"name": "cnn10", "width": 0.25, "sample_rate": 16000, "spec_augment": True,
                           "chunk_seconds": None, "hop_size": None, "dropout": None, "args": None},
         "text_encoder": {"name": "minilm", "pooling": "mean", "max_length": 32, "freeze_layers": 0,
-                         "dropout": None},
+                         "dropout": None, "cache_frozen": False},  # cache_frozen: see common.text_encoder
         "embed_dim": 256,
         "init_temperature": 0.07,
         "min_temperature": 0.01,
