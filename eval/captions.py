@@ -233,6 +233,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _file_list(value: str | tuple | list | None) -> list[str]:
+    """A comma-separated option (or the tuple the command line makes of one) as a list of file names."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [p.strip() for p in parts if p.strip()]
+
+
 def main(predictions: str, references: str, out: str | None = None, metrics: str = ",".join(ALL_METRICS),
          corenlp_dir: str | None = None, sbert_model: str = SBERT_DEFAULT, echecker: str | None = None) -> None:
     """Score captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (PTB-tokenized, pycocoevalcap), and the
@@ -240,10 +248,12 @@ def main(predictions: str, references: str, out: str | None = None, metrics: str
 
     Args:
         predictions: JSON ([{"audio_id": ..., "caption": ...}] or {audio_id: caption}) or DCASE CSV
-            (file_name,caption_predicted).
+            (file_name,caption_predicted). Several systems: comma-separated files, scored one by one in this
+            process, which starts METEOR's Java and loads the sentence model once and embeds the references once.
         references: JSON ({audio_id: [captions]}) or Clotho captions CSV (file_name,caption_1..caption_5).
             Audio ids must match the predictions exactly.
-        out: optional JSON output with corpus scores, per-clip scores and unavailable metrics (with reasons).
+        out: optional JSON output with corpus scores, per-clip scores and unavailable metrics (with reasons); one
+            per predictions file (comma-separated, in the same order).
         metrics: comma-separated subset of bleu,meteor,rouge_l,cider_d,spice,spider,sbert_sim,fense,spider_fl.
         corenlp_dir: folder with stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar for SPICE
             (default: $AAC_SPICE_LIB, then pycocoevalcap's spice/lib). Without them SPICE/SPIDEr are reported
@@ -255,9 +265,18 @@ def main(predictions: str, references: str, out: str | None = None, metrics: str
             $AAC_FENSE_ECHECKER), whose BERT (bert-base-uncased) must be a local folder or in the local Hugging Face
             cache. Without it FENSE and SPIDEr-FL are reported unavailable.
     """
-    result = evaluate_files(predictions, references, out=out, metrics=metrics, corenlp_dir=corenlp_dir,
-                            sbert_model=sbert_model, echecker=echecker)
-    print(format_table(result))
+    systems, outs = _file_list(predictions), _file_list(out)
+    if not systems:
+        raise ValueError("--predictions: no file given")
+    for system in systems:  # before hours of scoring, not after
+        if not Path(system).is_file():
+            raise FileNotFoundError(f"{system}: no such predictions file")
+    if out is not None and len(outs) != len(systems):
+        raise ValueError(f"--out: {len(outs)} file(s) for {len(systems)} predictions file(s); give one each")
+    for i, system in enumerate(systems):
+        result = evaluate_files(system, references, out=outs[i] if outs else None, metrics=metrics,
+                                corenlp_dir=corenlp_dir, sbert_model=sbert_model, echecker=echecker)
+        print(f"{system}\n{format_table(result)}" if len(systems) > 1 else format_table(result))
 
 
 if __name__ == "__main__":

@@ -50,13 +50,25 @@ def _sentence_transformer(model: str):
                                     f"({type(err).__name__}: {err}); give a local sentence-transformers folder")
 
 
+_embedded: dict[tuple[str, str], np.ndarray] = {}  # (model, sentence) -> unit vector, for this process's later calls
+
+
+def _embeddings(model: str, texts: list[str], batch_size: int) -> np.ndarray:
+    """Unit-norm sentence embeddings (N, D); a sentence embedded before in this process (the references, when
+    several systems are scored) is not embedded again."""
+    new = list(dict.fromkeys(t for t in texts if (model, t) not in _embedded))
+    if new:
+        vectors = _sentence_transformer(model).encode(new, batch_size=batch_size, normalize_embeddings=True,
+                                                      convert_to_numpy=True)
+        _embedded.update(((model, t), v) for t, v in zip(new, vectors))
+    return np.stack([_embedded[model, t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+
 def sbert_sim(candidates: list[str], mult_references: list[list[str]], *, model: str = SBERT_DEFAULT,
               batch_size: int = 64) -> Scores:
     """SBERT-sim ``{"sbert_sim"}``, per candidate the mean cosine similarity to its references."""
-    encoder = _sentence_transformer(model)
     flat = [r for refs in mult_references for r in refs]
-    cands, refs = (encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-                   for texts in (candidates, flat))
+    cands, refs = (_embeddings(model, texts, batch_size) for texts in (candidates, flat))
     bounds = np.cumsum([0] + [len(r) for r in mult_references])
     sents = [float((refs[a:b] @ cand).mean()) for cand, a, b in zip(cands, bounds[:-1], bounds[1:])]
     return {"sbert_sim": float(np.mean(sents))}, {"sbert_sim": sents}

@@ -117,37 +117,49 @@ if begin_stage 6 "SCST: $exp/caption_*_xe/averaged.pt -> $exp/caption_{${caption
   end_stage
 fi
 
-score() {  # score <name>: caption metrics of $exp/decode/<name>/predictions.json on the evaluation split
-  step "score_$1" python -m eval.captions --predictions "$exp/decode/$1/predictions.json" \
-    --references "$data/$eval_split/captions.json" --out "$exp/decode/$1/scores.json" \
+score() {  # score <name>...: caption metrics of $exp/decode/<name>/predictions.json on the evaluation split, all
+  # systems in one process (METEOR's Java and the sentence model started once, the references embedded once)
+  local name predictions=() outs=()
+  for name in "$@"; do
+    predictions+=("$exp/decode/$name/predictions.json")
+    outs+=("$exp/decode/$name/scores.json")
+  done
+  step "score_$(IFS=+; echo "$*")" python -m eval.captions --predictions "$(IFS=,; echo "${predictions[*]}")" \
+    --references "$data/$eval_split/captions.json" --out "$(IFS=,; echo "${outs[*]}")" \
     ${score_metrics:+--metrics "$score_metrics"}
 }
 decode() {  # decode <name> <checkpoints> [features folder]: beam search predictions (JSON, DCASE CSV), evaluation split
   step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "${3:-$exp/features}/$eval_split.h5" \
     --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size"
-  score "$1"
 }
 nearest_neighbour() {  # the baseline: each evaluation clip gets a caption of its nearest training clip
   step decode_nearest_neighbour python -m captioning.baseline --features "$exp/features/$eval_split.h5" \
     --train_features "$exp/features/$train_split.h5" --train_captions "$data/$train_split" \
     --out "$exp/decode/nearest_neighbour/predictions.json" --csv "$exp/decode/nearest_neighbour/submission.csv"
-  score nearest_neighbour
 }
 if begin_stage 7 "decode and score single models and the nearest-neighbour baseline: -> $exp/decode/*/scores.json"; then
   background nearest_neighbour
+  systems=(nearest_neighbour)
   for name in $caption_models; do
     for mode in xe scst; do
       background decode "${name}_$mode" "$exp/caption_${name}_$mode/averaged.pt"
+      systems+=("${name}_$mode")
     done
   done
+  wait_background
+  score "${systems[@]}"
   end_stage
 fi
 
 if begin_stage 8 "decode and score the ensemble(s): $exp/caption_*_scst -> $exp/decode/ensemble_scst/scores.json"; then
   background decode ensemble_scst "$(checkpoints_of caption "${caption_models// /,}")"
+  systems=(ensemble_scst)
   for system in ${caption_systems:-}; do  # named ensembles
     background decode "${system%%=*}" "$(checkpoints_of caption "${system#*=}")"
+    systems+=("${system%%=*}")
   done
+  wait_background
+  score "${systems[@]}"
   end_stage
 fi
 
@@ -202,15 +214,19 @@ tasks() {  # tasks <name> <checkpoint>: the closed-ended tasks the evaluation sp
   if [ -f "$data/$eval_split/labels.json" ]; then classify "$1" "$2"; fi
 }
 if begin_stage 13 "decode, score, answer and classify with the LM captioners: -> $exp/{decode,qa,classify}/lm_*"; then
+  systems=()
   for name in $lm_models; do
     decode "lm_$name" "$exp/caption_lm_$name/best.pt"
     tasks "lm_$name" "$exp/caption_lm_$name/best.pt"
+    systems+=("lm_$name")
   done
   for seed in $lm_member_seeds; do
     decode "lm_member$seed" "$exp/caption_lm_member$seed/best.pt"
+    systems+=("lm_member$seed")
   done
   decode lm_merged "$exp/caption_lm_merged/merged.pt"
   tasks lm_merged "$exp/caption_lm_merged/merged.pt"
+  score "${systems[@]}" lm_merged
   if [ -f "$data/$eval_split/labels.json" ]; then  # the same labels by zero-shot retrieval, for comparison
     step classify_zero_shot python -m retrieval.zeroshot --checkpoints "$retrieval_ckpts" --audio "$data/$eval_split" \
       --out "$exp/classify/zero_shot_retrieval"
@@ -303,6 +319,7 @@ other_encoder() {  # other_encoder tagger|untrained: that encoder, its features,
     --data.val_features "$exp/features_$encoder/$val_split.h5" --data.val_captions "$data/$val_split" \
     --exp_dir "$exp/caption_transformer_xe_$encoder"
   decode "transformer_xe_$encoder" "$exp/caption_transformer_xe_$encoder/averaged.pt" "$exp/features_$encoder"
+  score "transformer_xe_$encoder"
 }
 if begin_stage 20 "a tagger and an untrained encoder as feature extractors, a captioner on each -> $exp/decode/*"; then
   background other_encoder tagger

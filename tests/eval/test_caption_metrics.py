@@ -200,3 +200,28 @@ def test_command_line(files):
     assert help_proc.returncode == 0
     assert "PREDICTIONS" in help_proc.stdout + help_proc.stderr and "--corenlp_dir" in help_proc.stdout + help_proc.stderr
     assert "RuntimeWarning" not in help_proc.stderr
+
+
+def test_several_systems_in_one_process_score_as_one_by_one(files):
+    """--predictions A,B: METEOR's Java and the sentence model are started once and the references embedded once;
+    every score equals that of the file scored alone."""
+    data = json.loads(files["preds_json"].read_text(encoding="utf-8"))
+    other = files["tmp"] / "other.json"
+    other.write_text(json.dumps([{**d, "caption": "a sound is heard"} for d in data]), encoding="utf-8")
+    outs = [files["tmp"] / "multi_a.json", files["tmp"] / "multi_b.json"]
+    metrics = "bleu,meteor,cider_d,sbert_sim"
+    proc = subprocess.run([sys.executable, "-m", "eval.captions", "--predictions", f"{files['preds_json']},{other}",
+                           "--references", str(files["refs_json"]), "--out", f"{outs[0]},{outs[1]}",
+                           "--metrics", metrics], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert str(other) in proc.stdout
+    for predictions, out in zip((files["preds_json"], other), outs):
+        alone = evaluate_files(predictions, files["refs_json"], metrics=metrics)
+        together = json.loads(out.read_text(encoding="utf-8"))
+        assert together["corpus"] == pytest.approx(alone["corpus"], abs=1e-6)
+    cider = [json.loads(out.read_text())["corpus"]["cider_d"] for out in outs]
+    assert cider[0] > cider[1]
+    bad = subprocess.run([sys.executable, "-m", "eval.captions", "--predictions", f"{other},{files['tmp']}/gone.json",
+                          "--references", str(files["refs_json"]), "--out", str(outs[0])], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "gone.json: no such predictions file" in bad.stderr
