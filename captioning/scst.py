@@ -14,12 +14,21 @@ from eval.fast_cider import FastCiderD
 SCST_BASELINES = ("greedy", "mean")
 
 
+def _sampling_mask(logits: torch.Tensor, vocab: Vocabulary, last: bool) -> torch.Tensor:
+    """Logits a sample is drawn from: never ``<bos>`` or ``<pad>``; at the last position, ``<eos>`` alone."""
+    if last:
+        return torch.full_like(logits, float("-inf")).index_fill(-1, torch.tensor([vocab.eos], device=logits.device),
+                                                                 0.0)
+    return logits.index_fill(-1, torch.tensor([vocab.bos, vocab.pad], device=logits.device), float("-inf"))
+
+
 def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch.Tensor, vocab: Vocabulary,
                     num_samples: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample ``num_samples`` captions per clip (rows ``b*num_samples + s``), with gradient.
+    """Sample ``num_samples`` captions per clip (rows ``b*num_samples + s``), step by step with cached states.
 
-    Returns ``tokens`` [B*S, max_len] (``<eos>`` then ``<pad>``), ``log_probs`` [B*S, max_len] of the sampled
-    tokens, and ``mask`` [B*S, max_len], True up to and including each caption's ``<eos>``.
+    Returns ``tokens`` [B*S, T] (``<eos>`` then ``<pad>``, T <= ``max_len``), ``log_probs`` [B*S, T] of the sampled
+    tokens (with gradient where the caller has it on), and ``mask`` [B*S, T], True up to and including each
+    caption's ``<eos>``.
     """
     ctx = model.decoder.prepare(model.encode(frames, frame_lengths))
     ctx = tree_map(lambda x: x.repeat_interleave(num_samples, dim=0), ctx)  # (B*S, ...)
@@ -31,10 +40,7 @@ def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch
     tokens, log_probs, masks = [], [], []
     for t in range(max_len):
         logits, state = model.decoder.step(ctx, state, inputs)  # (N, V)
-        logits = logits.index_fill(1, torch.tensor([vocab.bos, vocab.pad], device=device), float("-inf"))
-        if t == max_len - 1:  # the last position can only end the caption
-            logits = torch.full_like(logits, float("-inf")).index_fill(1, torch.tensor([vocab.eos], device=device), 0.0)
-        logp = logits.log_softmax(-1)
+        logp = _sampling_mask(logits, vocab, last=t == max_len - 1).log_softmax(-1)
         token = torch.multinomial(logp.detach().exp(), 1)[:, 0]
         masks.append(alive)
         tokens.append(torch.where(alive, token, torch.full_like(token, vocab.pad)))
@@ -44,6 +50,21 @@ def sample_captions(model: Captioner, frames: torch.Tensor, frame_lengths: torch
         if not bool(alive.any()):
             break
     return torch.stack(tokens, 1), torch.stack(log_probs, 1), torch.stack(masks, 1)
+
+
+def caption_log_probs(model: Captioner, frames: torch.Tensor, frame_lengths: torch.Tensor, tokens: torch.Tensor,
+                      vocab: Vocabulary, num_samples: int, max_len: int) -> torch.Tensor:
+    """Log-probabilities [B*S, T] of sampled ``tokens`` [B*S, T] (as :func:`sample_captions` returns them) under
+    the distributions they were drawn from, in one teacher-forced pass: each clip encoded once, and for the
+    Transformer every position at once. Same values as the sampling loop's, at a fraction of its backward cost."""
+    enc = tree_map(lambda x: x.repeat_interleave(num_samples, dim=0), model.encode(frames, frame_lengths))
+    inputs = torch.cat([torch.full_like(tokens[:, :1], vocab.bos), tokens[:, :-1]], 1)  # <bos> w1 .. w(T-1)
+    logits = _sampling_mask(model.decoder(enc, inputs), vocab, last=False)  # (B*S, T, V)
+    if tokens.shape[1] == max_len:  # the loop's final position allows <eos> alone
+        logits[:, -1] = _sampling_mask(logits[:, -1], vocab, last=True)
+    padding = tokens == vocab.pad  # after <eos>: never sampled (its log-probability is -inf), outside the mask
+    log_probs = logits.log_softmax(-1).gather(2, tokens.masked_fill(padding, vocab.eos)[..., None])[..., 0]
+    return log_probs.masked_fill(padding, 0.0)
 
 
 def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab: Vocabulary, num_samples: int,
@@ -67,7 +88,12 @@ def scst_loss(model: Captioner, batch: dict[str, Any], reward: FastCiderD, vocab
         greedy = beam_search(model, frames, lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=1,
                              max_len=max_len)
     model.train(training and dropout)
-    tokens, log_probs, mask = sample_captions(model, frames, lengths, vocab, num_samples, max_len)
+    if dropout:  # the gradient must follow the very dropout masks the samples were drawn under
+        tokens, log_probs, mask = sample_captions(model, frames, lengths, vocab, num_samples, max_len)
+    else:  # sampled without gradient, scored in one teacher-forced pass: the same log-probabilities, cheaper
+        with torch.no_grad():
+            tokens, _, mask = sample_captions(model, frames, lengths, vocab, num_samples, max_len)
+        log_probs = caption_log_probs(model, frames, lengths, tokens, vocab, num_samples, max_len)
     model.train(training)
     sampled_ids = [i for i in ids for _ in range(num_samples)]
     sampled = reward.score([vocab.decode(row).split() for row in tokens.tolist()], sampled_ids)  # (B*S,)

@@ -4,7 +4,7 @@ import string
 import pytest
 import torch
 
-from captioning.scst import scst_loss
+from captioning.scst import caption_log_probs, sample_captions, scst_loss
 from captioning.vocab import SPECIALS, Vocabulary
 from eval.fast_cider import FastCiderD
 
@@ -32,3 +32,22 @@ def test_scst_samples_without_dropout_unless_asked(make, baseline):
 
     assert loss(dropout=False) == loss(dropout=False, eval_mode=True)  # the test-time network
     assert loss(dropout=True) != loss(dropout=False)
+
+
+@pytest.mark.parametrize("decoder", ["gru", "transformer"])
+def test_one_teacher_forced_pass_gives_the_sampling_loops_log_probs(make, decoder):
+    """SCST samples without gradient, then scores the samples in one pass: the log-probabilities and their
+    gradients equal those the sampling loop computes, including at the last position (<eos> alone)."""
+    vocab = Vocabulary(list(SPECIALS) + WORDS)
+    model = make(decoder).eval()
+    g = torch.Generator().manual_seed(0)
+    frames, lengths = torch.randn(3, 9, 8, generator=g), torch.tensor([9, 4, 7])
+    torch.manual_seed(2)
+    tokens, looped, mask = sample_captions(model, frames, lengths, vocab, num_samples=4, max_len=5)
+    assert tokens.shape[1] == 5 and not mask.all()  # some captions ran to the end, some stopped earlier
+    once = caption_log_probs(model, frames, lengths, tokens, vocab, num_samples=4, max_len=5)
+    torch.testing.assert_close(once[mask], looped[mask], atol=1e-5, rtol=1e-5)
+    grads = [torch.autograd.grad(x[mask].sum(), list(model.parameters()), allow_unused=True) for x in (looped, once)]
+    for a, b in zip(*grads):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
