@@ -28,6 +28,8 @@ class TransformerCaptionDecoder(nn.Module):
     is the teacher-forced pass and equals running ``step`` L times.
     """
 
+    parallel_teacher_forcing = True  # forward() computes every position at once (SCST scores its samples so)
+
     def __init__(self, vocab_size: int, memory_dim: int, d_model: int = 256, n_heads: int = 4, n_layers: int = 2,
                  d_ff: int = 1024, dropout: float = 0.2):
         super().__init__()

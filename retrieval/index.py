@@ -1,0 +1,259 @@
+"""An audio index: every audio file under a folder embedded by one or more retrieval models, in one HDF5 file that
+is kept up to date and searched by text or by a clip.
+
+    python -m retrieval.index build --folder DIR --checkpoints A.pt[,B.pt] --out INDEX.h5
+    python -m retrieval.index update --index INDEX.h5
+    python -m retrieval.index search --index INDEX.h5 --query "a dog barks" [--top 10]
+    python -m retrieval.index similar --index INDEX.h5 --file clip.wav [--top 10]
+
+- **Provenance.** The file records the folder, each checkpoint's path and SHA-256, and per audio file its path
+  (relative to the folder), size and modification time. Searching or updating with a checkpoint that changed since
+  is refused: its embeddings would not be comparable.
+- **Update** re-scans the folder: files gone or changed (size or time) are dropped, new and changed ones embedded,
+  the rest kept as they are. Rows are sorted by path, so an update equals a fresh build of the same folder.
+- **Bad files** (not audio, empty, corrupt) are listed with their reason and skipped; an unchanged bad file is not
+  read again by an update.
+- **Resume.** Work is saved every ``chunk_files`` files in ``INDEX.parts/``; a killed build or update, run again
+  with the same arguments, embeds only what is missing. The index file itself is replaced atomically at the end.
+- **Clips** are embedded whole, as ``retrieval.search`` and feature extraction do (long audio in windows); with
+  several checkpoints, a search averages the models' cosine similarities. Search is exact (blocks of rows, any size).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from common import checkpoint_paths
+from common.cli import run
+from common.io import temp_path
+from features.audio import AudioError, load_audio
+from retrieval.embed import audio_embeddings, text_embeddings
+from retrieval.model import BiEncoder
+from retrieval.search import AUDIO_SUFFIXES, _check_text, _check_top, _models
+
+KIND = "aactk.audio_index"
+VERSION = 1
+SEARCH_BLOCK = 1 << 16  # rows of embeddings read and scored at once
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def scan(folder: Path) -> dict[str, tuple[int, int]]:
+    """Audio files under ``folder`` (recursively): relative path -> (size, modification time in ns), sorted."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+            stat = path.stat()
+            found[path.relative_to(folder).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def _provenance(folder: Path, checkpoints: list[str]) -> dict[str, Any]:
+    return {"kind": KIND, "version": VERSION, "folder": str(folder.resolve()),
+            "checkpoints": [{"path": str(Path(c).resolve()), "sha256": sha256(c)} for c in checkpoints]}
+
+
+def read_index(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole index: ``provenance``, ``paths``, ``sizes``, ``mtimes``, ``embeddings`` (one [N, E] per model),
+    ``skipped`` ({path: [size, mtime, reason]}). Errors name the file and what is wrong with it."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != KIND:
+                raise ValueError(f"{path}: not an audio index (made by python -m retrieval.index build)")
+            provenance = json.loads(f.attrs["provenance"])
+            return {"provenance": provenance, "paths": [p.decode() for p in f["paths"][:]],
+                    "sizes": f["sizes"][:], "mtimes": f["mtimes"][:],
+                    "embeddings": [f[f"embeddings/{i}"][:] for i in range(len(provenance["checkpoints"]))],
+                    "skipped": json.loads(f.attrs["skipped"])}
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable audio index ({type(err).__name__}: {err})") from None
+
+
+def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[int, int, list[np.ndarray]]],
+                 skipped: dict[str, list]) -> None:
+    """Write the index atomically, rows sorted by path."""
+    paths = sorted(rows)
+    tmp = temp_path(path)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["kind"], f.attrs["provenance"] = KIND, json.dumps(provenance)
+        f.attrs["skipped"] = json.dumps(dict(sorted(skipped.items())))
+        f["paths"] = np.array([p.encode() for p in paths], dtype=h5py.string_dtype())
+        f["sizes"] = np.array([rows[p][0] for p in paths], dtype=np.int64)
+        f["mtimes"] = np.array([rows[p][1] for p in paths], dtype=np.int64)
+        for i in range(len(provenance["checkpoints"])):
+            f.create_dataset(f"embeddings/{i}", data=np.stack([rows[p][2][i] for p in paths]) if paths
+                             else np.zeros((0, 0), np.float32))
+    os.replace(tmp, path)
+
+
+def _check_models(provenance: dict[str, Any], index: str | os.PathLike) -> list[str]:
+    """The index's checkpoints, refused if any changed since it was built."""
+    paths = []
+    for entry in provenance["checkpoints"]:
+        if not Path(entry["path"]).is_file():
+            raise ValueError(f"{index}: its checkpoint {entry['path']} is gone")
+        if sha256(entry["path"]) != entry["sha256"]:
+            raise ValueError(f"{index}: its checkpoint {entry['path']} changed since the index was built "
+                             "(SHA-256 differs); build a new index with it")
+        paths.append(entry["path"])
+    return paths
+
+
+def _save_part(path: Path, part: dict[str, Any], n_models: int) -> None:
+    """A part as plain arrays (no pickle), written atomically."""
+    names = list(part["rows"])
+    arrays = {"names": np.array(names, dtype=str), "skipped": np.array(json.dumps(part["skipped"]))}
+    arrays["stats"] = np.array([part["rows"][n][:2] for n in names], dtype=np.int64).reshape(-1, 2)
+    for i in range(n_models):
+        arrays[f"embeddings_{i}"] = np.stack([part["rows"][n][2][i] for n in names]) if names else np.zeros((0, 0))
+    tmp = temp_path(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_part(path: Path, n_models: int) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as z:
+        embeddings = [z[f"embeddings_{i}"] for i in range(n_models)]
+        rows = {str(n): (int(s[0]), int(s[1]), [e[j] for e in embeddings])
+                for j, (n, s) in enumerate(zip(z["names"], z["stats"]))}
+        return {"rows": rows, "skipped": json.loads(str(z["skipped"]))}
+
+
+def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: dict[str, tuple[int, int]]
+                ) -> dict[str, Any]:
+    """Embeddings of ``names`` by each model (rows in order), and the files that could not be read."""
+    part: dict[str, Any] = {"rows": {}, "skipped": {}}
+    per_model = []
+    for model in models:
+        waves, kept = [], []
+        for name in names:
+            try:
+                waves.append(load_audio(folder / name, model.sample_rate))
+                kept.append(name)
+            except AudioError as err:
+                part["skipped"][name] = [*found[name], err.reason]
+        per_model.append(dict(zip(kept, audio_embeddings(model, waves).numpy())) if waves else {})
+    for name in names:
+        if name not in part["skipped"]:
+            part["rows"][name] = (*found[name], [emb[name] for emb in per_model])
+    return part
+
+
+def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str | os.PathLike,
+         chunk_files: int = 256, stop_after_parts: int | None = None) -> dict[str, Any]:
+    """Make ``out`` the index of ``folder`` under ``checkpoints``, reusing what ``out`` (if it exists) and a killed
+    run's parts already hold. ``stop_after_parts`` stops as if killed after that many new parts (tests)."""
+    folder, out = Path(folder), Path(out)
+    ckpts = checkpoint_paths(checkpoints)
+    provenance = _provenance(folder, ckpts)
+    found = scan(folder)
+    rows: dict[str, Any] = {}
+    skipped: dict[str, list] = {}
+    if out.exists():  # what an earlier build holds and still describes the folder
+        old = read_index(out)
+        if old["provenance"] != provenance:
+            raise ValueError(f"{out}: built from another folder or other checkpoints; give another --out")
+        for i, name in enumerate(old["paths"]):
+            if found.get(name) == (int(old["sizes"][i]), int(old["mtimes"][i])):
+                rows[name] = (*found[name], [emb[i] for emb in old["embeddings"]])
+        skipped = {k: v for k, v in old["skipped"].items() if found.get(k) == tuple(v[:2])}
+    parts = Path(f"{out}.parts")
+    plan = parts / "provenance.json"
+    if parts.is_dir() and (not plan.is_file() or json.loads(plan.read_text()) != provenance):
+        shutil.rmtree(parts)  # a killed run of other arguments: nothing to reuse
+    parts.mkdir(parents=True, exist_ok=True)
+    plan.write_text(json.dumps(provenance))
+    for part_file in sorted(parts.glob("part_*.npz")):  # a killed run's finished parts
+        part = _load_part(part_file, len(ckpts))
+        rows.update({k: v for k, v in part["rows"].items() if found.get(k) == tuple(v[:2])})
+        skipped.update({k: v for k, v in part["skipped"].items() if found.get(k) == tuple(v[:2])})
+    todo = [name for name in found if name not in rows and name not in skipped]
+    models = _models(ckpts) if todo else []
+    start = len(list(parts.glob("part_*.npz")))
+    with tqdm(total=len(todo), desc="index", unit="file") as bar:
+        for n, i in enumerate(range(0, len(todo), chunk_files)):
+            if stop_after_parts is not None and n >= stop_after_parts:
+                return {"stopped": True}
+            part = _embed_part(models, folder, todo[i:i + chunk_files], found)
+            _save_part(parts / f"part_{start + n:06d}.npz", part, len(ckpts))
+            rows.update(part["rows"])
+            skipped.update(part["skipped"])
+            bar.update(len(todo[i:i + chunk_files]))
+    _write_index(out, provenance, rows, skipped)
+    shutil.rmtree(parts)
+    summary = {"index": str(out), "files": len(rows), "embedded": len(todo), "skipped": len(skipped)}
+    for name, (_, _, reason) in sorted(skipped.items()):
+        print(f"skipped {name}: {reason}")
+    return summary
+
+
+def build(folder: str, checkpoints: str, out: str, chunk_files: int = 256) -> dict[str, Any]:
+    """Embed every audio file under ``folder`` with ``checkpoints`` (comma-separated: an ensemble) into ``out``;
+    run again after a kill to finish, or later to bring it up to date."""
+    return sync(folder, checkpoints, out, chunk_files)
+
+
+def update(index: str, chunk_files: int = 256) -> dict[str, Any]:
+    """Bring ``index`` up to date with its folder: new and changed files embedded, deleted ones dropped."""
+    provenance = read_index(index)["provenance"]
+    return sync(provenance["folder"], _check_models(provenance, index), index, chunk_files)
+
+
+def top_k(index: dict[str, Any], queries: list[np.ndarray], k: int) -> list[tuple[str, float]]:
+    """The ``k`` rows of ``index`` most similar to ``queries`` (one unit vector per model; similarities averaged),
+    best first; exact, scored in blocks of rows."""
+    n = len(index["paths"])
+    if n == 0:
+        return []
+    best_scores, best_rows = np.empty(0, np.float32), np.empty(0, np.int64)
+    for start in range(0, n, SEARCH_BLOCK):
+        scores = sum(emb[start:start + SEARCH_BLOCK] @ q for emb, q in zip(index["embeddings"], queries))
+        scores = (scores / len(queries)).astype(np.float32)
+        rows = np.arange(start, start + len(scores))
+        if len(scores) > k:  # this block's k best, before the exact sort
+            rows = start + np.argpartition(-scores, k)[:k]
+            scores = scores[rows - start]
+        best_scores, best_rows = np.concatenate([best_scores, scores]), np.concatenate([best_rows, rows])
+        keep = np.argsort(-best_scores, kind="stable")[:k]
+        best_scores, best_rows = best_scores[keep], best_rows[keep]
+    return [(index["paths"][r], float(s)) for r, s in zip(best_rows, best_scores)]
+
+
+def search(index: str, query: str, top: int = 10) -> dict[str, Any]:
+    """The ``top`` files of ``index`` for the text ``query``: ``{"query", "results": [[path, score], ...]}``."""
+    query, top = _check_text(query, "query"), _check_top(top)
+    data = read_index(index)
+    models = _models(_check_models(data["provenance"], index))
+    queries = [text_embeddings(model, [query])[0].numpy() for model in models]
+    return {"query": query, "results": [list(r) for r in top_k(data, queries, top)]}
+
+
+def similar(index: str, file: str, top: int = 10) -> dict[str, Any]:
+    """The ``top`` files of ``index`` that sound most like the audio ``file``."""
+    top = _check_top(top)
+    data = read_index(index)
+    models = _models(_check_models(data["provenance"], index))
+    queries = [audio_embeddings(model, [load_audio(file, model.sample_rate)])[0].numpy() for model in models]
+    return {"file": file, "results": [list(r) for r in top_k(data, queries, top)]}
+
+
+if __name__ == "__main__":
+    run({"build": build, "update": update, "search": search, "similar": similar}, "retrieval.index",
+        text_args=("query",))

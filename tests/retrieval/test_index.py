@@ -1,0 +1,111 @@
+"""The audio index: build, update, resume after a kill, exact search; bad files and foreign files named."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.manifest import read_manifest
+from retrieval.index import read_index, search, similar, sync, top_k, update
+from retrieval.search import search_text
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def folder(tiny_corpus, tmp_path) -> Path:
+    """Twelve clips of the tiny corpus's validation split in a folder tree, and a file that is not audio."""
+    out = tmp_path / "library"
+    for i, entry in enumerate(read_manifest(tiny_corpus["val"]).audio[:12]):
+        target = out / ("a" if i % 2 else "b") / f"{entry.audio_id}.wav"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(entry.path, target)
+    (out / "notes.wav").write_bytes(b"RIFF but not audio")
+    return out
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a["paths"] == b["paths"] and a["skipped"] == b["skipped"]
+    np.testing.assert_array_equal(a["sizes"], b["sizes"])
+    for x, y in zip(a["embeddings"], b["embeddings"]):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_update_after_adding_and_deleting_equals_a_fresh_build(trained, folder, tmp_path):
+    ckpt = str(trained / "best.pt")
+    index = tmp_path / "index.h5"
+    summary = sync(folder, ckpt, index, chunk_files=5)
+    assert summary["files"] == 12 and summary["skipped"] == 1
+    built = read_index(index)
+    assert built["skipped"]["notes.wav"][2]  # the reason is kept
+    assert built["paths"] == sorted(built["paths"]) and built["embeddings"][0].shape[0] == 12
+    np.testing.assert_allclose(np.linalg.norm(built["embeddings"][0], axis=1), 1.0, atol=1e-5)
+
+    (folder / "b").rename(folder / "moved")  # six files deleted, six added (new paths)
+    os.remove(next((folder / "a").iterdir()))
+    shutil.copy(next((folder / "moved").iterdir()), folder / "a" / "copy.wav")
+    assert update(str(index))["embedded"] == 7  # the six moved and the copy; the five others kept
+    fresh = tmp_path / "fresh.h5"
+    sync(folder, ckpt, fresh, chunk_files=4)
+    _same(read_index(index), read_index(fresh))
+
+    # exact search agrees with the folder search that embeds everything again
+    result = search(str(index), "a high pitched beep", top=3)
+    direct = search_text(ckpt, str(folder), "a high pitched beep", top=3)
+    assert [r[0] for r in result["results"]] == [r[0] for r in direct["results"]]
+    np.testing.assert_allclose([r[1] for r in result["results"]], [r[1] for r in direct["results"]], atol=1e-5)
+    assert similar(str(index), str(folder / "a" / "copy.wav"), top=1)["results"][0][1] > 0.999
+
+
+@pytest.mark.slow
+def test_a_killed_build_resumes_to_the_uninterrupted_one(trained, folder, tmp_path):
+    ckpt = f"{trained / 'best.pt'},{trained / 'last.pt'}"  # two models: an ensemble index
+    index = tmp_path / "index.h5"
+    assert sync(folder, ckpt, index, chunk_files=4, stop_after_parts=2) == {"stopped": True}
+    assert not index.exists() and len(list(Path(f"{index}.parts").glob("part_*.npz"))) == 2
+    assert sync(folder, ckpt, index, chunk_files=4)["embedded"] == 13 - 8  # only what the parts lacked
+    assert not Path(f"{index}.parts").exists()
+    straight = tmp_path / "straight.h5"
+    sync(folder, ckpt, straight, chunk_files=4)
+    _same(read_index(index), read_index(straight))
+    assert len(read_index(index)["embeddings"]) == 2
+
+
+@pytest.mark.slow
+def test_changed_checkpoints_and_foreign_files_are_refused(trained, folder, tmp_path):
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(trained / "best.pt", ckpt)
+    index = tmp_path / "index.h5"
+    sync(folder, str(ckpt), index)
+    shutil.copy(trained / "last.pt", ckpt)  # the same path, other weights
+    with pytest.raises(ValueError, match="changed since the index was built"):
+        search(str(index), "a beep")
+    with pytest.raises(ValueError, match="built from another folder or other checkpoints"):
+        sync(folder, str(ckpt), index)
+    for bad, content in (("empty.h5", b""), ("text.h5", b"not hdf5")):
+        (tmp_path / bad).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{bad}: not a readable audio index"):
+            read_index(tmp_path / bad)
+    proc = subprocess.run([sys.executable, "-m", "retrieval.index", "search", "--index", str(tmp_path / "text.h5"),
+                           "--query", "a dog"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "text.h5: not a readable audio index" in proc.stderr
+
+
+def test_exact_top_k_over_blocks(monkeypatch):
+    """Blocks of rows give the same ranking as one product; an empty index finds nothing."""
+    import retrieval.index as module
+
+    rng = np.random.default_rng(0)
+    emb = [rng.standard_normal((1000, 8)).astype(np.float32) for _ in range(2)]
+    index = {"paths": [f"f{i}" for i in range(1000)], "embeddings": emb}
+    queries = [rng.standard_normal(8).astype(np.float32) for _ in range(2)]
+    expected = np.argsort(-(emb[0] @ queries[0] + emb[1] @ queries[1]) / 2, kind="stable")[:10]
+    monkeypatch.setattr(module, "SEARCH_BLOCK", 64)
+    assert [p for p, _ in top_k(index, queries, 10)] == [f"f{i}" for i in expected]
+    assert top_k({"paths": [], "embeddings": [np.zeros((0, 0))]}, queries[:1], 5) == []
