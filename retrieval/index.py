@@ -20,7 +20,6 @@ is kept up to date and searched by text or by a clip.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from common import checkpoint_paths
 from common.cli import run
 from common.io import temp_path
 from features.audio import AudioError, load_audio
+from features.weights import checkpoint_sha256
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import BiEncoder
 from retrieval.search import AUDIO_SUFFIXES, _check_text, _check_top, _models
@@ -42,14 +42,6 @@ from retrieval.search import AUDIO_SUFFIXES, _check_text, _check_top, _models
 KIND = "aactk.audio_index"
 VERSION = 1
 SEARCH_BLOCK = 1 << 16  # rows of embeddings read and scored at once
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def scan(folder: Path) -> dict[str, tuple[int, int]]:
@@ -66,7 +58,7 @@ def scan(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _provenance(folder: Path, checkpoints: list[str]) -> dict[str, Any]:
     return {"kind": KIND, "version": VERSION, "folder": str(folder.resolve()),
-            "checkpoints": [{"path": str(Path(c).resolve()), "sha256": sha256(c)} for c in checkpoints]}
+            "checkpoints": [{"path": str(Path(c).resolve()), "sha256": checkpoint_sha256(c)} for c in checkpoints]}
 
 
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
@@ -108,7 +100,7 @@ def _check_models(provenance: dict[str, Any], index: str | os.PathLike) -> list[
     for entry in provenance["checkpoints"]:
         if not Path(entry["path"]).is_file():
             raise ValueError(f"{index}: its checkpoint {entry['path']} is gone")
-        if sha256(entry["path"]) != entry["sha256"]:
+        if checkpoint_sha256(entry["path"]) != entry["sha256"]:
             raise ValueError(f"{index}: its checkpoint {entry['path']} changed since the index was built "
                              "(SHA-256 differs); build a new index with it")
         paths.append(entry["path"])
