@@ -38,6 +38,7 @@ from features.weights import checkpoint_sha256
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import BiEncoder
 from retrieval.search import AUDIO_SUFFIXES, _check_text, _check_top, _models
+from retrieval.zeroshot import DEFAULT_PROMPT
 
 KIND = "aactk.audio_index"
 VERSION = 1
@@ -228,22 +229,68 @@ def top_k(index: dict[str, Any], queries: list[np.ndarray], k: int) -> list[tupl
     return [(index["paths"][r], float(s)) for r, s in zip(best_rows, best_scores)]
 
 
+class AudioIndex:
+    """An index opened once for many searches (a server): its checkpoints checked and loaded, its rows in memory.
+
+    ``paths`` are relative to ``folder``; :meth:`file` turns one back into a file, refusing any other name."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.data = read_index(path)
+        self.folder = Path(self.data["provenance"]["folder"])
+        self.paths: list[str] = self.data["paths"]
+        self._rows = set(self.paths)
+        self.models = _models(_check_models(self.data["provenance"], path))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def text_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each model's unit vectors [len(texts), E] for ``texts``."""
+        return [text_embeddings(model, list(texts)).numpy() for model in self.models]
+
+    def audio_queries(self, file: str | os.PathLike) -> list[np.ndarray]:
+        """Each model's unit vector [E] for the audio ``file`` (AudioError when it cannot be read)."""
+        return [audio_embeddings(model, [load_audio(file, model.sample_rate)])[0].numpy() for model in self.models]
+
+    def search(self, query: str, top: int = 10) -> list[tuple[str, float]]:
+        """The ``top`` files for the text ``query``, best first, with their mean cosine similarity."""
+        query, top = _check_text(query, "query"), _check_top(top)
+        return top_k(self.data, [q[0] for q in self.text_queries([query])], top)
+
+    def similar(self, file: str | os.PathLike, top: int = 10) -> list[tuple[str, float]]:
+        """The ``top`` files that sound most like the audio ``file``."""
+        return top_k(self.data, self.audio_queries(file), _check_top(top))
+
+    def labels(self, file: str | os.PathLike, labels: Sequence[str], prompt: str = DEFAULT_PROMPT
+               ) -> list[tuple[str, float]]:
+        """Zero-shot: ``labels`` ranked by the similarity of the ``file``'s audio to ``prompt`` about each."""
+        labels = [_check_text(label, "label") for label in labels]
+        if not labels:
+            raise ValueError("Invalid labels. (expected at least one label)")
+        audio = self.audio_queries(file)
+        texts = self.text_queries([prompt.format(label=label) for label in labels])
+        scores = sum(t @ a for t, a in zip(texts, audio)) / len(audio)
+        return [(labels[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+
+    def file(self, name: str) -> Path:
+        """The indexed file ``name`` (a path relative to the folder, as search returns it); KeyError for any name
+        the index does not hold, so no other file can be reached through it."""
+        if name not in self._rows:
+            raise KeyError(name)
+        return self.folder / name
+
+
 def search(index: str, query: str, top: int = 10) -> dict[str, Any]:
     """The ``top`` files of ``index`` for the text ``query``: ``{"query", "results": [[path, score], ...]}``."""
     query, top = _check_text(query, "query"), _check_top(top)
-    data = read_index(index)
-    models = _models(_check_models(data["provenance"], index))
-    queries = [text_embeddings(model, [query])[0].numpy() for model in models]
-    return {"query": query, "results": [list(r) for r in top_k(data, queries, top)]}
+    return {"query": query, "results": [list(r) for r in AudioIndex(index).search(query, top)]}
 
 
 def similar(index: str, file: str, top: int = 10) -> dict[str, Any]:
     """The ``top`` files of ``index`` that sound most like the audio ``file``."""
     top = _check_top(top)
-    data = read_index(index)
-    models = _models(_check_models(data["provenance"], index))
-    queries = [audio_embeddings(model, [load_audio(file, model.sample_rate)])[0].numpy() for model in models]
-    return {"file": file, "results": [list(r) for r in top_k(data, queries, top)]}
+    return {"file": file, "results": [list(r) for r in AudioIndex(index).similar(file, top)]}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from features.manifest import read_manifest
-from retrieval.index import read_index, search, similar, sync, top_k, update
+from retrieval.index import AudioIndex, read_index, search, similar, sync, top_k, update
 from retrieval.search import search_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +109,25 @@ def test_exact_top_k_over_blocks(monkeypatch):
     monkeypatch.setattr(module, "SEARCH_BLOCK", 64)
     assert [p for p, _ in top_k(index, queries, 10)] == [f"f{i}" for i in expected]
     assert top_k({"paths": [], "embeddings": [np.zeros((0, 0))]}, queries[:1], 5) == []
+
+
+@pytest.mark.slow
+def test_an_opened_index_searches_ranks_labels_and_guards_its_files(trained, folder, tmp_path):
+    ckpt = str(trained / "best.pt")
+    index_file = tmp_path / "index.h5"
+    sync(folder, ckpt, index_file)
+    index = AudioIndex(index_file)
+    assert len(index) == 12
+    assert [r[0] for r in index.search("a beep", 4)] == [r[0] for r in search(str(index_file), "a beep", 4)["results"]]
+    clip = index.file(index.paths[0])
+    assert clip.is_file() and index.similar(clip, 1)[0][0] == index.paths[0]
+    ranked = index.labels(clip, ["a dog barking", "rain", "a beep"])
+    assert sorted(label for label, _ in ranked) == ["a beep", "a dog barking", "rain"]
+    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+    for name in ("../index.h5", "/etc/passwd", "notes.wav", "a"):  # outside, absolute, skipped, a folder
+        with pytest.raises(KeyError):
+            index.file(name)
+    with pytest.raises(ValueError, match="Invalid query"):
+        index.search("   ")
+    with pytest.raises(ValueError, match="Invalid labels"):
+        index.labels(clip, [])
