@@ -16,7 +16,10 @@ is kept up to date and searched by text or by a clip.
 - **Resume.** Work is saved every ``chunk_files`` files in ``INDEX.parts/``; a killed build or update, run again
   with the same arguments, embeds only what is missing. The index file itself is replaced atomically at the end.
 - **Clips** are embedded whole, as ``retrieval.search`` and feature extraction do (long audio in windows); with
-  several checkpoints, a search averages the models' cosine similarities. Search is exact (blocks of rows, any size).
+  several checkpoints, a search averages the models' cosine similarities.
+- **Search** is exact (blocks of rows, any size) below ``APPROX_MIN_ROWS`` files, where exact search costs about what
+  embedding a text query does, and approximate above (:mod:`retrieval.ann`: faiss IVF, recall@10 >= 0.95 at 100k
+  rows, measured by ``benchmarks/bench_index.py``); ``--approximate true/false`` forces either.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from common.cli import run
 from common.io import temp_path
 from features.audio import AudioError, load_audio
 from features.weights import checkpoint_sha256
+from retrieval.ann import IVF, cluster, side_by_side
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import BiEncoder
 from retrieval.search import AUDIO_SUFFIXES, _check_text, _check_top, _models
@@ -43,6 +47,7 @@ from retrieval.zeroshot import DEFAULT_PROMPT
 KIND = "aactk.audio_index"
 VERSION = 1
 SEARCH_BLOCK = 1 << 16  # rows of embeddings read and scored at once
+APPROX_MIN_ROWS = 100_000  # from here on, the index stores an IVF clustering and searches approximately
 
 
 def scan(folder: Path) -> dict[str, tuple[int, int]]:
@@ -64,7 +69,8 @@ def _provenance(folder: Path, checkpoints: list[str]) -> dict[str, Any]:
 
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
     """The whole index: ``provenance``, ``paths``, ``sizes``, ``mtimes``, ``embeddings`` (one [N, E] per model),
-    ``skipped`` ({path: [size, mtime, reason]}). Errors name the file and what is wrong with it."""
+    ``skipped`` ({path: [size, mtime, reason]}), ``centroids`` and ``lists`` (the IVF clustering, None below
+    ``APPROX_MIN_ROWS`` rows). Errors name the file and what is wrong with it."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != KIND:
@@ -73,15 +79,19 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
             return {"provenance": provenance, "paths": [p.decode() for p in f["paths"][:]],
                     "sizes": f["sizes"][:], "mtimes": f["mtimes"][:],
                     "embeddings": [f[f"embeddings/{i}"][:] for i in range(len(provenance["checkpoints"]))],
-                    "skipped": json.loads(f.attrs["skipped"])}
+                    "skipped": json.loads(f.attrs["skipped"]),
+                    **{k: f[f"approximate/{k}"][:] if "approximate" in f else None for k in ("centroids", "lists")}}
     except (OSError, KeyError) as err:
         raise ValueError(f"{path}: not a readable audio index ({type(err).__name__}: {err})") from None
 
 
 def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[int, int, list[np.ndarray]]],
-                 skipped: dict[str, list]) -> None:
-    """Write the index atomically, rows sorted by path."""
+                 skipped: dict[str, list], centroids: np.ndarray | None = None) -> None:
+    """Write the index atomically, rows sorted by path; from ``APPROX_MIN_ROWS`` rows on with its IVF clustering
+    (reusing ``centroids`` where they still suit)."""
     paths = sorted(rows)
+    embeddings = [np.stack([rows[p][2][i] for p in paths]) if paths else np.zeros((0, 0), np.float32)
+                  for i in range(len(provenance["checkpoints"]))]
     tmp = temp_path(path)
     with h5py.File(tmp, "w") as f:
         f.attrs["kind"], f.attrs["provenance"] = KIND, json.dumps(provenance)
@@ -89,9 +99,10 @@ def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[i
         f["paths"] = np.array([p.encode() for p in paths], dtype=h5py.string_dtype())
         f["sizes"] = np.array([rows[p][0] for p in paths], dtype=np.int64)
         f["mtimes"] = np.array([rows[p][1] for p in paths], dtype=np.int64)
-        for i in range(len(provenance["checkpoints"])):
-            f.create_dataset(f"embeddings/{i}", data=np.stack([rows[p][2][i] for p in paths]) if paths
-                             else np.zeros((0, 0), np.float32))
+        for i, emb in enumerate(embeddings):
+            f.create_dataset(f"embeddings/{i}", data=emb)
+        if len(paths) >= APPROX_MIN_ROWS:
+            f["approximate/centroids"], f["approximate/lists"] = cluster(side_by_side(embeddings), centroids)
     os.replace(tmp, path)
 
 
@@ -159,6 +170,7 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
     found = scan(folder)
     rows: dict[str, Any] = {}
     skipped: dict[str, list] = {}
+    centroids = None
     if out.exists():  # what an earlier build holds and still describes the folder
         old = read_index(out)
         if old["provenance"] != provenance:
@@ -167,6 +179,7 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
             if found.get(name) == (int(old["sizes"][i]), int(old["mtimes"][i])):
                 rows[name] = (*found[name], [emb[i] for emb in old["embeddings"]])
         skipped = {k: v for k, v in old["skipped"].items() if found.get(k) == tuple(v[:2])}
+        centroids = old["centroids"]
     parts = Path(f"{out}.parts")
     plan = parts / "provenance.json"
     if parts.is_dir() and (not plan.is_file() or json.loads(plan.read_text()) != provenance):
@@ -189,7 +202,7 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
             rows.update(part["rows"])
             skipped.update(part["skipped"])
             bar.update(len(todo[i:i + chunk_files]))
-    _write_index(out, provenance, rows, skipped)
+    _write_index(out, provenance, rows, skipped, centroids)
     shutil.rmtree(parts)
     summary = {"index": str(out), "files": len(rows), "embedded": len(todo), "skipped": len(skipped)}
     for name, (_, _, reason) in sorted(skipped.items()):
@@ -232,15 +245,22 @@ def top_k(index: dict[str, Any], queries: list[np.ndarray], k: int) -> list[tupl
 class AudioIndex:
     """An index opened once for many searches (a server): its checkpoints checked and loaded, its rows in memory.
 
-    ``paths`` are relative to ``folder``; :meth:`file` turns one back into a file, refusing any other name."""
+    ``paths`` are relative to ``folder``; :meth:`file` turns one back into a file, refusing any other name.
+    ``approximate``: search with the IVF the index stores (None: if it stores one; True: clustering it now if not;
+    False: exactly)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, approximate: bool | None = None):
         self.path = Path(path)
         self.data = read_index(path)
         self.folder = Path(self.data["provenance"]["folder"])
         self.paths: list[str] = self.data["paths"]
         self._rows = set(self.paths)
         self.models = _models(_check_models(self.data["provenance"], path))
+        self.ivf = None
+        if self.paths and (approximate or (approximate is None and self.data["lists"] is not None)):
+            x = side_by_side(self.data.pop("embeddings"))  # the IVF holds the rows: no second copy
+            plan = (self.data["centroids"], self.data["lists"]) if self.data["lists"] is not None else cluster(x)
+            self.ivf = IVF(x, *plan)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -256,11 +276,17 @@ class AudioIndex:
     def search(self, query: str, top: int = 10) -> list[tuple[str, float]]:
         """The ``top`` files for the text ``query``, best first, with their mean cosine similarity."""
         query, top = _check_text(query, "query"), _check_top(top)
-        return top_k(self.data, [q[0] for q in self.text_queries([query])], top)
+        return self._top([q[0] for q in self.text_queries([query])], top)
 
     def similar(self, file: str | os.PathLike, top: int = 10) -> list[tuple[str, float]]:
         """The ``top`` files that sound most like the audio ``file``."""
-        return top_k(self.data, self.audio_queries(file), _check_top(top))
+        return self._top(self.audio_queries(file), _check_top(top))
+
+    def _top(self, queries: list[np.ndarray], k: int) -> list[tuple[str, float]]:
+        if self.ivf is None:
+            return top_k(self.data, queries, k)
+        rows, scores = self.ivf.search(queries, k)
+        return [(self.paths[r], float(s)) for r, s in zip(rows, scores)]
 
     def labels(self, file: str | os.PathLike, labels: Sequence[str], prompt: str = DEFAULT_PROMPT
                ) -> list[tuple[str, float]]:
@@ -281,16 +307,17 @@ class AudioIndex:
         return self.folder / name
 
 
-def search(index: str, query: str, top: int = 10) -> dict[str, Any]:
-    """The ``top`` files of ``index`` for the text ``query``: ``{"query", "results": [[path, score], ...]}``."""
+def search(index: str, query: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:
+    """The ``top`` files of ``index`` for the text ``query``: ``{"query", "results": [[path, score], ...]}``
+    (``approximate``: true/false forces the IVF or exact search; default: as the index's size decides)."""
     query, top = _check_text(query, "query"), _check_top(top)
-    return {"query": query, "results": [list(r) for r in AudioIndex(index).search(query, top)]}
+    return {"query": query, "results": [list(r) for r in AudioIndex(index, approximate).search(query, top)]}
 
 
-def similar(index: str, file: str, top: int = 10) -> dict[str, Any]:
-    """The ``top`` files of ``index`` that sound most like the audio ``file``."""
+def similar(index: str, file: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:
+    """The ``top`` files of ``index`` that sound most like the audio ``file`` (``approximate`` as for search)."""
     top = _check_top(top)
-    return {"file": file, "results": [list(r) for r in AudioIndex(index).similar(file, top)]}
+    return {"file": file, "results": [list(r) for r in AudioIndex(index, approximate).similar(file, top)]}
 
 
 if __name__ == "__main__":

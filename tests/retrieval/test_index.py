@@ -131,3 +131,41 @@ def test_an_opened_index_searches_ranks_labels_and_guards_its_files(trained, fol
         index.search("   ")
     with pytest.raises(ValueError, match="Invalid labels"):
         index.labels(clip, [])
+
+
+@pytest.mark.slow
+def test_approximate_search_is_stored_with_a_large_index_and_agrees_when_it_scores_every_list(
+        trained, folder, tmp_path, monkeypatch):
+    import retrieval.index as module
+
+    monkeypatch.setattr(module, "APPROX_MIN_ROWS", 10)  # this index counts as large
+    ckpt = f"{trained / 'best.pt'},{trained / 'last.pt'}"
+    index_file = tmp_path / "index.h5"
+    sync(folder, ckpt, index_file)
+    stored = read_index(index_file)
+    assert stored["centroids"].shape == (12, 2 * stored["embeddings"][0].shape[1]) and stored["lists"].shape == (12,)
+    approximate, exact = AudioIndex(index_file), AudioIndex(index_file, approximate=False)
+    assert approximate.ivf is not None and exact.ivf is None
+    clip = approximate.file(approximate.paths[0])
+    for a, e in ((approximate.search("a beep", 5), exact.search("a beep", 5)),  # 12 lists <= nprobe: all scored
+                 (approximate.similar(clip, 5), exact.similar(clip, 5))):
+        assert [p for p, _ in a] == [p for p, _ in e]
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in e], atol=1e-5)
+    os.remove(next((folder / "b").iterdir()))
+    update(str(index_file))  # fewer rows, same centroids kept
+    np.testing.assert_array_equal(read_index(index_file)["centroids"], stored["centroids"])
+    assert len(read_index(index_file)["lists"]) == 11
+
+
+@pytest.mark.slow
+def test_approximate_recall_at_10_is_at_least_095_at_100k_rows():
+    from benchmarks.bench_index import library
+    from retrieval.ann import IVF, cluster, side_by_side
+
+    emb, queries = library(100_000, models=2, queries=50)
+    x = side_by_side(emb)
+    ivf = IVF(x, *cluster(x))
+    index = {"paths": list(range(len(x))), "embeddings": emb}
+    recall = np.mean([len(set(ivf.search([q[i] for q in queries], 10)[0].tolist())
+                          & {r for r, _ in top_k(index, [q[i] for q in queries], 10)}) / 10 for i in range(50)])
+    assert recall >= 0.95, recall
