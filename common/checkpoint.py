@@ -29,10 +29,11 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 
 def checkpoint_paths(value: str | Sequence[str | os.PathLike], what: str = "checkpoints") -> list[str]:
-    """Checkpoint paths given as a comma-separated string or a list; an empty list or entry is a ValueError."""
+    """Paths (of checkpoints, or any files ``what`` names) given as a comma-separated string or a list (or the
+    tuple the command line makes of one); an empty list or entry is a ValueError."""
     paths = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(p) for p in value]
     if not paths or not all(paths):
-        raise ValueError(f"Invalid {what}. (expected one or more checkpoint paths, comma-separated, found {value!r})")
+        raise ValueError(f"Invalid {what}. (expected one or more paths, comma-separated, found {value!r})")
     return paths
 
 

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.checkpoint import checkpoint_paths
 from common.io import read_csv, write_text_atomic
 
 from ._checks import check_metric_inputs
@@ -233,14 +234,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _file_list(value: str | tuple | list | None) -> list[str]:
-    """A comma-separated option (or the tuple the command line makes of one) as a list of file names."""
-    if value is None:
-        return []
-    parts = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    return [p.strip() for p in parts if p.strip()]
-
-
 def main(predictions: str, references: str, out: str | None = None, metrics: str = ",".join(ALL_METRICS),
          corenlp_dir: str | None = None, sbert_model: str = SBERT_DEFAULT, echecker: str | None = None) -> None:
     """Score captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (PTB-tokenized, pycocoevalcap), and the
@@ -265,9 +258,8 @@ def main(predictions: str, references: str, out: str | None = None, metrics: str
             $AAC_FENSE_ECHECKER), whose BERT (bert-base-uncased) must be a local folder or in the local Hugging Face
             cache. Without it FENSE and SPIDEr-FL are reported unavailable.
     """
-    systems, outs = _file_list(predictions), _file_list(out)
-    if not systems:
-        raise ValueError("--predictions: no file given")
+    systems = checkpoint_paths(predictions, "predictions")
+    outs = checkpoint_paths(out, "out") if out is not None else []
     for system in systems:  # before hours of scoring, not after
         if not Path(system).is_file():
             raise FileNotFoundError(f"{system}: no such predictions file")

@@ -19,6 +19,7 @@
 # 20 a tagger (binary cross-entropy on the labels) and an untrained encoder as the other feature extractors, a
 # captioner on each, 21 retrieval pre-trained on a second corpus of another character and fine-tuned on this one,
 # 22 claims.md: every claim's figures, 95% paired intervals and verdict.
+# Serving: 23 the SCST ensemble as one caption bundle and an index of the evaluation audio, for python -m serve.
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -350,6 +351,20 @@ fi
 
 if begin_stage 22 "the claims: $exp -> $exp/claims.md"; then
   python recipes/local/claims.py --exp "$exp" --feature_model "$feature_model" --out "$exp/claims.md"
+  end_stage
+fi
+
+# --- serving (stage 23) ---------------------------------------------------------------------------------------------
+if begin_stage 23 "for the server: the SCST ensemble as one bundle, the evaluation audio indexed -> $exp/serve"; then
+  # the folder of the evaluation clips (the index holds a folder's files), from the split's manifest
+  eval_audio=$(python -c 'import csv, os, sys; print(os.path.dirname(next(csv.DictReader(open(sys.argv[1])))["path"]))' \
+    "$data/$eval_split/wav.csv")
+  step serve_bundle python -m captioning.bundle --audio-encoder "$encoder_ckpt" \
+    --captioners "$(checkpoints_of caption "${caption_models// /,}")" --out "$exp/serve/caption_bundle.pt" \
+    --beam_size "$beam_size"
+  step serve_index python -m retrieval.index build --folder "$eval_audio" --checkpoints "$retrieval_ckpts" \
+    --out "$exp/serve/index.h5"
+  echo "serve them: python -m serve --bundle $exp/serve/caption_bundle.pt --index $exp/serve/index.h5"
   end_stage
 fi
 print_times

@@ -16,13 +16,19 @@ import faiss
 import numpy as np
 from faiss.contrib.ivf_tools import add_preassigned
 
-NPROBE = 32  # lists scored per query: recall@10 >= 0.95 at 100k rows (benchmarks/bench_index.py)
+NPROBE = 32  # lists scored per query, at least; and at least 1/32 of them (benchmarks/bench_index.py measures)
 TRAIN_PER_LIST = 64  # rows sampled per centroid for the clustering
 
 
 def n_lists(n_rows: int) -> int:
     """Lists for ``n_rows`` rows: about 4 sqrt(n), as faiss's guidelines suggest, at least 1."""
     return max(1, min(n_rows, int(4 * math.sqrt(n_rows))))
+
+
+def default_nprobe(lists: int) -> int:
+    """Lists scored per query: ``NPROBE``, or 1/32 of them when that is more (a larger index spreads a query's
+    neighbours over more lists)."""
+    return max(NPROBE, lists // 32)
 
 
 def side_by_side(embeddings: Sequence[np.ndarray]) -> np.ndarray:
@@ -47,14 +53,15 @@ def cluster(x: np.ndarray, centroids: np.ndarray | None = None, seed: int = 0) -
 
 
 class IVF:
-    """Rows ``x`` filed into the lists of ``centroids`` as ``lists`` says; searched ``nprobe`` lists at a time."""
+    """Rows ``x`` filed into the lists of ``centroids`` as ``lists`` says; searched ``nprobe`` lists at a time
+    (default: :func:`default_nprobe`)."""
 
-    def __init__(self, x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, nprobe: int = NPROBE):
+    def __init__(self, x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, nprobe: int | None = None):
         self.quantizer = faiss.IndexFlatIP(x.shape[1])  # kept: the IVF index refers to it
         self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
         self.index = faiss.IndexIVFFlat(self.quantizer, x.shape[1], len(centroids), faiss.METRIC_INNER_PRODUCT)
         add_preassigned(self.index, np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(lists, np.int64))
-        self.index.nprobe = min(nprobe, len(centroids))
+        self.index.nprobe = min(nprobe or default_nprobe(len(centroids)), len(centroids))
 
     def __len__(self) -> int:
         return self.index.ntotal

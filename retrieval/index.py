@@ -145,15 +145,17 @@ def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: 
     """Embeddings of ``names`` by each model (rows in order), and the files that could not be read."""
     part: dict[str, Any] = {"rows": {}, "skipped": {}}
     per_model = []
-    for model in models:
+    for rate in sorted({model.sample_rate for model in models}):  # each file decoded once per rate
         waves, kept = [], []
         for name in names:
             try:
-                waves.append(load_audio(folder / name, model.sample_rate))
+                waves.append(load_audio(folder / name, rate))
                 kept.append(name)
             except AudioError as err:
                 part["skipped"][name] = [*found[name], err.reason]
-        per_model.append(dict(zip(kept, audio_embeddings(model, waves).numpy())) if waves else {})
+        per_model += [(model, dict(zip(kept, audio_embeddings(model, waves).numpy())) if waves else {})
+                      for model in models if model.sample_rate == rate]
+    per_model = [emb for model in models for m, emb in per_model if m is model]  # back in the models' order
     for name in names:
         if name not in part["skipped"]:
             part["rows"][name] = (*found[name], [emb[name] for emb in per_model])
@@ -271,7 +273,8 @@ class AudioIndex:
 
     def audio_queries(self, file: str | os.PathLike) -> list[np.ndarray]:
         """Each model's unit vector [E] for the audio ``file`` (AudioError when it cannot be read)."""
-        return [audio_embeddings(model, [load_audio(file, model.sample_rate)])[0].numpy() for model in self.models]
+        waves = {rate: load_audio(file, rate) for rate in {model.sample_rate for model in self.models}}
+        return [audio_embeddings(model, [waves[model.sample_rate]])[0].numpy() for model in self.models]
 
     def search(self, query: str, top: int = 10) -> list[tuple[str, float]]:
         """The ``top`` files for the text ``query``, best first, with their mean cosine similarity."""

@@ -205,7 +205,7 @@ def test_bad_weights_are_refused(members, tmp_path, weights, reason):
 
 
 def test_no_checkpoints_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"Invalid checkpoints\. \(expected one or more checkpoint paths"):
+    with pytest.raises(ValueError, match=r"Invalid checkpoints\. \(expected one or more paths"):
         merge_lora("", tmp_path / "merged.pt")
 
 

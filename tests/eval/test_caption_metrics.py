@@ -225,3 +225,7 @@ def test_several_systems_in_one_process_score_as_one_by_one(files):
                           "--references", str(files["refs_json"]), "--out", str(outs[0])], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "gone.json: no such predictions file" in bad.stderr
+    empty = subprocess.run([sys.executable, "-m", "eval.captions", "--predictions", f"{other},,{other}",
+                            "--references", str(files["refs_json"])], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert empty.returncode != 0 and "Invalid predictions" in empty.stderr

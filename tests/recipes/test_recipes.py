@@ -150,6 +150,16 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     ran = [line for line in out.splitlines() if ": python -m " in line]
     assert ran == [], ran
     assert out.count("already done, skipped") >= 15
+    # For the server (stage 23): the SCST ensemble as one bundle, the evaluation audio indexed.
+    proc = _run(tmp_path, "--stage", "23", "--stop_stage", "23")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    from captioning.bundle import load_bundle
+    from retrieval.index import read_index
+
+    assert len(load_bundle(exp / "serve/caption_bundle.pt").scorer.models) == 2
+    index = read_index(exp / "serve/index.h5")
+    assert sorted(Path(p).name for p in index["paths"]) == sorted(evaluation) and len(index["embeddings"]) == 2
     # The LLM captioners beside it (stages 10-13), on a tiny random Llama with SmolLM2's tokenizer.
     from transformers import AutoTokenizer
 

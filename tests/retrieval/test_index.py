@@ -159,10 +159,11 @@ def test_approximate_search_is_stored_with_a_large_index_and_agrees_when_it_scor
 
 @pytest.mark.slow
 def test_approximate_recall_at_10_is_at_least_095_at_100k_rows():
+    """At more spread than the benchmark's default (where it finds all ten), at the default nprobe."""
     from benchmarks.bench_index import library
     from retrieval.ann import IVF, cluster, side_by_side
 
-    emb, queries = library(100_000, models=2, queries=50)
+    emb, queries = library(100_000, models=2, queries=50, spread=(1.5, 2.25))  # harder than the benchmark's
     x = side_by_side(emb)
     ivf = IVF(x, *cluster(x))
     index = {"paths": list(range(len(x))), "embeddings": emb}
