@@ -77,8 +77,9 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
         worker.close()
 
     app = FastAPI(title="aactk: captions and sound search", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.add_middleware(BodyLimit, limit=lambda path: limits.max_upload_bytes + FORM_SLACK if path in UPLOAD_ROUTES
-                       else JSON_LIMIT)
+    upload_limit = (limits.max_upload_bytes + FORM_SLACK, f"upload larger than {limits.max_upload_mb:g} MB")
+    other_limit = (JSON_LIMIT, f"request larger than {JSON_LIMIT >> 10} kB")
+    app.add_middleware(BodyLimit, limit=lambda path: upload_limit if path in UPLOAD_ROUTES else other_limit)
     app.add_middleware(RequestLog)  # outermost: it sees every status, the body limit's too
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.worker = worker

@@ -16,14 +16,14 @@ log = logging.getLogger("serve")
 class BodyTooLarge(HTTPException):
     """An HTTP error, so that FastAPI's body parsing passes it on instead of calling it a parse error."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit / 2**20:.3g} MB")
+    def __init__(self, reason: str) -> None:
+        super().__init__(413, reason)
 
 
 class BodyLimit:
-    """Refuse a request whose body exceeds ``limit(path)`` bytes: at once when its Content-Length says so, else by
-    :class:`BodyTooLarge` raised from ``receive`` as soon as the count passes it (the app turns it into a 413), so
-    nothing past the limit is ever buffered."""
+    """Refuse a request whose body exceeds ``limit(path) -> (bytes, reason)``: at once when its Content-Length says
+    so, else by :class:`BodyTooLarge` raised from ``receive`` as soon as the count passes it (the app turns it into a
+    413), so nothing past the limit is ever buffered."""
 
     def __init__(self, app: ASGIApp, limit) -> None:
         self.app, self.limit = app, limit
@@ -31,10 +31,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.limit(scope["path"])
+        limit, reason = self.limit(scope["path"])
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            response = JSONResponse({"error": BodyTooLarge(limit).detail}, status_code=413,
+            response = JSONResponse({"error": reason}, status_code=413,
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
         seen = 0
@@ -44,7 +44,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise BodyTooLarge(limit)
+                raise BodyTooLarge(reason)
             return message
 
         await self.app(scope, counted, send)

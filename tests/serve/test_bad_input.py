@@ -45,7 +45,7 @@ def test_refused_uploads(client, still_serving, two_hours, surround_96k, tmp_pat
 def test_upload_size_is_capped_while_reading(make_client, library):
     small = make_client(max_upload_mb=0.01)  # 10 kB; the clips are 32-64 kB
     clip = clip_of(library, "low").read_bytes()
-    refused(small.post("/api/caption", files={"file": ("a.wav", clip)}), 413, "larger than")
+    refused(small.post("/api/caption", files={"file": ("a.wav", clip)}), 413, "upload larger than 0.01 MB")
 
     body = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
             b"Content-Type: audio/wav\r\n\r\n" + clip + b"\r\n--xyz--\r\n")
@@ -54,7 +54,7 @@ def test_upload_size_is_capped_while_reading(make_client, library):
         for i in range(0, len(body), 4096):
             yield body[i:i + 4096]
     headers = {"content-type": "multipart/form-data; boundary=xyz"}
-    refused(small.post("/api/caption", content=chunks(), headers=headers), 413, "larger than")
+    refused(small.post("/api/caption", content=chunks(), headers=headers), 413, "upload larger than 0.01 MB")
     assert small.get("/health").status_code == 200
 
 
