@@ -18,10 +18,8 @@ async function call(url, body) {
   let data = null;
   try { data = await response.json(); } catch (err) { /* not JSON: use the status below */ }
   if (!response.ok) {
-    let reason = (data && data.error) || `${response.status} ${response.statusText}`;
-    const wait = response.headers.get("Retry-After");
-    if (response.status === 503 && wait) reason += ` (retry in ${wait} s)`;
-    throw new Error(reason);
+    // the server's reason says what went wrong (and, when busy, when to try again)
+    throw new Error((data && data.error) || `The server answered ${response.status} ${response.statusText}.`);
   }
   return data;
 }
