@@ -55,17 +55,23 @@ def server(bundle_file, index_file, tmp_path):
         proc.wait(timeout=30)
 
 
-@pytest.mark.slow
-def test_upload_caption_and_search_in_chromium(server, library, tmp_path):
+@pytest.fixture()
+def chromium() -> Path:
+    """Debian's Chromium; its absence fails the test (never a skip), saying how to install it."""
     if not CHROMIUM.is_file():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: install Debian's with "
                     "`apt-get install -y chromium chromium-driver` (or set AACTK_CHROMIUM to its path)")
+    return CHROMIUM
+
+
+@pytest.mark.slow
+def test_upload_caption_and_search_in_chromium(chromium, server, library, tmp_path):
     from playwright.sync_api import sync_playwright
 
     base, log = server
     clip = clip_of(library, "high")
     with sync_playwright() as p:
-        browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM),
+        browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(chromium),
                                                        args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page()
