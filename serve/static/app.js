@@ -59,7 +59,8 @@ function form(c, extra) {
 async function describe(event) {
   event.preventDefault();
   showError("clip-error", null);
-  $("caption").textContent = ""; $("similar").replaceChildren(); $("clip-labels").replaceChildren();
+  for (const id of ["caption", "clip-info"]) $(id).textContent = "";
+  for (const id of ["similar", "clip-labels"]) $(id).replaceChildren();
   const c = clip();
   if (!c) return showError("clip-error", new Error("Choose a sound file or record one first."));
   const maxBytes = health.limits.max_upload_mb * 1048576;
@@ -73,6 +74,8 @@ async function describe(event) {
       $("caption").textContent = "Listening…";
       const answer = await call("/api/caption", form(c, { beam_size: $("beam").value }));
       $("caption").textContent = answer.caption + (answer.silent ? " (the clip is silent)" : "");
+      const a = answer.audio;
+      $("clip-info").textContent = `${a.format}, ${a.duration} s, ${a.sample_rate} Hz, ${a.channels} channel(s)`;
     }
     if (health.index) {
       const answer = await call("/api/similar", form(c, { top: 5 }));

@@ -21,7 +21,20 @@ function encodeWav(chunks, sampleRate) {
   return new Blob([view], { type: "audio/wav" });
 }
 
-// start() -> a recorder whose stop() resolves to a WAV Blob.
+// Linear interpolation to a lower rate: enough for a recording that is about to be captioned at 16-32 kHz.
+function resample(chunks, from, to) {
+  const input = new Float32Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const c of chunks) { input.set(c, offset); offset += c.length; }
+  const output = new Float32Array(Math.floor(input.length * to / from));
+  for (let i = 0; i < output.length; i++) {
+    const x = i * from / to, j = Math.floor(x), frac = x - j;
+    output[i] = input[j] * (1 - frac) + (j + 1 < input.length ? input[j + 1] : input[j]) * frac;
+  }
+  return output;
+}
+
+// startRecording() -> a recorder whose stop() resolves to a WAV Blob.
 async function startRecording() {
   const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
   const context = new AudioContext();
@@ -38,7 +51,8 @@ async function startRecording() {
       stream.getTracks().forEach((t) => t.stop());
       const rate = context.sampleRate;
       await context.close();
-      return encodeWav(chunks, rate);
+      // the server takes at most 48 kHz: a 96 kHz sound card is brought down to it
+      return rate > 48000 ? encodeWav([resample(chunks, rate, 48000)], 48000) : encodeWav(chunks, rate);
     },
   };
 }

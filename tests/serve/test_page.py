@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("AACTK_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FAKE_MICROPHONE = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a beeping test signal
 ARTIFACTS = Path(os.environ.get("AACTK_TEST_ARTIFACTS") or REPO / "test-artifacts")
 
 
@@ -72,7 +73,8 @@ def test_upload_caption_and_search_in_chromium(chromium, server, library, tmp_pa
     clip = clip_of(library, "high")
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(chromium),
-                                                       args=CHROMIUM_ARGS, headless=True)
+                                                       args=CHROMIUM_ARGS + FAKE_MICROPHONE,
+                                                       headless=True, permissions=["microphone"])
         try:
             page = browser.new_page()
             page.goto(base + "/")
@@ -101,6 +103,19 @@ def test_upload_caption_and_search_in_chromium(chromium, server, library, tmp_pa
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "serve_page.png"), full_page=True)
 
+            # a recording (Chromium's fake microphone), encoded as WAV in the page and captioned
+            page.click("#record")
+            page.wait_for_selector("#record.recording")
+            page.wait_for_timeout(1500)
+            page.click("#record")
+            page.wait_for_selector("#clip-player:not([hidden])")
+            page.click("#clip-go")
+            page.wait_for_function("document.getElementById('clip-info').textContent.includes('WAV')", timeout=60_000)
+            info = page.text_content("#clip-info")
+            seconds = float(info.split(",")[1].split()[0])
+            assert 0.5 < seconds < 5 and "1 channel" in info and page.text_content("#caption").strip()
+            page.wait_for_selector("#similar li")
+
             # a clear message for a bad file, and the page still works after it
             bad = tmp_path / "notes.wav"
             bad.write_text("not a recording\n")
@@ -111,4 +126,5 @@ def test_upload_caption_and_search_in_chromium(chromium, server, library, tmp_pa
         finally:
             browser.close()
     lines = log.read_text()
-    assert "POST /api/caption 200" in lines and "POST /api/search 200" in lines and "POST /api/caption 415" in lines
+    assert lines.count("POST /api/caption 200") == 2  # the uploaded clip and the recording
+    assert "POST /api/search 200" in lines and "POST /api/caption 415" in lines
