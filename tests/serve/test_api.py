@@ -1,0 +1,83 @@
+"""The JSON API over real tiny models, through FastAPI's TestClient: caption, search, similar clips, zero-shot
+labels, audio files, health and the page."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.serve.conftest import clip_of
+
+pytestmark = pytest.mark.slow  # the session's models train once, in tens of seconds
+
+
+def upload(path, name=None):
+    return {"file": (name or path.name, path.read_bytes(), "audio/wav")}
+
+
+def _upload_folders() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("aactk-serve-*"))
+
+
+def test_caption(client, library, models):
+    words = set(models["pipeline"].vocab.words)
+    before = _upload_folders()
+    for kind in ("low", "noise"):
+        r = client.post("/api/caption", files=upload(clip_of(library, kind)), data={"beam_size": "3"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["beam_size"] == 3 and body["silent"] is False
+        assert body["audio"]["format"] == "WAV" and 1.0 <= body["audio"]["duration"] <= 2.0
+        assert body["caption"] and set(body["caption"].split()) <= words
+    assert _upload_folders() == before  # each upload's folder deleted after its request
+    # the bundle's own beam size (2) when none is asked for
+    assert client.post("/api/caption", files=upload(clip_of(library, "low"))).json()["beam_size"] == 2
+
+
+def test_search_ranks_the_library_and_links_each_result(client, library):
+    r = client.post("/api/search", json={"query": "a high pitched beep sounds", "top": 5})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 5
+    scores = [x["score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    assert results[0]["file"].startswith("tones/")
+    for x in results[:2]:
+        audio = client.get(x["url"])
+        assert audio.status_code == 200 and audio.content == (library / x["file"]).read_bytes()
+        assert audio.headers["content-type"].startswith("audio/")
+
+
+def test_similar_finds_the_clip_itself(client, library):
+    clip = clip_of(library, "chirp", 1)
+    r = client.post("/api/similar", files=upload(clip), data={"top": "3"})
+    assert r.status_code == 200, r.text
+    best = r.json()["results"][0]
+    assert best["file"] == clip.relative_to(library).as_posix() and best["score"] > 0.999
+    assert len(r.json()["results"]) == 3
+
+
+def test_labels_rank_every_label(client, library):
+    labels = ["a low hum drones", "a high pitched beep", "static hisses", "a clock ticks"]
+    r = client.post("/api/labels", files=upload(clip_of(library, "high")), data={"labels": ", ".join(labels)})
+    assert r.status_code == 200, r.text
+    ranked = r.json()["labels"]
+    assert sorted(x["label"] for x in ranked) == sorted(labels)
+    assert [x["score"] for x in ranked] == sorted((x["score"] for x in ranked), reverse=True)
+
+
+def test_health_and_the_page(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["captioner"] is True and health["index"] is True
+    assert health["index_size"] == 18
+    assert health["queue"] == {"running": 0, "waiting": 0, "max_waiting": 4}
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="search-form"' in page.text
+    for name in ("app.js", "wav.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_unknown_route_is_a_json_404(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and "error" in r.json()
