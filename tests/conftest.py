@@ -236,3 +236,24 @@ def save_tiny_lm(folder: Path, tokenizer, seed: int) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory, smollm2_tokenizer) -> Path:
     return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"), smollm2_tokenizer, seed=0)
+
+
+# The tiny retrieval corpus and its trained bi-encoder, shared by every test folder that needs them (one session
+# instance: the retrieval, feature and server tests train it once).
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
+    """6 kinds of sound; train: 8 clips per kind (144 pairs), val: 3 per kind (18 clips, 54 captions)."""
+    from tests.retrieval.conftest import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("tiny_corpus"), {"train": 8, "val": 3})
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_corpus, tmp_path_factory) -> Path:
+    """Experiment folder of a 4-epoch run on the tiny corpus (best.pt, last.pt, history)."""
+    from retrieval.train import train
+    from tests.retrieval.conftest import _tiny_settings
+
+    exp = tmp_path_factory.mktemp("train") / "exp"
+    train(None, _tiny_settings(tiny_corpus, exp, **{"train.epochs": 4}))
+    return exp

@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 
 from features.manifest import AudioEntry, Manifest, write_manifest
-from retrieval.train import train
 
 RATE = 16000
 # sound kind -> (generator, captions); each clip of a kind gets all its captions
@@ -65,12 +64,6 @@ def make_corpus(root: Path, clips_per_kind: dict[str, int], seed: int = 0) -> di
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
-    """6 kinds of sound; train: 8 clips per kind (144 pairs), val: 3 per kind (18 clips, 54 captions)."""
-    return make_corpus(tmp_path_factory.mktemp("tiny_corpus"), {"train": 8, "val": 3})
-
-
 def _tiny_settings(corpus: dict[str, Path], exp_dir: Path, **extra) -> dict:
     """A CPU-second-scale run: narrow CNN6, frozen MiniLM, 1-s crops (dotted keys as on the command line)."""
     settings = {
@@ -89,11 +82,3 @@ def _tiny_settings(corpus: dict[str, Path], exp_dir: Path, **extra) -> dict:
 def tiny_settings():
     """``tiny_settings(corpus, exp_dir, **extra)`` -> settings of a seconds-long training run."""
     return _tiny_settings
-
-
-@pytest.fixture(scope="session")
-def trained(tiny_corpus, tmp_path_factory) -> Path:
-    """Experiment folder of a 4-epoch run on the tiny corpus (best.pt, last.pt, history)."""
-    exp = tmp_path_factory.mktemp("train") / "exp"
-    train(None, _tiny_settings(tiny_corpus, exp, **{"train.epochs": 4}))
-    return exp

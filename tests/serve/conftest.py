@@ -1,6 +1,6 @@
-"""Real tiny models for the server's tests: the retrieval fixtures' trained bi-encoder (tests/retrieval/conftest.py,
-imported, not copied) indexes the tiny corpus's validation clips, and a caption bundle joins its audio encoder to a
-small random captioner whose vocabulary is the corpus's captions. Plus audio files the server must refuse."""
+"""Real tiny models for the server's tests: the shared trained bi-encoder (tests/conftest.py) indexes the tiny
+corpus's validation clips, and a caption bundle joins its audio encoder to a small random captioner whose vocabulary
+is the corpus's captions. Plus audio files the server must refuse."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,6 @@ from features.manifest import read_manifest
 from features.weights import checkpoint_sha256, load_audio_encoder
 from retrieval.index import AudioIndex, sync
 from serve import Limits, create_app
-from tests.retrieval.conftest import tiny_corpus, trained  # noqa: F401  (fixtures shared with the retrieval tests)
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +34,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def library(tiny_corpus, tmp_path_factory) -> Path:  # noqa: F811
+def library(tiny_corpus, tmp_path_factory) -> Path:
     """The 18 validation clips (3 per kind of sound), in two sub-folders as a sound library would have them."""
     out = tmp_path_factory.mktemp("library")
     for entry in read_manifest(tiny_corpus["val"]).audio:
@@ -47,14 +46,14 @@ def library(tiny_corpus, tmp_path_factory) -> Path:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def index_file(trained, library, tmp_path_factory) -> Path:  # noqa: F811
+def index_file(trained, library, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("index") / "library.h5"
     sync(library, str(trained / "best.pt"), out)
     return out
 
 
 @pytest.fixture(scope="session")
-def bundle_file(trained, tiny_corpus, tmp_path_factory) -> Path:  # noqa: F811
+def bundle_file(trained, tiny_corpus, tmp_path_factory) -> Path:
     """The trained audio encoder and a random Transformer captioner (as tests/captioning/test_infer.py makes them),
     in one bundle."""
     folder = tmp_path_factory.mktemp("bundle")
