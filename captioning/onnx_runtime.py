@@ -176,7 +176,7 @@ def load_onnx_pipeline(bundle: str | Path, onnx_dir: str | Path, *, chunk_second
     """
     bundle, folder = Path(bundle), Path(onnx_dir)
     manifest = read_manifest(folder, bundle)
-    ckpt = load_checkpoint(bundle, kind=KIND)
+    ckpt = load_checkpoint(bundle, kind=KIND, mmap=True)  # its plain data only: ONNX Runtime holds the weights
     threads = int(threads or torch.get_num_threads())
     try:
         audio, captioners = manifest["audio_encoder"], list(manifest["captioners"])

@@ -30,6 +30,7 @@ from features.encode import encode_waveforms
 from features.encoders import build_audio_encoder
 from features.weights import checkpoint_sha256, save_audio_encoder
 
+pytestmark = pytest.mark.slow  # the exported bundle takes about 15 s to make (once per module)
 REPO = Path(__file__).resolve().parents[2]
 N_CLIPS = 12
 TOL = 1e-4
@@ -80,7 +81,6 @@ def pipelines(exported) -> tuple:
             load_bundle(exported["bundle"], runtime="onnx", onnx_dir=exported["onnx"]))
 
 
-@pytest.mark.slow
 def test_audio_frames_match_torch(exported, pipelines):
     torch_p, onnx_p = pipelines
     rate = torch_p.encoder.sample_rate
@@ -119,14 +119,29 @@ def test_step_log_probabilities_match_torch(pipelines, member, decoder):
     assert float(ref_logp.std()) > 0.01  # not a flat distribution
 
 
-@pytest.mark.slow
-def test_beam_captions_are_identical(exported, capsys):
-    kwargs = {"bundle": str(exported["bundle"]), "batch_size": 8, "progress": False}
-    ref = infer(str(exported["audio"]), **kwargs)
-    got = infer(str(exported["audio"]), runtime="onnx", onnx_dir=str(exported["onnx"]), **kwargs)
-    assert len(ref["captions"]) == N_CLIPS and not ref["errors"]
-    assert got["captions"] == ref["captions"]
-    assert len(set(ref["captions"].values())) > 1, "captions should depend on the audio"
+@pytest.fixture(scope="module")
+def reference(exported) -> dict:
+    """The torch pipeline's beam captions of the twelve clips, batches of 8."""
+    return infer(str(exported["audio"]), bundle=str(exported["bundle"]), batch_size=8, progress=False)
+
+
+def test_beam_captions_are_identical(exported, reference):
+    got = infer(str(exported["audio"]), bundle=str(exported["bundle"]), runtime="onnx",
+                onnx_dir=str(exported["onnx"]), batch_size=8, progress=False)
+    assert len(reference["captions"]) == N_CLIPS and not reference["errors"]
+    assert got["captions"] == reference["captions"]
+    assert len(set(reference["captions"].values())) > 1, "captions should depend on the audio"
+
+
+def test_infer_command_runs_the_export(exported, reference, tmp_path):
+    out, files = tmp_path / "pred.json", sorted(exported["audio"].glob("*.wav"))[:3]
+    done = subprocess.run([sys.executable, "-m", "captioning.infer", *map(str, files), "--bundle",
+                           str(exported["bundle"]), "--runtime", "onnx", "--onnx-dir", str(exported["onnx"]),
+                           "--batch-size", "2", "--out", str(out), "--progress", "False"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert {r["audio_id"]: r["caption"] for r in rows} == {f.name: reference["captions"][f.name] for f in files}
 
 
 def test_onnx_runtime_needs_a_bundle_and_a_folder(exported):
