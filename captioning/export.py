@@ -14,7 +14,8 @@ The folder holds one graph per piece the Python side calls, so the windowing of 
 
 Graphs are traced by torch's TorchScript-based exporter (``dynamo=False``): it traces the packed bidirectional GRU
 and the growing key/value caches with dynamic axes and needs no package beyond ``onnx``. Each graph is checked
-against torch on its tracing inputs before the folder is declared finished (``export.json`` is written last).
+against torch at other sizes than it was traced at before the folder is declared finished (``export.json`` is
+written last); the exporter's note that ``prim::PackPadded`` lacks shape inference is harmless for that reason.
 Exported: the PANNs CNNs (without CLAP's feature fusion or repeat padding) and the seq2seq captioners (GRU and
 Transformer decoders); anything else is refused with the reason.
 """
