@@ -38,7 +38,7 @@ from features.weights import checkpoint_sha256
 
 FORMAT, VERSION, MANIFEST = "aactk_onnx", 1, "export.json"
 OPSET = 17
-TOLERANCE = 1e-3  # a graph further than this from torch on its own tracing inputs is a failed export
+TOLERANCE = 1e-3  # a graph further than this from torch (at sizes it was not traced at) is a failed export
 
 
 class _Call(nn.Module):
