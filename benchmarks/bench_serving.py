@@ -12,7 +12,8 @@ turns, round after round (``--repeats``), so drifting machine load hits all alik
   plus quantization, or the ONNX checks and sessions);
 - 1 clip: seconds to caption one 10-s clip (audio in memory; encoder + beam search 3, up to 30 words);
 - clips/s: captioning 8 clips of 10 s as one batch;
-- peak RSS: the child's resident-set high-water mark (Python, torch and the libraries included);
+- peak RSS: the child's resident-set high-water mark (Python, torch and the libraries included), and how far
+  above the resident set after the imports it went (the model and its work);
 - same: captions identical to torch eager's, of the 8.
 
 Random captioners rarely write ``<eos>``, so most captions run to 30 words: a worst case for decoding time. Int8
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's packages, whichever copy is installed
 
 WAYS = ("torch", "int8", "onnx")
+FIGURES = ("load", "one", "batch", "peak_mib", "model_mib")  # what a child reports, medians across rounds
 CLIP_SECONDS, BATCH = 10.0, 8
 # name -> (encoder spec, captioner encoder args, decoder, decoder args, vocabulary size)
 SYNTH_ENC = {"hidden": 128, "n_layers": 2}
@@ -106,9 +108,11 @@ def child(way: str, bundle: str, clips_path: str, threads: int) -> None:
     from captioning.bundle import load_bundle
     from captioning.decode import caption_frames
     from captioning.onnx_runtime import load_onnx_pipeline  # every way imports the same: load times models only
+    import librosa.filters  # noqa: F401 - torchlibrosa imports it lazily at the first mel bank: 2-5 s of imports
     from features.encode import encode_waveforms
 
     waves = list(np.load(clips_path))
+    base = _status_mib("VmRSS")  # after the imports: what every way pays before any model
     start = time.perf_counter()
     if way == "onnx":
         pipeline = load_onnx_pipeline(bundle, Path(bundle).parent / "onnx", threads=threads)
@@ -132,9 +136,14 @@ def child(way: str, bundle: str, clips_path: str, threads: int) -> None:
     start = time.perf_counter()
     captions = caption(waves)
     batch = time.perf_counter() - start
+    print(json.dumps({"load": load, "one": one, "batch": batch, "peak_mib": _status_mib("VmHWM"),
+                      "model_mib": _status_mib("VmHWM") - base, "captions": captions}))
+
+
+def _status_mib(field: str) -> float:
+    """A ``/proc/self/status`` memory figure (VmRSS now, VmHWM the peak) in MiB."""
     with open("/proc/self/status") as f:
-        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    print(json.dumps({"load": load, "one": one, "batch": batch, "peak_mib": peak, "captions": captions}))
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def _seconds(fn) -> float:
@@ -170,10 +179,12 @@ def bench(repeats: int = 3, threads: int = 1, models: str = ",".join(MODELS)) ->
                     runs[way].append(json.loads(done.stdout.strip().splitlines()[-1]))
             reference = runs["torch"][0]["captions"]
             for way in WAYS:
-                med = {k: statistics.median(r[k] for r in runs[way]) for k in ("load", "one", "batch", "peak_mib")}
+                med = {k: statistics.median(r[k] for r in runs[way]) for k in FIGURES}
                 same = sum(a == b for a, b in zip(runs[way][0]["captions"], reference))
                 rows.append({"model": name, "way": way, **med, "clips_per_s": BATCH / med["batch"], "same": same})
     print_table(rows)
+    print("\nsame captions: of the 8, equal to torch eager's. Random weights give nearly flat word distributions, "
+          "where a small change flips the beam's choice: int8's count says little about a trained model's.")
     return rows
 
 
@@ -184,14 +195,14 @@ def main(**kwargs) -> None:
 
 def print_table(rows: list[dict]) -> None:
     print("\n| model | way | load s | 1 clip s | vs torch | clips/s (batch 8) | vs torch | peak RSS MiB | "
-          "same captions |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "above imports MiB | same captions |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base = {r["model"]: r for r in rows if r["way"] == "torch"}
     for r in rows:
         b = base[r["model"]]
         print(f"| {r['model']} | {r['way']} | {r['load']:.2f} | {r['one']:.3f} | {b['one'] / r['one']:.2f}x | "
               f"{r['clips_per_s']:.2f} | {r['clips_per_s'] / b['clips_per_s']:.2f}x | {r['peak_mib']:.0f} | "
-              f"{r['same']}/{BATCH} |")
+              f"{r['model_mib']:.0f} | {r['same']}/{BATCH} |")
 
 
 if __name__ == "__main__":
