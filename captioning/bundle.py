@@ -44,6 +44,7 @@ from features.weights import CHUNK_SECONDS, checkpoint_sha256, chunked_spec, enc
 KIND = "caption_bundle"
 DECODING: dict[str, Any] = {"beam_size": 3, "max_len": 30, "min_len": 1, "length_norm": 0.0}
 ENCODER_PREFIX, CAPTIONER_PREFIX = "audio_encoder.", "captioners."
+RUNTIMES = ("torch", "onnx")
 
 
 @dataclass
@@ -120,9 +121,19 @@ def bundle_checkpoint(pipeline: Pipeline, sources: Mapping[str, Any] | None = No
             "sources": dict(sources or {})}
 
 
-def load_bundle(path: str | Path, *, chunk_seconds: float | None = None) -> Pipeline:
+def load_bundle(path: str | Path, *, chunk_seconds: float | None = None, runtime: str = "torch",
+                onnx_dir: str | Path | None = None) -> Pipeline:
     """Rebuild the pipeline a bundle holds; ``chunk_seconds`` (if given; 0 = whole clips) replaces the window for
-    long audio saved with the encoder."""
+    long audio saved with the encoder. ``runtime="onnx"`` runs the networks with ONNX Runtime from ``onnx_dir``, the
+    folder ``python -m captioning.export`` made from this bundle (``captioning.onnx_runtime``)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"Invalid runtime. (expected one of {RUNTIMES}, found {runtime!r})")
+    if (runtime == "onnx") != (onnx_dir is not None):
+        raise ValueError("runtime 'onnx' needs onnx_dir (the folder captioning.export wrote), and only it does")
+    if runtime == "onnx":
+        from captioning.onnx_runtime import load_onnx_pipeline  # imports this module: loaded only when asked for
+
+        return load_onnx_pipeline(path, onnx_dir, chunk_seconds=chunk_seconds)
     ckpt = load_checkpoint(path, kind=KIND)
     try:
         args, state = ckpt["model_args"], ckpt["state_dict"]

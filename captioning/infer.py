@@ -3,6 +3,7 @@
     python -m captioning.infer clips/ "my recording.flac" --audio-encoder exp/retrieval/audio_encoder.pt \
         --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt [--out pred.json] [--csv submission.csv]
     python -m captioning.infer clips/ --bundle model/caption_bundle.pt
+    python -m captioning.infer clips/ --bundle model/caption_bundle.pt --runtime onnx --onnx-dir model/onnx
 
 Inputs are files (any format and length ``features.audio.load_audio`` reads, resampled to the encoder's rate) and
 folders, which stand for their own audio files (``.wav``, ``.flac``, ``.ogg``; not sub-folders nor hidden files),
@@ -133,7 +134,7 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
           bundle: str | None = None, encoder: str | None = None, out: str | None = None, csv: str | None = None,
           beam_size: int | None = None, max_len: int | None = None, min_len: int | None = None,
           length_norm: float | None = None, batch_size: int = 8, chunk_seconds: float | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          runtime: str = "torch", onnx_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Caption audio files and folders with an audio encoder and captioner(s), or with one bundle.
 
     Clips shorter than 0.1 s (``features.audio.MIN_SECONDS``) are zero-padded at their end to 0.1 s; empty,
@@ -157,6 +158,8 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
         batch_size: clips per encoder and beam-search batch.
         chunk_seconds: window for long audio (default: the bundle's, else ``features.weights.CHUNK_SECONDS``;
             0 = whole clips).
+        runtime: ``torch``, or ``onnx``: a bundle's networks run by ONNX Runtime from ``onnx_dir``.
+        onnx_dir: the folder ``python -m captioning.export --bundle BUNDLE --out DIR`` wrote (with --runtime onnx).
         progress: show a progress bar on stderr.
     Returns ``{"captions": {audio_id: caption}, "paths": {audio_id: path}, "errors": {path: reason},
     "silent": [audio_id, ...]}`` (the captioned clips whose audio is silent, in input order).
@@ -166,7 +169,9 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     if bundle is not None:
         if audio_encoder is not None or captioners is not None or encoder is not None:
             raise ValueError("Give either --bundle or --audio-encoder with --captioners, not both")
-        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds)
+        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir)
+    elif runtime != "torch" or onnx_dir is not None:
+        raise ValueError("--runtime onnx runs a bundle: give --bundle and --onnx-dir")
     elif audio_encoder is not None and captioners is not None:
         pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder,
                                  chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)

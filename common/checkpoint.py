@@ -46,18 +46,22 @@ def _numpy_scalar_globals() -> list[Any]:
             *sorted(dtypes, key=str)]
 
 
-def read_torch_file(path: str | Path, what: str = "checkpoint", numpy_scalars: bool = False) -> Any:
+def read_torch_file(path: str | Path, what: str = "checkpoint", numpy_scalars: bool = False,
+                    mmap: bool = False) -> Any:
     """``torch.load`` as data only (``weights_only=True``, on the CPU); every failure is a one-line ValueError
     naming the file: missing, truncated or not a torch file, or holding Python objects (code is never run).
 
     ``numpy_scalars`` also accepts NumPy numbers (e.g. a learning rate some training loops store in their optimizer
-    state, as LAION-CLAP's published checkpoints do): data rebuilt from a dtype and bytes, no code."""
+    state, as LAION-CLAP's published checkpoints do): data rebuilt from a dtype and bytes, no code.
+
+    ``mmap`` maps the tensors' bytes from the file instead of reading them, for a caller that wants a checkpoint's
+    plain data rather than its weights."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: {what} not found")
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals() if numpy_scalars else []):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: never repeat that
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found is None:
@@ -70,10 +74,11 @@ def read_torch_file(path: str | Path, what: str = "checkpoint", numpy_scalars: b
                          f"{type(err).__name__}: {reason})") from None
 
 
-def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Load a project checkpoint safely; ``kind`` (if given) must match the checkpoint's own."""
+def load_checkpoint(path: str | Path, kind: str | None = None, mmap: bool = False) -> dict[str, Any]:
+    """Load a project checkpoint safely; ``kind`` (if given) must match the checkpoint's own; ``mmap`` as for
+    :func:`read_torch_file`."""
     path = Path(path)
-    checkpoint = read_torch_file(path)
+    checkpoint = read_torch_file(path, mmap=mmap)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "kind" not in checkpoint:
         raise ValueError(f"{path}: not a project checkpoint (expected a dict with 'kind' and 'state_dict')")
     if kind is not None and checkpoint["kind"] != kind:
