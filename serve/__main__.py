@@ -7,7 +7,8 @@ from common.cli import run
 from serve.limits import Limits
 
 
-def serve(bundle: str | None = None, index: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | None = None, host: str = "127.0.0.1",
+          port: int = 8000,
           max_upload_mb: float = Limits.max_upload_mb, max_seconds: float = Limits.max_seconds,
           formats: str = ",".join(Limits.formats), max_channels: int = Limits.max_channels,
           min_sample_rate: int = Limits.min_sample_rate, max_sample_rate: int = Limits.max_sample_rate,
@@ -23,6 +24,8 @@ def serve(bundle: str | None = None, index: str | None = None, host: str = "127.
         bundle: caption bundle (``python -m captioning.bundle``): enables /api/caption.
         index: audio index (``python -m retrieval.index build``): enables /api/search, /api/similar, /api/labels
             and /audio/. At least one of bundle and index.
+        onnx_dir: the folder ``python -m captioning.export`` made from the bundle: captions run with ONNX Runtime
+            (the same captions, faster: benchmarks/bench_serving.py).
         host: address to listen on; 127.0.0.1 (this machine only) unless told otherwise.
         port: TCP port.
         max_upload_mb: largest upload (MB), refused while it is read.
@@ -58,7 +61,10 @@ def serve(bundle: str | None = None, index: str | None = None, host: str = "127.
     if threads:
         torch.set_num_threads(int(threads))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    pipeline = load_bundle(bundle) if bundle is not None else None
+    if onnx_dir is not None and bundle is None:
+        raise ValueError("--onnx_dir needs --bundle: the bundle it was exported from")
+    pipeline = None if bundle is None else load_bundle(bundle, **(
+        {"runtime": "onnx", "onnx_dir": onnx_dir} if onnx_dir is not None else {}))
     audio_index = AudioIndex(index) if index is not None else None
     app = create_app(pipeline, audio_index, limits)
     # uvicorn's access log is off: serve's own line per request also gives the time taken
@@ -66,4 +72,4 @@ def serve(bundle: str | None = None, index: str | None = None, host: str = "127.
 
 
 if __name__ == "__main__":
-    run(serve, "serve", text_args=("bundle", "index", "host", "formats"))
+    run(serve, "serve", text_args=("bundle", "index", "onnx_dir", "host", "formats"))

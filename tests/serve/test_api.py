@@ -81,3 +81,19 @@ def test_health_and_the_page(client):
 def test_unknown_route_is_a_json_404(client):
     r = client.get("/api/nothing")
     assert r.status_code == 404 and "error" in r.json()
+
+
+def test_captions_with_onnx_runtime_equal_torch(client, library, bundle_file, models, tmp_path):
+    """A server over the bundle's ONNX export (``python -m serve --onnx_dir``) gives the captions torch gives."""
+    from fastapi.testclient import TestClient
+
+    from captioning.bundle import load_bundle
+    from captioning.export import export_bundle
+    from serve import create_app
+
+    export_bundle(bundle_file, tmp_path / "onnx")
+    onnx = TestClient(create_app(load_bundle(bundle_file, runtime="onnx", onnx_dir=tmp_path / "onnx")))
+    for kind in ("low", "chirp", "noise"):
+        clip = clip_of(library, kind)
+        assert (onnx.post("/api/caption", files=upload(clip)).json()["caption"]
+                == client.post("/api/caption", files=upload(clip)).json()["caption"])
