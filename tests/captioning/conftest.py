@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from captioning.checkpoint import model_checkpoint
 from captioning.models import build_captioner
+from captioning.vocab import Vocabulary
+from common import save_checkpoint
 from features.store import create_store
 
 SOUNDS = [
@@ -95,3 +98,17 @@ def make():
         return build_captioner({"encoder": "bigru", "encoder_args": {"hidden": 16, "n_layers": 2},
                                 "decoder": decoder, "decoder_args": args, "frame_dim": 8, "vocab_size": 30}).eval()
     return _make
+
+
+def save_random_captioner(path: Path, vocab: Vocabulary, decoder: str, frame_dim: int, feature_attrs: dict,
+                          seed: int) -> Path:
+    """A random 1-layer BiGRU captioner with a GRU or Transformer decoder, saved as a checkpoint at ``path``."""
+    torch.manual_seed(seed)
+    args = {"encoder": "bigru", "encoder_args": {"hidden": 16, "n_layers": 1}, "decoder": decoder,
+            "decoder_args": {"d_model": 32, "n_layers": 1, **({"d_ff": 64} if decoder == "transformer" else {})},
+            "frame_dim": frame_dim, "vocab_size": len(vocab)}
+    model = build_captioner(args).eval()
+    with torch.no_grad():  # a stronger input projection, so random captions depend visibly on the audio
+        model.encoder.input_proj[0].weight.mul_(10.0)
+    save_checkpoint(model_checkpoint(model, args, vocab, feature_attrs), path)
+    return path

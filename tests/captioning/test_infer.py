@@ -20,11 +20,8 @@ import soundfile as sf
 import torch
 
 from captioning.bundle import KIND, load_bundle, load_pipeline, make_bundle
-from captioning.checkpoint import model_checkpoint
 from captioning.infer import caption_files, infer, list_audio
-from captioning.models import build_captioner
 from captioning.vocab import Vocabulary
-from common import save_checkpoint
 from features.audio import load_audio, probe
 from features.encode import encode_waveforms
 from features.encoders import build_audio_encoder
@@ -32,21 +29,10 @@ from features.extract import extract
 from features.manifest import AudioEntry, Manifest, write_manifest
 from features.store import open_store
 from features.weights import CHUNK_SECONDS, checkpoint_sha256, save_audio_encoder
+from tests.captioning.conftest import save_random_captioner
 
 REPO = Path(__file__).resolve().parents[2]
 N_CLIPS = 7  # clotho_mini, real or generated
-
-
-def _captioner(path: Path, vocab: Vocabulary, decoder: str, frame_dim: int, feature_attrs: dict, seed: int) -> Path:
-    torch.manual_seed(seed)
-    args = {"encoder": "bigru", "encoder_args": {"hidden": 16, "n_layers": 1}, "decoder": decoder,
-            "decoder_args": {"d_model": 32, "n_layers": 1, **({"d_ff": 64} if decoder == "transformer" else {})},
-            "frame_dim": frame_dim, "vocab_size": len(vocab)}
-    model = build_captioner(args).eval()
-    with torch.no_grad():  # a stronger input projection, so random captions depend visibly on the audio
-        model.encoder.input_proj[0].weight.mul_(10.0)
-    save_checkpoint(model_checkpoint(model, args, vocab, feature_attrs), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +48,8 @@ def models(tmp_path_factory, clotho_mini: Path) -> dict:
              "frame_dim": encoder.frame_dim}
     return {"folder": folder, "encoder": folder / "stage1.pt", "frame_dim": encoder.frame_dim, "vocab": vocab,
             "attrs": attrs, "audio": clotho_mini / "audio",
-            "a": _captioner(folder / "a.pt", vocab, "transformer", encoder.frame_dim, attrs, seed=1),
-            "b": _captioner(folder / "b.pt", vocab, "gru", encoder.frame_dim, attrs, seed=2)}
+            "a": save_random_captioner(folder / "a.pt", vocab, "transformer", encoder.frame_dim, attrs, seed=1),
+            "b": save_random_captioner(folder / "b.pt", vocab, "gru", encoder.frame_dim, attrs, seed=2)}
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +113,12 @@ def test_bad_file_is_reported_and_skipped(models, tmp_path, capsys):
 
 
 def test_mismatched_captioner_is_refused(models, tmp_path):
-    wrong_dim = _captioner(tmp_path / "wide.pt", models["vocab"], "gru", 64, {**models["attrs"], "frame_dim": 64}, 3)
+    wrong_dim = save_random_captioner(tmp_path / "wide.pt", models["vocab"], "gru", 64,
+                                      {**models["attrs"], "frame_dim": 64}, 3)
     with pytest.raises(ValueError, match=rf"wide\.pt: captioner reads 64-d frames, but audio encoder .*stage1\.pt "
                                          rf"\('cnn10'\) writes {models['frame_dim']}-d frames"):
         load_pipeline(models["encoder"], str(wrong_dim))
-    other = _captioner(tmp_path / "other.pt", models["vocab"], "gru", models["frame_dim"],
+    other = save_random_captioner(tmp_path / "other.pt", models["vocab"], "gru", models["frame_dim"],
                        {**models["attrs"], "checkpoint_sha256": "f" * 64}, 4)
     with pytest.raises(ValueError, match=rf"other\.pt: .*sha256 {'f' * 64}.*stage1\.pt is 'cnn10' "
                                          rf"\(checkpoint sha256 {models['attrs']['checkpoint_sha256']}\)"):

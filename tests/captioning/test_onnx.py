@@ -19,33 +19,19 @@ import pytest
 import torch
 
 from captioning.bundle import load_bundle, make_bundle
-from captioning.checkpoint import model_checkpoint
 from captioning.infer import infer
-from captioning.models import build_captioner
 from captioning.vocab import Vocabulary
-from common import save_checkpoint
 from corpus.synth import make_corpus
 from features.audio import load_audio
 from features.encode import encode_waveforms
 from features.encoders import build_audio_encoder
 from features.weights import checkpoint_sha256, save_audio_encoder
+from tests.captioning.conftest import save_random_captioner
 
 pytestmark = pytest.mark.slow  # the exported bundle takes about 15 s to make (once per module)
 REPO = Path(__file__).resolve().parents[2]
 N_CLIPS = 12
 TOL = 1e-4
-
-
-def _captioner(path: Path, vocab: Vocabulary, decoder: str, frame_dim: int, attrs: dict, seed: int) -> Path:
-    torch.manual_seed(seed)
-    args = {"encoder": "bigru", "encoder_args": {"hidden": 16, "n_layers": 1}, "decoder": decoder,
-            "decoder_args": {"d_model": 32, "n_layers": 1, **({"d_ff": 64} if decoder == "transformer" else {})},
-            "frame_dim": frame_dim, "vocab_size": len(vocab)}
-    model = build_captioner(args).eval()
-    with torch.no_grad():  # a stronger input projection, so random captions depend visibly on the audio
-        model.encoder.input_proj[0].weight.mul_(10.0)
-    save_checkpoint(model_checkpoint(model, args, vocab, attrs), path)
-    return path
 
 
 def _bundle(folder: Path, vocab: Vocabulary, seed: int) -> Path:
@@ -54,7 +40,7 @@ def _bundle(folder: Path, vocab: Vocabulary, seed: int) -> Path:
     save_audio_encoder(encoder, folder / f"encoder{seed}.pt")
     attrs = {"encoder": "cnn10", "checkpoint_sha256": checkpoint_sha256(folder / f"encoder{seed}.pt"),
              "frame_dim": encoder.frame_dim}
-    caps = [_captioner(folder / f"{d}{seed}.pt", vocab, d, encoder.frame_dim, attrs, seed + k)
+    caps = [save_random_captioner(folder / f"{d}{seed}.pt", vocab, d, encoder.frame_dim, attrs, seed + k)
             for k, d in enumerate(("transformer", "gru"))]
     return make_bundle(str(folder / f"encoder{seed}.pt"), ",".join(map(str, caps)), str(folder / f"bundle{seed}.pt"))
 

@@ -10,27 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from fastapi.testclient import TestClient
 
 from captioning.bundle import load_bundle, make_bundle
-from captioning.checkpoint import model_checkpoint
-from captioning.models import build_captioner
 from captioning.vocab import Vocabulary
-from common import save_checkpoint
 from features.manifest import read_manifest
 from features.weights import checkpoint_sha256, load_audio_encoder
 from retrieval.index import AudioIndex, sync
 from serve import Limits, create_app
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.captioning.conftest import one_thread, save_random_captioner  # noqa: F401  (one_thread: autouse)
 
 
 @pytest.fixture(scope="session")
@@ -61,16 +49,9 @@ def bundle_file(trained, tiny_corpus, tmp_path_factory) -> Path:
     encoder = load_audio_encoder(encoder_path)
     captions = json.loads((tiny_corpus["train"] / "captions.json").read_text(encoding="utf-8"))
     vocab = Vocabulary.build(c for cs in captions.values() for c in cs)
-    args = {"encoder": "bigru", "encoder_args": {"hidden": 16, "n_layers": 1}, "decoder": "transformer",
-            "decoder_args": {"d_model": 32, "n_layers": 1, "d_ff": 64}, "frame_dim": encoder.frame_dim,
-            "vocab_size": len(vocab)}
-    torch.manual_seed(0)
-    model = build_captioner(args).eval()
-    with torch.no_grad():  # a stronger input projection, so random captions depend visibly on the audio
-        model.encoder.input_proj[0].weight.mul_(10.0)
     attrs = {"encoder": encoder.spec["name"], "checkpoint_sha256": checkpoint_sha256(encoder_path),
              "frame_dim": encoder.frame_dim}
-    save_checkpoint(model_checkpoint(model, args, vocab, attrs), folder / "captioner.pt")
+    save_random_captioner(folder / "captioner.pt", vocab, "transformer", encoder.frame_dim, attrs, seed=0)
     return make_bundle(str(encoder_path), str(folder / "captioner.pt"), str(folder / "bundle.pt"), beam_size=2,
                        max_len=12)
 
