@@ -80,14 +80,13 @@ fi
 
 retrieval_ckpts=$(checkpoints_of retrieval "${retrieval_models// /,}")
 if begin_stage 3 "retrieval evaluation, each model and their ensemble: $data/$eval_split -> $exp/retrieval_eval.json"; then
-  background step retrieval_eval python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" --manifest "$data/$eval_split" \
-    --out "$exp/retrieval_eval.json"
+  systems=
   for system in ${retrieval_systems:-}; do  # named ensembles (name=member,member), each with its DCASE submission
-    name=${system%%=*}
-    background step "retrieval_eval_$name" python -m retrieval.evaluate \
-      --checkpoints "$(checkpoints_of retrieval "${system#*=}")" \
-      --manifest "$data/$eval_split" --out "$exp/retrieval_systems/$name.json" --csv "$exp/retrieval_systems/$name.csv"
+    systems+="${system%%=*}=$(checkpoints_of retrieval "${system#*=}") "
   done
+  # one pass: every model embeds the split once, for the ensemble of all, each model alone and each named system
+  step retrieval_eval python -m retrieval.evaluate --checkpoints "$retrieval_ckpts" --manifest "$data/$eval_split" \
+    --out "$exp/retrieval_eval.json" ${systems:+--systems "$systems" --systems_dir "$exp/retrieval_systems"}
   end_stage
 fi
 
@@ -328,11 +327,7 @@ if begin_stage 20 "a tagger and an untrained encoder as feature extractors, a ca
   end_stage
 fi
 
-if begin_stage 21 "retrieval pre-trained on a corpus of another character, fine-tuned here -> $exp/claims/*.json"; then
-  step source_synth python -m corpus.synth --out "$data/source_raw" --n-clips "$source_clips" --shares 0.85,0.1,0.05 \
-    --seed "$source_seed" --prefix source --max_events "$source_max_events" --favour "$source_favour"
-  step source_manifests python -m corpus.prepare synth --root "$data/source_raw" --out "$data/source"
-  retrieval_model_args "$feature_model"
+pretrain_then_finetune() {  # retrieval on the source corpus, then fine-tuned here at the lower rates
   step retrieval_train_source python -m retrieval.train "${model_args[@]}" \
     --data.train_manifest "$data/source/$train_split" --data.val_manifest "$data/source/$val_split" \
     --exp_dir "$exp/retrieval_source_$feature_model"
@@ -340,12 +335,34 @@ if begin_stage 21 "retrieval pre-trained on a corpus of another character, fine-
     --train.init "$exp/retrieval_source_$feature_model/best.pt" --train.lr "$finetune_lr" \
     --train.text_lr "$finetune_text_lr" --data.train_manifest "$data/$train_split" \
     --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_finetuned_$feature_model"
-  for model in target source finetuned; do
+}
+if begin_stage 21 "retrieval pre-trained on a corpus of another character, fine-tuned here -> $exp/claims/*.json"; then
+  step source_synth python -m corpus.synth --out "$data/source_raw" --n-clips "$source_clips" --shares 0.85,0.1,0.05 \
+    --seed "$source_seed" --prefix source --max_events "$source_max_events" --favour "$source_favour"
+  step source_manifests python -m corpus.prepare synth --root "$data/source_raw" --out "$data/source"
+  retrieval_model_args "$feature_model"
+  # the control: trained here alone for as many steps as pre-training and fine-tuning together (every epoch sees
+  # each (clip, caption) pair once, so the epochs scale with the pairs of the two training splits)
+  long_epochs=$(python - "$conf/retrieval_$feature_model.yaml" "$data/source/$train_split" "$data/$train_split" <<'EOF'
+import json, sys, yaml
+epochs = yaml.safe_load(open(sys.argv[1]))["train"]["epochs"]
+source, target = (sum(map(len, json.load(open(f"{d}/captions.json")).values())) for d in sys.argv[2:])
+print(round(epochs * (1 + source / target)))
+EOF
+)
+  background pretrain_then_finetune
+  background step retrieval_train_target_long python -m retrieval.train "${model_args[@]}" --train.epochs "$long_epochs" \
+    --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" \
+    --exp_dir "$exp/retrieval_target_long_$feature_model"
+  wait_background
+  systems= ckpts=
+  for model in target target_long source finetuned; do
     ckpt=$exp/retrieval_${model}_$feature_model/best.pt
     [ "$model" = target ] && ckpt=$exp/retrieval_$feature_model/best.pt  # stage 2's model: trained here alone
-    step "retrieval_eval_$model" python -m retrieval.evaluate --checkpoints "$ckpt" --manifest "$data/$eval_split" \
-      --out "$exp/claims/retrieval_$model.json"
+    systems+="retrieval_$model=$ckpt " ckpts+="$ckpt,"
   done
+  step retrieval_eval_claims python -m retrieval.evaluate --checkpoints "${ckpts%,}" --manifest "$data/$eval_split" \
+    --systems "$systems" --systems_dir "$exp/claims"
   end_stage
 fi
 

@@ -15,6 +15,7 @@ writes the DCASE retrieval submission of the split's captions (:func:`retrieval.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -102,7 +103,8 @@ def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_si
 
 
 def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None, batch_size: int = 16,
-             long_audio: str = "whole", window_seconds: float = 10.0, csv: str | None = None) -> dict[str, Any]:
+             long_audio: str = "whole", window_seconds: float = 10.0, csv: str | None = None,
+             systems: str | None = None, systems_dir: str | None = None) -> dict[str, Any]:
     """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
 
     Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics",
@@ -111,31 +113,58 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     split's order, for paired comparisons (``eval.compare.paired_bootstrap``). ``long_audio`` and ``window_seconds``:
     how clips longer than the window are seen (:func:`retrieval.embed.audio_views`), recorded in the result.
     ``csv``: the DCASE retrieval submission of the split's captions (the ensemble's ranking).
+    ``systems`` (``"name=a.pt,b.pt other=c.pt"``, members among ``checkpoints``) with ``systems_dir``: named
+    ensembles of the members, each written as ``<name>.json`` (what evaluating its checkpoints alone would write)
+    and ``<name>.csv``, from the same pass: no model embeds the split twice.
     """
     paths = checkpoint_paths(checkpoints)
+    named = parse_systems(systems, paths) if systems else {}
+    if named and not systems_dir:
+        raise ValueError("--systems needs --systems_dir, the folder for each system's results")
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
     sims = member_similarities(paths, split, batch_size, long_audio=long_audio, window_seconds=window_seconds)
-    sim = np.mean(sims, axis=0)
-    scores = query_scores(sim, owner)
-    result = {"checkpoints": [str(p) for p in paths], "manifest": str(manifest), "n_clips": len(clip_ids),
-              "n_captions": len(captions), "long_audio": long_audio, "metrics": _means(scores),
-              "per_query": _rounded(scores)}
-    if long_audio != "whole":
-        result["window_seconds"] = window_seconds
-    if len(paths) > 1:
-        members = {str(p): query_scores(sim, owner) for p, sim in zip(paths, sims)}
-        result["members"] = {p: _means(s) for p, s in members.items()}
-        result["members_per_query"] = {p: _rounded(s) for p, s in members.items()}
-    if out:
-        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
-    if csv:
-        write_ranking_csv(csv, captions, sim, clip_ids)
-    return result
+    common = {"manifest": str(manifest), "n_clips": len(clip_ids), "n_captions": len(captions),
+              "long_audio": long_audio, **({"window_seconds": window_seconds} if long_audio != "whole" else {})}
+
+    def ensemble_result(members: list[int], out: str | Path | None, csv: str | Path | None) -> dict[str, Any]:
+        sim = np.mean([sims[i] for i in members], axis=0)
+        scores = query_scores(sim, owner)
+        result = {"checkpoints": [str(paths[i]) for i in members], **common, "metrics": _means(scores),
+                  "per_query": _rounded(scores)}
+        if len(members) > 1:
+            alone = {str(paths[i]): query_scores(sims[i], owner) for i in members}
+            result["members"] = {p: _means(s) for p, s in alone.items()}
+            result["members_per_query"] = {p: _rounded(s) for p, s in alone.items()}
+        if out:
+            write_text_atomic(out, json.dumps(result, indent=1) + "\n")
+        if csv:
+            write_ranking_csv(csv, captions, sim, clip_ids)
+        return result
+
+    for name, members in named.items():
+        ensemble_result(members, Path(systems_dir) / f"{name}.json", Path(systems_dir) / f"{name}.csv")
+    return ensemble_result(list(range(len(paths))), out, csv)
+
+
+def parse_systems(spec: str, paths: Sequence[str | Path]) -> dict[str, list[int]]:
+    """``"name=a.pt,b.pt other=c.pt"`` -> each name's members as indices into ``paths``."""
+    known = {str(p): i for i, p in enumerate(paths)}
+    systems: dict[str, list[int]] = {}
+    for item in spec.split():
+        name, sep, members = item.partition("=")
+        if not sep or not name or not members:
+            raise ValueError(f"--systems: {item!r} is not name=checkpoint[,checkpoint...]")
+        missing = [m for m in checkpoint_paths(members) if str(m) not in known]
+        if missing:
+            raise ValueError(f"--systems: {name}'s member {missing[0]} is not one of --checkpoints")
+        systems[name] = [known[str(m)] for m in checkpoint_paths(members)]
+    return systems
 
 
 def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: int = 16, long_audio: str = "whole",
-         window_seconds: float = 10.0, csv: str | None = None) -> None:
+         window_seconds: float = 10.0, csv: str | None = None, systems: str | None = None,
+         systems_dir: str | None = None) -> None:
     """Evaluate one retrieval checkpoint or an ensemble (comma-separated) on a split: R@1/5/10 and mAP@10 in both
     directions, printed; ``--out`` also writes every query's scores (see :func:`evaluate`).
 
@@ -149,12 +178,14 @@ def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: in
             embeddings).
         window_seconds: the window of crop and windows.
         csv: a DCASE retrieval submission CSV (caption,fname_1,...,fname_10) of the split's captions.
+        systems: named ensembles of the checkpoints, "name=a.pt,b.pt other=c.pt", scored from the same pass.
+        systems_dir: where each system's <name>.json and DCASE <name>.csv go.
     """
-    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds, csv)
+    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds, csv, systems, systems_dir)
     for name, metrics in [("ensemble" if "members" in result else "model", result["metrics"]),
                           *result.get("members", {}).items()]:
         print(f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":
-    run(main, "retrieval.evaluate")
+    run(main, "retrieval.evaluate", text_args=("systems",))

@@ -11,11 +11,13 @@ score_metrics=bleu,rouge_l,cider_d  # what the claims need (CIDEr-D) and a littl
 n_clips=${CLAIMS_CLIPS:-1400}
 # development 420 clips (the main job's training cost), validation 80, evaluation 900 (+-0.02 CIDEr-D intervals)
 shares=0.3,0.0572,0.6428
-# claim 3: the same architecture from two seeds against two architectures, both ensembles evaluated by stage 3
-retrieval_models="cnn10 cnn10@1 cnn6"
-retrieval_systems="same_architecture=cnn10,cnn10@1 different_architectures=cnn10,cnn6"
+# claim 3: two architectures from two seeds each; ensembles of the same architecture against ensembles of different
+# ones, every model once on each side (a lucky seed helps both sides), all evaluated by stage 3 in one pass
+retrieval_models="cnn10 cnn10@1 cnn6 cnn6@1"
+retrieval_systems="same_cnn10=cnn10,cnn10@1 same_cnn6=cnn6,cnn6@1 mixed_1=cnn10,cnn6@1 mixed_2=cnn10@1,cnn6"
 # claim 4: a source corpus of another character (at most 2 sound events per clip, half the sound types 4x as
-# frequent, another seed), retrieval pre-trained on it and fine-tuned on this corpus at a fifth of the peak rates
+# frequent, another seed), retrieval pre-trained on it and fine-tuned on this corpus at a fifth of the peak rates;
+# against the target-only model and a target-only model trained for as many steps as both together
 source_clips=${CLAIMS_SOURCE_CLIPS:-600}
 source_seed=21
 source_max_events=2

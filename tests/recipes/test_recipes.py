@@ -218,13 +218,21 @@ def test_claims_recipe_writes_every_claim(tmp_path):
     assert "Not run" not in claims, claims
     for row in ("| retrieval encoder vs tagger", "| retrieval encoder vs untrained encoder",
                 "| transformer: SCST vs XE", "| gru: SCST vs XE", "| captioning ensemble vs its best member",
-                "| different architectures vs same architecture, two seeds, t2a mAP@10",
-                "| fine-tuned vs target only, t2a mAP@10"):
+                "| different architectures vs same architecture from two seeds (2 two-model ensembles each",
+                "| fine-tuned vs target only for as many steps as pre-training and fine-tuning, t2a mAP@10",
+                "| fine-tuned vs target only, the same epochs as fine-tuning, t2a mAP@10"):
         assert row in claims, (row, claims)
-    assert claims.count("| supported |") + claims.count("| contradicted |") + claims.count("| not shown") >= 9
+    assert claims.count("| supported |") + claims.count("| contradicted |") + claims.count("| not shown") >= 10
+    assert "| ensemble mixed_1: cnn10 + cnn6_seed1 |" in claims, claims
     source = json.loads((tmp_path / "data/source_raw/synth_corpus.json").read_text())
     assert source["max_events"] == 2 and "dog" in source["favour"]
-    assert yaml.safe_load((exp / "retrieval_cnn10_seed1/config.yaml").read_text())["seed"] == 1
+    assert yaml.safe_load((exp / "retrieval_cnn6_seed1/config.yaml").read_text())["seed"] == 1
+    same = json.loads((exp / "retrieval_systems/same_cnn10.json").read_text())
+    assert [Path(c).parent.name for c in same["checkpoints"]] == ["retrieval_cnn10", "retrieval_cnn10_seed1"]
+    # the control trains on the target alone for the steps of pre-training + fine-tuning: more epochs than either
+    epochs = [yaml.safe_load((exp / f"retrieval_{m}_cnn10/config.yaml").read_text())["train"]["epochs"]
+              for m in ("target_long", "finetuned")]
+    assert epochs[0] > epochs[1], epochs
     finetuned = yaml.safe_load((exp / "retrieval_finetuned_cnn10/config.yaml").read_text())
     assert finetuned["train"]["init"].endswith("retrieval_source_cnn10/best.pt")
 

@@ -148,6 +148,18 @@ def test_ensemble_of_different_architectures_averages_similarities(trained, tiny
     result = evaluate(f"{trained / 'best.pt'},{other}", tiny_corpus["val"])
     assert result["members"][str(other)] == evaluate(str(other), tiny_corpus["val"])["metrics"]
     assert result["metrics"] == flat_metrics(both, queries(split)[2])
+    # named systems come from the same pass and equal evaluating their checkpoints alone, CSV included
+    best = str(trained / "best.pt")
+    evaluate(f"{best},{other}", tiny_corpus["val"], systems=f"pair={best},{other} alone={other}",
+             systems_dir=str(tmp_path / "systems"))
+    pair = json.loads((tmp_path / "systems" / "pair.json").read_text())
+    assert pair["per_query"] == result["per_query"] and pair["members"] == result["members"]
+    evaluate(str(other), tiny_corpus["val"], csv=str(tmp_path / "other.csv"))
+    assert json.loads((tmp_path / "systems" / "alone.json").read_text())["per_query"] == \
+        evaluate(str(other), tiny_corpus["val"])["per_query"]
+    assert (tmp_path / "systems" / "alone.csv").read_text() == (tmp_path / "other.csv").read_text()
+    with pytest.raises(ValueError, match="member .*elsewhere.pt is not one of --checkpoints"):
+        evaluate(best, tiny_corpus["val"], systems="x=elsewhere.pt", systems_dir=str(tmp_path / "systems"))
     # feature extraction reads audio encoders alone (the stage contract), never a whole retrieval checkpoint
     with pytest.raises(ValueError, match="cnn10_32k.pt is a retrieval checkpoint.*audio_encoder.pt"):
         load_audio_encoder(other)
