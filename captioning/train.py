@@ -25,7 +25,7 @@ from captioning.decode import caption_clips, score_cider
 from captioning.models import build_captioner
 from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
-from common.checkpoint import seed_everything
+from common.checkpoint import checkpoint_paths, seed_everything
 from common.config import load_config
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "max_words": 30,  # longer training captions are cut
         "min_count": 1,  # vocabulary: words seen fewer times become <unk>
+        # more captions for the vocabulary (split folders or captions.json, comma-separated): pre-training on one
+        # corpus names the corpus it will be fine-tuned on, whose words the fine-tuned model must be able to say
+        "vocab_captions": None,
     },
     "features": {"expect_encoder": None, "expect_checkpoint_sha256": None},  # refuse stores made otherwise
     "model": {"encoder": "bigru", "encoder_args": None, "decoder": "transformer", "decoder_args": None},
@@ -107,7 +110,9 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         _check_same_features(init["feature_attrs"], train_store.attrs, f"those {t['init']} was trained on",
                              d["train_features"])
     else:
-        vocab = Vocabulary.build((c for caps in train_caps.values() for c in caps), d["min_count"])
+        extra = checkpoint_paths(d["vocab_captions"], "vocab_captions") if d["vocab_captions"] else []
+        sources = [train_caps, *map(load_captions, extra)]
+        vocab = Vocabulary.build((c for caps in sources for clip in caps.values() for c in clip), d["min_count"])
         model_args = {"encoder": cfg["model"]["encoder"], "encoder_args": cfg["model"]["encoder_args"] or {},
                       "decoder": cfg["model"]["decoder"], "decoder_args": cfg["model"]["decoder_args"] or {},
                       "frame_dim": int(train_store.attrs["frame_dim"]), "vocab_size": len(vocab)}

@@ -6,11 +6,14 @@ Every ``python -m <package>.<command>`` ends in :func:`run`:
   with status 1; the traceback only with ``--debug`` (or ``AACTK_DEBUG=1`` in the environment);
 - Ctrl-C exits with status 130 and one line;
 - arguments named in ``text_args`` reach the function as the exact text typed: fire would otherwise read
-  ``None``, ``42`` or ``[1,2]`` as Python values (and a very long word can exhaust its parser's memory).
+  ``None``, ``42`` or ``[1,2]`` as Python values (and a very long word can exhaust its parser's memory);
+- a parameter annotated ``bool`` takes ``true``/``false`` (``yes``/``no``, ``1``/``0``) in any case: fire would pass
+  ``--progress false`` on as the text ``'false'``, which is truthy; any other word is refused.
 """
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 from typing import Any, Sequence
@@ -26,6 +29,7 @@ def run(component: Any, name: str, *, text_args: Sequence[str] = (), argv: Seque
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = quote_text_args([a for a in args if a != "--debug"], text_args)
     try:
+        args = bool_args(args, _bool_params(component, args))
         fire.Fire(component, command=args, name=name)
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
@@ -68,5 +72,42 @@ def quote_text_args(args: list[str], names: Sequence[str]) -> list[str]:
             i += 1
         else:
             out.append(arg)
+        i += 1
+    return out
+
+
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _bool_params(component: Any, args: Sequence[str]) -> list[str]:
+    """Names of the parameters annotated ``bool`` (or ``bool | None``) of the function the command line calls: the
+    component itself, or its sub-command (a dict's entry or an object's method) named by the first argument."""
+    target = component
+    if args and not args[0].startswith("-"):
+        target = component.get(args[0]) if isinstance(component, dict) else getattr(component, args[0], component)
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.annotation in (bool, bool | None, "bool", "bool | None")]
+
+
+def bool_args(args: list[str], names: Sequence[str]) -> list[str]:
+    """``--name false`` / ``--name=No`` for each of ``names`` -> ``--name=False`` (and the same for true); a bare
+    ``--name`` stays fire's True. Any other value is a ValueError naming the option."""
+    flags = {f"--{n}" for n in names} | {f"--{n.replace('_', '-')}" for n in names}
+    out, i = [], 0
+    while i < len(args):
+        flag, sep, value = args[i].partition("=")
+        takes_next = not sep and flag in flags and i + 1 < len(args) and not args[i + 1].startswith("--")
+        if flag in flags and (sep or takes_next):
+            value = args[i + 1] if takes_next else value
+            word = value.strip("'\"").lower()
+            if word not in BOOL_WORDS:
+                raise ValueError(f"Invalid {flag}. (expected true or false, found {value!r})")
+            out.append(f"{flag}={BOOL_WORDS[word]}")
+            i += 2 if takes_next else 1
+            continue
+        out.append(args[i])
         i += 1
     return out

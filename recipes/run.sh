@@ -96,15 +96,30 @@ if begin_stage 4 "features: $data/* + $encoder_ckpt -> $exp/features/*.h5"; then
     background step "extract_$split" python -m features.extract --manifest "$data/$split" --checkpoint "$encoder_ckpt" \
       --out "$exp/features/$split.h5"
   done
+  if [ -n "${caption_pretrain:-}" ]; then  # a corpus the captioners are pre-trained on (clotho: MACS)
+    background step extract_caption_pretrain python -m features.extract --manifest "$caption_pretrain" \
+      --checkpoint "$encoder_ckpt" --out "$exp/features/caption_pretrain.h5"
+  fi
   end_stage
 fi
 
 caption_data=(--data.train_features "$exp/features/$train_split.h5" --data.train_captions "$data/$train_split"
               --data.val_features "$exp/features/$val_split.h5" --data.val_captions "$data/$val_split")
+caption_xe() {  # caption_xe NAME: cross-entropy here; with $caption_pretrain, on that corpus first, then fine-tuned
+  local name=$1 init=()
+  if [ -n "${caption_pretrain:-}" ]; then  # its vocabulary also holds this corpus's words, for the fine-tuning
+    step "caption_pretrain_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" \
+      "${caption_data[@]}" --data.train_features "$exp/features/caption_pretrain.h5" \
+      --data.train_captions "$caption_pretrain" --data.vocab_captions "$data/$train_split" \
+      --exp_dir "$exp/caption_${name}_pretrain"
+    init=(--train.init "$exp/caption_${name}_pretrain/averaged.pt")
+  fi
+  step "caption_xe_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" "${caption_data[@]}" \
+    "${init[@]}" --exp_dir "$exp/caption_${name}_xe"
+}
 if begin_stage 5 "captioner cross-entropy: $exp/features -> $exp/caption_{${caption_models// /,}}_xe"; then
   for name in $caption_models; do
-    background step "caption_xe_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" \
-      "${caption_data[@]}" --exp_dir "$exp/caption_${name}_xe"
+    background caption_xe "$name"
   done
   end_stage
 fi

@@ -310,25 +310,16 @@ class AudioIndex:
         return self.folder / name
 
 
-def _check_approximate(value: Any) -> bool | None:
-    """``--approximate``: true or false in any case (the command line may bring them as text), or None."""
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"Invalid approximate. (expected true or false, found {value!r})")
-    return value
-
-
 def search(index: str, query: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:
     """The ``top`` files of ``index`` for the text ``query``: ``{"query", "results": [[path, score], ...]}``
     (``approximate``: true/false forces the IVF or exact search; default: as the index's size decides)."""
-    query, top, approximate = _check_text(query, "query"), _check_top(top), _check_approximate(approximate)
+    query, top = _check_text(query, "query"), _check_top(top)
     return {"query": query, "results": [list(r) for r in AudioIndex(index, approximate).search(query, top)]}
 
 
 def similar(index: str, file: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:
     """The ``top`` files of ``index`` that sound most like the audio ``file`` (``approximate`` as for search)."""
-    top, approximate = _check_top(top), _check_approximate(approximate)
+    top = _check_top(top)
     return {"file": file, "results": [list(r) for r in AudioIndex(index, approximate).similar(file, top)]}
 
 

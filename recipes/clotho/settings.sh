@@ -5,12 +5,18 @@
 # does; CLOTHO_RESPLIT=none keeps Clotho's own splits. The AudioCaps -> Clotho schedule: run recipes/audiocaps first
 # (its retrieval models land in exp/audiocaps; PRETRAIN_EXP moves it), and each retrieval model here is fine-tuned
 # from its AudioCaps twin at 2e-5 (recipes/local/sjtu_report.sh); official PANNs / AST weights: PANNS_DIR, AST_DIR.
+# Captioning pre-training on MACS, as the report: MACS_YAML (MACS.yaml) and MACS_AUDIO (the TAU Urban Acoustic Scenes
+# 2019 development audio folder) make stage 1 prepare it, stage 4 extract its features and stage 5 train each
+# captioner on MACS first (its vocabulary holding Clotho's words too), then fine-tune it on Clotho.
 train_split=development
 val_split=validation
 eval_split=evaluation
 clotho_root=${CLOTHO_ROOT:-downloads/clotho}
 clotho_resplit=${CLOTHO_RESPLIT:-0.9}
 pretrain_exp=${PRETRAIN_EXP:-exp/audiocaps}
+macs_yaml=${MACS_YAML:-}
+macs_audio=${MACS_AUDIO:-}
+if [ -n "$macs_yaml" ]; then caption_pretrain=$data/macs/train; fi
 . recipes/local/sjtu_report.sh  # the report's models, named ensembles and starting weights
 lm=${LM:-smollm2}                # the LLM captioners' LM (stages 10-13): e.g. Llama-3-8B-Instruct's folder
 lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
@@ -37,4 +43,8 @@ prepare_manifest_stage() {
   [ "$clotho_resplit" = none ] || resplit=(--resplit "$clotho_resplit" --seed 0)
   step manifests python -m corpus.prepare clotho --root "$data/raw" --out "$data" \
     --splits "$train_split,$val_split,$eval_split" "${resplit[@]}"
+  if [ -n "$macs_yaml" ]; then
+    step manifests_macs python -m corpus.prepare macs --yaml "$macs_yaml" --audio-dir "${macs_audio:?set MACS_AUDIO}" \
+      --out "$data/macs"
+  fi
 }

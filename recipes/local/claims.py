@@ -144,8 +144,8 @@ def _members(exp: Path, feature_model: str) -> list[str]:
         for ckpt, m in (result.get("members") or {result["checkpoints"][0]: result["metrics"]}).items():
             rows.append(f"| {Path(ckpt).parent.name} | {m['t2a_mAP10']:.3f} | {m['a2t_mAP10']:.3f} |")
     for path in sorted((exp / "retrieval_systems").glob("*.json")):
-        members = [Path(ckpt).parent.name.removeprefix("retrieval_") for ckpt in json.loads(path.read_text())["checkpoints"]]
-        m = json.loads(path.read_text())["metrics"]
+        result = json.loads(path.read_text())
+        members, m = [Path(c).parent.name.removeprefix("retrieval_") for c in result["checkpoints"]], result["metrics"]
         rows.append(f"| ensemble {path.stem}: {' + '.join(members)} | {m['t2a_mAP10']:.3f} | {m['a2t_mAP10']:.3f} |")
     for name in ("target_long", "source", "finetuned"):
         path = exp / "claims" / f"retrieval_{name}.json"

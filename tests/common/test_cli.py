@@ -104,3 +104,28 @@ def test_pickled_code_is_refused_without_torch_advice(tmp_path):
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(ValueError, match="evil.pt: not a readable checkpoint .truncated"):
         load_checkpoint(path)
+
+
+def test_bool_options_read_true_and_false_as_typed(capsys):
+    """fire alone passes `--progress false` on as the text 'false', which is truthy."""
+    seen = []
+
+    def command(path: str = "", progress: bool = True, approximate: bool | None = None, top: int = 1):
+        seen.append((progress, approximate, top))
+
+    for argv, expect in ((["--progress", "false"], (False, None, 1)),
+                         (["--progress=No", "--top", "2"], (False, None, 2)),
+                         (["--progress", "TRUE", "--approximate", "0"], (True, False, 1)),
+                         (["--progress", "--top", "3"], (True, None, 3)), (["--approximate=yes"], (True, True, 1)),
+                         (["x.wav", "--progress", "false"], (False, None, 1))):
+        seen.clear()
+        run(command, "demo", argv=argv)
+        assert seen == [expect], argv
+    subcommands = {"search": command}
+    seen.clear()
+    run(subcommands, "demo", argv=["search", "--approximate", "false"])
+    assert seen == [(True, False, 1)]
+    with pytest.raises(SystemExit) as stop:
+        run(command, "demo", argv=["--progress", "maybe"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 1 and "Invalid --progress. (expected true or false, found 'maybe')" in error

@@ -9,6 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+
+from captioning.checkpoint import load_captioner
+from captioning.vocab import tokenize
 
 from tests.recipes.test_recipes import _run, _tiny_conf
 
@@ -100,6 +104,22 @@ def _fake_audiocaps(root: Path, clotho_mini: Path) -> tuple[Path, Path]:
     return csv_dir, audio_dir
 
 
+def _fake_macs(root: Path, clotho_mini: Path) -> tuple[Path, Path]:
+    """MACS' layout: MACS.yaml (files: filename, annotations: sentence, tags) and the TAU clips it names; its
+    sentences hold a word Clotho's captions never use ("tramway")."""
+    audio_dir = root / "TAU-urban-acoustic-scenes-2019-development" / "audio"
+    audio_dir.mkdir(parents=True)
+    files = []
+    for k, (source, _, _) in enumerate(_clips(clotho_mini)["train"][:3]):
+        name = f"street_traffic-milan-{k}-{k}-a.wav"
+        shutil.copy(clotho_mini / "audio" / source, audio_dir / name)
+        files.append({"filename": name, "annotations": [
+            {"annotator_id": j, "sentence": f"a tramway passes by as people talk {j}", "tags": ["tram", "speech"]}
+            for j in range(3)]})
+    (root / "MACS.yaml").write_text(yaml.safe_dump({"files": files}), encoding="utf-8")
+    return root / "MACS.yaml", audio_dir
+
+
 @pytest.mark.slow
 def test_audiocaps_then_clotho_recipes_dry_run(clotho_mini, hub_cache, tmp_path):
     env = {"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
@@ -117,11 +137,13 @@ def test_audiocaps_then_clotho_recipes_dry_run(clotho_mini, hub_cache, tmp_path)
     systems = json.loads((ac_exp / "retrieval_systems" / "system4.json").read_text())
     assert len(systems["members"]) == 5
 
-    # Clotho: re-split 9:1, each retrieval model fine-tuned from its AudioCaps twin, captioning, named ensembles
+    # Clotho: re-split 9:1, each retrieval model fine-tuned from its AudioCaps twin, captioners pre-trained on MACS
+    # then fine-tuned, named ensembles
     _tiny_conf(tmp_path / "cl" / "conf", "clotho")
+    macs_yaml, macs_audio = _fake_macs(tmp_path / "macs", clotho_mini)
     proc = _run(tmp_path / "cl", "--corpus", "clotho",
                 env={**env, "CLOTHO_ROOT": str(_fake_clotho(tmp_path / "clotho", clotho_mini)),
-                     "PRETRAIN_EXP": str(ac_exp)})
+                     "PRETRAIN_EXP": str(ac_exp), "MACS_YAML": str(macs_yaml), "MACS_AUDIO": str(macs_audio)})
     out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 0, out
     exp, data = tmp_path / "cl" / "exp", tmp_path / "cl" / "data"
@@ -129,6 +151,16 @@ def test_audiocaps_then_clotho_recipes_dry_run(clotho_mini, hub_cache, tmp_path)
     assert (len(resplit["development"]), len(resplit["validation"]), resplit["share"]) == (4, 1, 0.9)
     command = (exp / "retrieval_cnn14_roberta" / "command.sh").read_text()
     assert f"--train.init {ac_exp}/retrieval_cnn14_roberta/best.pt" in command and "--train.lr 2.0e-5" in command
+    assert len(json.loads((data / "macs" / "train" / "captions.json").read_text())) == 3
+    for name in ("transformer", "gru"):  # pre-trained on MACS (a vocabulary with Clotho's words), then fine-tuned
+        pretrained = yaml.safe_load((exp / f"caption_{name}_pretrain" / "config.yaml").read_text())
+        assert pretrained["data"]["train_captions"].endswith("macs/train"), pretrained["data"]
+        finetuned = yaml.safe_load((exp / f"caption_{name}_xe" / "config.yaml").read_text())
+        assert finetuned["train"]["init"] == f"{exp}/caption_{name}_pretrain/averaged.pt", finetuned["train"]
+        _, vocab, _ = load_captioner(exp / f"caption_{name}_xe" / "averaged.pt")
+        clotho_words = {w for caps in json.loads((data / "development" / "captions.json").read_text()).values()
+                        for c in caps for w in tokenize(c)}
+        assert "tramway" in vocab.words and clotho_words <= set(vocab.words), clotho_words - set(vocab.words)
     evaluation = json.loads((data / "evaluation" / "captions.json").read_text())
     for system in ("system1", "system2", "system3", "system4"):
         rows = list(csv.reader((exp / "retrieval_systems" / f"{system}.csv").open(encoding="utf-8")))

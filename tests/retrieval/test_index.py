@@ -170,11 +170,3 @@ def test_approximate_recall_at_10_is_at_least_095_at_100k_rows():
     recall = np.mean([len(set(ivf.search([q[i] for q in queries], 10)[0].tolist())
                           & {r for r, _ in top_k(index, [q[i] for q in queries], 10)}) / 10 for i in range(50)])
     assert recall >= 0.95, recall
-
-
-def test_approximate_flag_reads_true_and_false_as_typed():
-    from retrieval.index import _check_approximate
-
-    assert [_check_approximate(v) for v in ("true", "False", True, False, None)] == [True, False, True, False, None]
-    with pytest.raises(ValueError, match="Invalid approximate"):
-        _check_approximate("maybe")
