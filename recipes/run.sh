@@ -103,14 +103,15 @@ if begin_stage 4 "features: $data/* + $encoder_ckpt -> $exp/features/*.h5"; then
   end_stage
 fi
 
+caption_val=(--data.val_features "$exp/features/$val_split.h5" --data.val_captions "$data/$val_split")
 caption_data=(--data.train_features "$exp/features/$train_split.h5" --data.train_captions "$data/$train_split"
-              --data.val_features "$exp/features/$val_split.h5" --data.val_captions "$data/$val_split")  # 4: val
+              "${caption_val[@]}")
 caption_xe() {  # caption_xe NAME: cross-entropy here; with $caption_pretrain, on that corpus first, then fine-tuned
   local name=$1 init=()
   if [ -n "${caption_pretrain:-}" ]; then  # its vocabulary also holds this corpus's words, for the fine-tuning
     step "caption_pretrain_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" \
       --data.train_features "$exp/features/caption_pretrain.h5" --data.train_captions "$caption_pretrain" \
-      "${caption_data[@]:4}" --data.vocab_captions "$data/$train_split" --exp_dir "$exp/caption_${name}_pretrain"
+      "${caption_val[@]}" --data.vocab_captions "$data/$train_split" --exp_dir "$exp/caption_${name}_pretrain"
     init=(--train.init "$exp/caption_${name}_pretrain/averaged.pt")
   fi
   step "caption_xe_$name" python -m captioning.train --config "$conf/caption_${name}_xe.yaml" "${caption_data[@]}" \
