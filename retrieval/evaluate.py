@@ -14,6 +14,7 @@ writes the DCASE retrieval submission of the split's captions (:func:`retrieval.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -127,13 +128,17 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     common = {"manifest": str(manifest), "n_clips": len(clip_ids), "n_captions": len(captions),
               "long_audio": long_audio, **({"window_seconds": window_seconds} if long_audio != "whole" else {})}
 
+    @functools.cache
+    def member_scores(i: int) -> dict[str, np.ndarray]:  # a model in several systems is scored alone once
+        return query_scores(sims[i], owner)
+
     def ensemble_result(members: list[int], out: str | Path | None, csv: str | Path | None) -> dict[str, Any]:
         sim = np.mean([sims[i] for i in members], axis=0)
         scores = query_scores(sim, owner)
         result = {"checkpoints": [str(paths[i]) for i in members], **common, "metrics": _means(scores),
                   "per_query": _rounded(scores)}
         if len(members) > 1:
-            alone = {str(paths[i]): query_scores(sims[i], owner) for i in members}
+            alone = {str(paths[i]): member_scores(i) for i in members}
             result["members"] = {p: _means(s) for p, s in alone.items()}
             result["members_per_query"] = {p: _rounded(s) for p, s in alone.items()}
         if out:
@@ -155,10 +160,11 @@ def parse_systems(spec: str, paths: Sequence[str | Path]) -> dict[str, list[int]
         name, sep, members = item.partition("=")
         if not sep or not name or not members:
             raise ValueError(f"--systems: {item!r} is not name=checkpoint[,checkpoint...]")
-        missing = [m for m in checkpoint_paths(members) if str(m) not in known]
+        members = checkpoint_paths(members)
+        missing = [m for m in members if m not in known]
         if missing:
             raise ValueError(f"--systems: {name}'s member {missing[0]} is not one of --checkpoints")
-        systems[name] = [known[str(m)] for m in checkpoint_paths(members)]
+        systems[name] = [known[m] for m in members]
     return systems
 
 
