@@ -97,16 +97,27 @@ def load_pretrained(name: str, dropout: float | None = None, pretrained: bool = 
     fail = _offline_error if pretrained else _config_only_error
     if folder.is_dir() and (missing := _missing_files(folder)):
         raise fail(name, source, f"the folder lacks {' and '.join(missing)}")
+    if not folder.is_dir():  # a hub name: its cached snapshot, or the error at once (transformers would retry
+        # the hub for minutes on a machine without network, even with local_files_only)
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            folder = Path(snapshot_download(source, local_files_only=True))
+        except (LocalEntryNotFoundError, ValueError, OSError) as err:
+            raise fail(name, source, "no such folder, nor a model of that name in the local Hugging Face cache: "
+                                     f"{type(err).__name__}: {err}") from None
+        if missing := _missing_files(folder):
+            raise fail(name, source, f"its cached snapshot {folder} lacks {' and '.join(missing)}")
     extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     try:
         if pretrained:
-            model = AutoModel.from_pretrained(source, local_files_only=True, **extra)
+            model = AutoModel.from_pretrained(folder, local_files_only=True, **extra)
         else:
-            model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True, **extra)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(folder, local_files_only=True, **extra)).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
-        where = "" if folder.is_dir() else "no such folder, nor a model of that name in the local Hugging Face cache: "
-        raise fail(name, source, f"{where}{type(err).__name__}: {err}") from None
+        raise fail(name, source, f"{type(err).__name__}: {err}") from None
     return model, tokenizer
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,14 @@ def test_cls_pooling_is_first_token(minilm):
         torch.testing.assert_close(cls(**tokens), hidden[:, 0])
 
 
-def test_text_encoder_errors_are_clear(tmp_path):
+def test_text_encoder_errors_are_clear(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="pooling"):
         TextEncoder("minilm", pooling="max")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a network look-up: {args[:2]}")  # transformers retried the hub for 25 s
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     with pytest.raises(ValueError, match="offline"):  # a hub name that is not cached is never downloaded
         TextEncoder("no-such-user/no-such-model")
     with pytest.raises(ValueError, match="layers"):
