@@ -81,11 +81,9 @@ def write_history(exp_dir: str | Path, history: Sequence[Mapping[str, Any]],
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key: str = "epoch") -> None:
-    """One panel per numeric metric of the history, against ``x_key``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One panel per numeric metric of the history, against ``x_key``. Drawn on a bare ``Figure`` with fixed margins:
+    it is redrawn after every epoch, and pyplot's start-up and ``tight_layout`` cost more than the drawing."""
+    from matplotlib.figure import Figure
 
     keys = [k for k in (history[0] if history else {}) if k != x_key
             and isinstance(history[0][k], (int, float)) and not isinstance(history[0][k], bool)]
@@ -93,7 +91,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key
         return
     cols = min(3, len(keys))
     rows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     xs = [record.get(x_key, i) for i, record in enumerate(history)]
     for ax, key in zip(axes.flat, keys):
         ax.plot(xs, [record.get(key, float("nan")) for record in history], marker="o", markersize=3)
@@ -102,9 +101,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.tight_layout()
-    try:
-        with atomic_write(out_png, "wb") as f:
-            fig.savefig(f, dpi=90, format="png")
-    finally:
-        plt.close(fig)
+    fig.subplots_adjust(left=0.24 / cols, right=0.98, bottom=0.25 / rows, top=1 - 0.15 / rows, wspace=0.3,
+                        hspace=0.55)
+    with atomic_write(out_png, "wb") as f:
+        fig.savefig(f, dpi=90, format="png")

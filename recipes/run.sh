@@ -231,21 +231,22 @@ tasks() {  # tasks <name> <checkpoint>: the closed-ended tasks the evaluation sp
 if begin_stage 13 "decode, score, answer and classify with the LM captioners: -> $exp/{decode,qa,classify}/lm_*"; then
   systems=()
   for name in $lm_models; do
-    decode "lm_$name" "$exp/caption_lm_$name/best.pt"
-    tasks "lm_$name" "$exp/caption_lm_$name/best.pt"
+    background decode "lm_$name" "$exp/caption_lm_$name/best.pt"
+    background tasks "lm_$name" "$exp/caption_lm_$name/best.pt"
     systems+=("lm_$name")
   done
   for seed in $lm_member_seeds; do
-    decode "lm_member$seed" "$exp/caption_lm_member$seed/best.pt"
+    background decode "lm_member$seed" "$exp/caption_lm_member$seed/best.pt"
     systems+=("lm_member$seed")
   done
-  decode lm_merged "$exp/caption_lm_merged/merged.pt"
-  tasks lm_merged "$exp/caption_lm_merged/merged.pt"
-  score "${systems[@]}" lm_merged
+  background decode lm_merged "$exp/caption_lm_merged/merged.pt"
+  background tasks lm_merged "$exp/caption_lm_merged/merged.pt"
   if [ -f "$data/$eval_split/labels.json" ]; then  # the same labels by zero-shot retrieval, for comparison
-    step classify_zero_shot python -m retrieval.zeroshot --checkpoints "$retrieval_ckpts" --audio "$data/$eval_split" \
-      --out "$exp/classify/zero_shot_retrieval"
+    background step classify_zero_shot python -m retrieval.zeroshot --checkpoints "$retrieval_ckpts" \
+      --audio "$data/$eval_split" --out "$exp/classify/zero_shot_retrieval"
   fi
+  wait_background
+  score "${systems[@]}" lm_merged
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi
@@ -259,17 +260,17 @@ if begin_stage 14 "label-only corpus and its keyword captions: -> $data/labelled
   step labelled_synth python -m corpus.synth --out "$data/labelled_raw" --n-clips "$labelled_clips" \
     --shares 0.8,0.1,0.1 --seed "$labelled_seed" --prefix labelled
   step labelled_manifests python -m corpus.prepare synth --root "$data/labelled_raw" --out "$data/labelled"
-  step keywords_template python -m corpus.keywords --manifest "$data/labelled/$train_split" \
+  background step keywords_template python -m corpus.keywords --manifest "$data/labelled/$train_split" \
     --out "$data/labelled_template"
-  step keywords_lm python -m corpus.keywords --manifest "$data/labelled/$train_split" --out "$data/labelled_lm" \
-    --generator "${lm:-smollm2}"
+  background step keywords_lm python -m corpus.keywords --manifest "$data/labelled/$train_split" \
+    --out "$data/labelled_lm" --generator "${lm:-smollm2}"
   end_stage
 fi
 
 if begin_stage 15 "retrieval on captions + keyword captions: -> $exp/retrieval_keywords_{template,lm}"; then
   for kind in template lm; do
-    step "retrieval_train_keywords_$kind" python -m retrieval.train --config "$conf/retrieval_$feature_model.yaml" \
-      --data.train_manifest "$data/$train_split,$data/labelled_$kind/$train_split" \
+    background step "retrieval_train_keywords_$kind" python -m retrieval.train \
+      --config "$conf/retrieval_$feature_model.yaml" --data.train_manifest "$data/$train_split,$data/labelled_$kind/$train_split" \
       --data.val_manifest "$data/$val_split" --exp_dir "$exp/retrieval_keywords_$kind"
   done
   end_stage
@@ -279,11 +280,12 @@ if begin_stage 16 "zero-shot and retrieval: captions only, + template, + generat
   for kind in captions template lm; do
     ckpt=$exp/retrieval_keywords_$kind/best.pt
     [ "$kind" = captions ] && ckpt=$exp/retrieval_$feature_model/best.pt  # stage 2's model: the same config
-    step "zero_shot_$kind" python -m retrieval.zeroshot --checkpoints "$ckpt" --audio "$data/$eval_split" \
-      --out "$exp/keywords/$kind"
-    step "retrieval_eval_keywords_$kind" python -m retrieval.evaluate --checkpoints "$ckpt" \
+    background step "zero_shot_$kind" python -m retrieval.zeroshot --checkpoints "$ckpt" \
+      --audio "$data/$eval_split" --out "$exp/keywords/$kind"
+    background step "retrieval_eval_keywords_$kind" python -m retrieval.evaluate --checkpoints "$ckpt" \
       --manifest "$data/$eval_split" --out "$exp/keywords/$kind/retrieval.json"
   done
+  wait_background
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi
@@ -297,8 +299,8 @@ fi
 
 if begin_stage 18 "retrieval on long clips, random crops and feature fusion: -> $exp/retrieval_long_{crop,fusion}"; then
   for kind in crop fusion; do
-    step "retrieval_train_long_$kind" python -m retrieval.train --config "$conf/retrieval_long_$kind.yaml" \
-      --data.train_manifest "$data/long/$train_split" --data.val_manifest "$data/long/$val_split" \
+    background step "retrieval_train_long_$kind" python -m retrieval.train \
+      --config "$conf/retrieval_long_$kind.yaml" --data.train_manifest "$data/long/$train_split" --data.val_manifest "$data/long/$val_split" \
       --exp_dir "$exp/retrieval_long_$kind"
   done
   end_stage
@@ -306,11 +308,12 @@ fi
 
 if begin_stage 19 "long clips seen as a crop, as windows, whole, or fused: -> $exp/long_audio/*.json"; then
   for how in crop windows whole; do
-    step "retrieval_eval_long_$how" python -m retrieval.evaluate --checkpoints "$exp/retrieval_long_crop/best.pt" \
-      --manifest "$data/long/$eval_split" --long_audio "$how" --batch_size 4 --out "$exp/long_audio/$how.json"
+    background step "retrieval_eval_long_$how" python -m retrieval.evaluate \
+      --checkpoints "$exp/retrieval_long_crop/best.pt" --manifest "$data/long/$eval_split" --long_audio "$how" --batch_size 4 --out "$exp/long_audio/$how.json"
   done
-  step retrieval_eval_long_fusion python -m retrieval.evaluate --checkpoints "$exp/retrieval_long_fusion/best.pt" \
-    --manifest "$data/long/$eval_split" --batch_size 4 --out "$exp/long_audio/fusion.json"
+  background step retrieval_eval_long_fusion python -m retrieval.evaluate \
+    --checkpoints "$exp/retrieval_long_fusion/best.pt" --manifest "$data/long/$eval_split" --batch_size 4 --out "$exp/long_audio/fusion.json"
+  wait_background
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md"
   end_stage
 fi

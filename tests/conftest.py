@@ -198,6 +198,14 @@ class SkipRule:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SkipRule(), "aactk-skip-rule")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker (and per command a test runs): the
+        os.environ["OMP_NUM_THREADS"] = "1"     # workers share the machine's cores, and small models gain nothing
+        os.environ["MKL_NUM_THREADS"] = "1"     # from a second thread
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: with two workers, the longest ones start at once instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 # --- language models (prefix-LM captioners, keyword-to-caption) ------------------------------------------------------------

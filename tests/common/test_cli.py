@@ -29,11 +29,8 @@ def command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
      "junk.yaml: not a readable checkpoint"),
 ])
 def test_errors_are_one_line_without_traceback(args, says, tmp_path):
-    (REPO / "junk.yaml").write_text("not a checkpoint") if "junk.yaml" in args else None
-    try:
-        done = command(*args)
-    finally:
-        (REPO / "junk.yaml").unlink(missing_ok=True)
+    (tmp_path / "junk.yaml").write_text("not a checkpoint")
+    done = command(*(str(tmp_path / a) if a == "junk.yaml" else a for a in args))
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and lines[0].startswith(f"{args[0]}: error: "), done.stderr

@@ -115,12 +115,24 @@ def _run(tmp_path: Path, *args: str, env: dict | None = None, **popen) -> subpro
                             start_new_session=True, **popen)
 
 
-@pytest.mark.slow
-def test_default_recipe_runs_resumes_and_skips(tmp_path):
-    _tiny_conf(tmp_path / "conf")
-    exp = tmp_path / "exp"
-    # Killed during retrieval training, the same command finishes the job.
-    proc = _run(tmp_path)
+def _finish(proc: subprocess.Popen, timeout: int = 900) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+# One tiny run of the main job (stages 0-9, killed once and resumed) that the tests of the later stages build on, as a
+# user would: they run in this order, on one worker (xdist_group), each checking its own stages' contract.
+RECIPE_RUN = pytest.mark.xdist_group("recipe_run")
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory) -> Path:
+    """The folder (conf, data, exp) of the main job on a tiny corpus, killed during retrieval training and resumed."""
+    root = tmp_path_factory.mktemp("recipe")
+    _tiny_conf(root / "conf")
+    exp = root / "exp"
+    proc = _run(root)
     deadline = time.time() + 300
     while not (exp / ".done" / "manifests").exists() or not list(exp.glob("retrieval_cnn10/*.log")):
         assert proc.poll() is None, proc.stdout.read()
@@ -129,48 +141,66 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    proc = _run(tmp_path)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out
-    results = (exp / "results.md").read_text()
-    for system in ("retrieval_cnn10", "retrieval_cnn6", "retrieval_ensemble", "transformer_xe", "transformer_scst",
-                   "gru_xe", "gru_scst", "ensemble_scst", "nearest_neighbour"):
-        assert f"| {system} |" in results, results
-    assert "- transformer_scst vs transformer_xe: CIDEr-D " in results, results  # with its bootstrap interval
-    predictions = yaml.safe_load((exp / "decode/ensemble_scst/predictions.json").read_text())
-    evaluation = yaml.safe_load((tmp_path / "data/evaluation/captions.json").read_text())
-    assert sorted(p["audio_id"] for p in predictions) == sorted(evaluation)
-    submission = (exp / "decode/ensemble_scst/submission.csv").read_text().splitlines()
-    assert submission[0] == "file_name,caption_predicted" and len(submission) == len(evaluation) + 1
-    assert (exp / "results.png").stat().st_size > 0
-    # Rerun after it finished: nothing is done again.
-    proc = _run(tmp_path)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    ran = [line for line in out.splitlines() if ": python -m " in line]
-    assert ran == [], ran
-    assert out.count("already done, skipped") >= 15
-    # For the server (stage 23): the SCST ensemble as one bundle, the evaluation audio indexed.
-    proc = _run(tmp_path, "--stage", "23", "--stop_stage", "23")
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    from captioning.bundle import load_bundle
-    from retrieval.index import read_index
+    _finish(_run(root))
+    return root
 
-    assert len(load_bundle(exp / "serve/caption_bundle.pt").scorer.models) == 2
-    index = read_index(exp / "serve/index.h5")
-    assert sorted(Path(p).name for p in index["paths"]) == sorted(evaluation) and len(index["embeddings"]) == 2
-    # The LLM captioners beside it (stages 10-13), on a tiny random Llama with SmolLM2's tokenizer.
+
+@pytest.fixture(scope="module")
+def tiny_lm_folder(recipe_run) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer, for the LM stages (10-16)."""
     from transformers import AutoTokenizer
 
     from common.lm import _packaged_gguf
     from tests.conftest import save_tiny_lm
 
     gguf = _packaged_gguf("smollm2")
-    lm = save_tiny_lm(tmp_path / "tiny_lm", AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), seed=0)
-    proc = _run(tmp_path, "--stage", "10", "--stop_stage", "13", env={"SYNTH_LM": str(lm)})
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out
+    return save_tiny_lm(recipe_run / "tiny_lm", AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name),
+                        seed=0)
+
+
+@pytest.mark.slow
+@RECIPE_RUN
+def test_default_recipe_runs_after_a_kill_and_writes_every_result(recipe_run):
+    exp = recipe_run / "exp"
+    results = (exp / "results.md").read_text()
+    for system in ("retrieval_cnn10", "retrieval_cnn6", "retrieval_ensemble", "transformer_xe", "transformer_scst",
+                   "gru_xe", "gru_scst", "ensemble_scst", "nearest_neighbour"):
+        assert f"| {system} |" in results, results
+    assert "- transformer_scst vs transformer_xe: CIDEr-D " in results, results  # with its bootstrap interval
+    predictions = yaml.safe_load((exp / "decode/ensemble_scst/predictions.json").read_text())
+    evaluation = yaml.safe_load((recipe_run / "data/evaluation/captions.json").read_text())
+    assert sorted(p["audio_id"] for p in predictions) == sorted(evaluation)
+    submission = (exp / "decode/ensemble_scst/submission.csv").read_text().splitlines()
+    assert submission[0] == "file_name,caption_predicted" and len(submission) == len(evaluation) + 1
+    assert (exp / "results.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+@RECIPE_RUN
+def test_rerun_skips_every_step_and_serving_stage_bundles_and_indexes(recipe_run):
+    exp = recipe_run / "exp"
+    # Rerun after it finished: nothing is done again.
+    out = _finish(_run(recipe_run), timeout=300)
+    ran = [line for line in out.splitlines() if ": python -m " in line]
+    assert ran == [], ran
+    assert out.count("already done, skipped") >= 15
+    # For the server (stage 23): the SCST ensemble as one bundle, the evaluation audio indexed.
+    _finish(_run(recipe_run, "--stage", "23", "--stop_stage", "23"), timeout=300)
+    from captioning.bundle import load_bundle
+    from retrieval.index import read_index
+
+    evaluation = yaml.safe_load((recipe_run / "data/evaluation/captions.json").read_text())
+    assert len(load_bundle(exp / "serve/caption_bundle.pt").scorer.models) == 2
+    index = read_index(exp / "serve/index.h5")
+    assert sorted(Path(p).name for p in index["paths"]) == sorted(evaluation) and len(index["embeddings"]) == 2
+
+
+@pytest.mark.slow
+@RECIPE_RUN
+def test_llm_captioner_stages(recipe_run, tiny_lm_folder):
+    """Stages 10-13 beside the main job, on a tiny random Llama with SmolLM2's tokenizer."""
+    exp = recipe_run / "exp"
+    _finish(_run(recipe_run, "--stage", "10", "--stop_stage", "13", env={"SYNTH_LM": str(tiny_lm_folder)}))
     results = (exp / "results.md").read_text()
     for system in ("lm_lora", "lm_pengi", "lm_member2", "lm_member3", "lm_merged"):
         assert f"| {system} |" in results, results
@@ -180,28 +210,36 @@ def test_default_recipe_runs_resumes_and_skips(tmp_path):
     for system in ("lm_lora", "lm_pengi", "lm_merged", "zero_shot_retrieval"):
         assert f"| {system} | " in results.split("## Classification")[1], results
     assert "- lm_merged vs zero_shot_retrieval: top-1 " in results, results
-    # CLAP's keyword-to-caption beside it (stages 14-16): a second tiny corpus used by its labels, its captions
-    # written by the template and by the tiny LM, retrieval trained with each, zero-shot and retrieval compared.
-    proc = _run(tmp_path, "--stage", "14", "--stop_stage", "16",
-                env={"SYNTH_LM": str(lm), "SYNTH_LABELLED_CLIPS": "20", "AACTK_CACHE": str(tmp_path / "cache")})
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out
-    results = (exp / "results.md").read_text()
+    merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
+    assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
+
+
+@pytest.mark.slow
+@RECIPE_RUN
+def test_keyword_to_caption_stages(recipe_run, tiny_lm_folder):
+    """CLAP's keyword-to-caption (stages 14-16): a second tiny corpus used by its labels, its captions written by the
+    template and by the tiny LM, retrieval trained with each, zero-shot and retrieval compared."""
+    _finish(_run(recipe_run, "--stage", "14", "--stop_stage", "16",
+                 env={"SYNTH_LM": str(tiny_lm_folder), "SYNTH_LABELLED_CLIPS": "20",
+                      "AACTK_CACHE": str(recipe_run / "cache")}))
+    results = (recipe_run / "exp/results.md").read_text()
     assert "## Keyword-to-caption" in results and "| + generated captions | " in results, results
     assert "- + generated captions vs captions only: zero-shot top-1 " in results, results
     assert "- + template captions vs captions only: t2a mAP@10 " in results, results
-    captions = json.loads((tmp_path / "data/labelled_template/development/captions.json").read_text())
+    captions = json.loads((recipe_run / "data/labelled_template/development/captions.json").read_text())
     assert all(c[0].startswith("The sound of ") for c in captions.values())
-    # Long audio (stages 17-19): long clips, retrieval on random crops and with feature fusion, compared.
-    proc = _run(tmp_path, "--stage", "17", "--stop_stage", "19", env={"SYNTH_LONG_CLIPS": "10"})
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out
-    results = (exp / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_long_audio_stages(tmp_path):
+    """Long audio (stages 17-19, independent of the main job): long clips, retrieval on random crops and with feature
+    fusion, compared."""
+    _tiny_conf(tmp_path / "conf")
+    _finish(_run(tmp_path, "--stage", "17", "--stop_stage", "19", env={"SYNTH_LONG_CLIPS": "10"}))
+    results = (tmp_path / "exp/results.md").read_text()
     assert "## Long audio" in results and "| feature fusion (aff_2d) | " in results, results
     assert "- fusion vs windows (mean of 10-s window embeddings): t2a mAP@10 " in results, results
-    assert json.loads((exp / "long_audio/windows.json").read_text())["long_audio"] == "windows"
-    merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
-    assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
+    assert json.loads((tmp_path / "exp/long_audio/windows.json").read_text())["long_audio"] == "windows"
 
 
 @pytest.mark.slow
