@@ -1,12 +1,21 @@
 """Captioning: vocabulary, caption data over HDF5 feature stores, BiGRU encoder with Transformer or attention-GRU
 decoders, cross-entropy and SCST training (``python -m captioning.train``), batched beam search over one model or
-an ensemble (``python -m captioning.decode``)."""
-from captioning.checkpoint import load_captioner, model_checkpoint
-from captioning.data import CaptionPairs, Clips, collate, load_captions, open_checked_store
-from captioning.models import DECODERS, ENCODERS, Captioner, build_captioner
-from captioning.search import Ensemble, beam_search
-from captioning.vocab import Vocabulary, tokenize
+an ensemble (``python -m captioning.decode``).
 
-__all__ = ["Vocabulary", "tokenize", "CaptionPairs", "Clips", "collate", "load_captions", "open_checked_store",
-           "ENCODERS", "DECODERS", "Captioner", "build_captioner", "Ensemble", "beam_search", "load_captioner",
-           "model_checkpoint"]
+Public pieces are imported on first use: a command's ``--help`` does not wait for torch."""
+from importlib import import_module
+
+_PUBLIC = {
+    "Vocabulary": "vocab", "tokenize": "vocab",
+    "CaptionPairs": "data", "Clips": "data", "collate": "data", "load_captions": "data", "open_checked_store": "data",
+    "ENCODERS": "models", "DECODERS": "models", "Captioner": "models", "build_captioner": "models",
+    "Ensemble": "search", "beam_search": "search",
+    "load_captioner": "checkpoint", "model_checkpoint": "checkpoint",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'captioning' has no attribute {name!r}")
+    return getattr(import_module(f"captioning.{_PUBLIC[name]}"), name)

@@ -12,6 +12,10 @@ answer.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import itertools
 import json
 from typing import Mapping, Sequence

@@ -9,6 +9,10 @@ that cannot beat this has learned nothing beyond retrieval.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import numpy as np
 
 from common.cli import run

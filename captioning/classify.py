@@ -13,6 +13,10 @@ log-probabilities and the end of the answer, so the label the LM would write is 
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 from typing import Any, Sequence
 
 import torch

@@ -5,6 +5,10 @@
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence

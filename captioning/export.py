@@ -21,6 +21,10 @@ Transformer decoders); anything else is refused with the reason.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import json
 import warnings
 from pathlib import Path

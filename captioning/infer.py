@@ -25,6 +25,10 @@ reason and skipped; the others are captioned. Two inputs with the same file name
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import functools
 import math
 import os

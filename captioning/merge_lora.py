@@ -22,6 +22,10 @@ error, not a silently different merge.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import math
 from pathlib import Path
 from typing import Any, Sequence

@@ -12,6 +12,10 @@ store, and a run started from ``train.init`` (SCST) must use stores of the encod
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import math
 from typing import Any, Mapping
 

@@ -16,6 +16,10 @@ same text (e.g. first), since that text is computed once for the whole batch.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import math
 import random
 from typing import Any, Mapping

@@ -13,6 +13,10 @@ refused, naming both, without hashing gigabytes.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import hashlib
 import importlib.util
 import os

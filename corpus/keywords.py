@@ -18,6 +18,10 @@ The output is the manifest again, under ``<out>/<split>/``, with ``captions.json
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import hashlib
 import json
 import re

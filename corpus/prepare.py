@@ -26,6 +26,10 @@ with the audio ids of ``captions.json``, in its order.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import dataclasses
 import functools
 import json

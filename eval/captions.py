@@ -2,6 +2,9 @@
 
 Run ``python -m eval.captions --predictions FILE --references FILE [--out FILE]``; ``--help`` lists options.
 """
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
 import json
 import math
 import os

@@ -17,6 +17,10 @@ since a multi-label clip has no single true row. Top-1 and top-5 are means over 
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import json
 import os
 from collections.abc import Mapping, Sequence

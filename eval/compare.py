@@ -13,6 +13,9 @@ Only metrics whose corpus score is the mean of the per-clip scores can be resamp
 CIDEr-D, ROUGE-L, SPICE and SPIDEr, and the top-1 and top-5 accuracy of ``eval.classification`` score files.
 BLEU and METEOR pool their statistics over the corpus and are refused.
 """
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
 import json
 import math
 import os

@@ -12,6 +12,10 @@ ignored. An answer is right when it equals the truth after :func:`normalise_answ
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import json
 import os
 from collections import Counter

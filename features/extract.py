@@ -28,6 +28,10 @@ length. Bad clips (empty, unreadable, non-finite, ...) are printed with their re
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import json
 import os
 import shutil

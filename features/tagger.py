@@ -15,6 +15,10 @@ reads. A killed run resumes to the same weights, as every trainer does.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 from pathlib import Path
 from typing import Any
 

@@ -11,6 +11,10 @@ than normalisation layers that do nothing.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import os
 
 import torch

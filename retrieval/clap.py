@@ -17,6 +17,10 @@ as CLAP's tokenizer does; clips of up to 10 s are repeat-padded as CLAP prepares
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import re
 from pathlib import Path
 from typing import Any

@@ -14,6 +14,10 @@ writes the DCASE retrieval submission of the split's captions (:func:`retrieval.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import functools
 import json
 from pathlib import Path

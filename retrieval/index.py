@@ -23,6 +23,10 @@ is kept up to date and searched by text or by a clip.
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import json
 import os
 import shutil

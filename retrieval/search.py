@@ -19,6 +19,10 @@ windows of ``features.weights.CHUNK_SECONDS`` (frames concatenated, then pooled)
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -14,6 +14,10 @@ crops on ``(seed, epoch, index)``, and the RNG state of every process is restore
 """
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import time
 from pathlib import Path
 from typing import Any

@@ -1,6 +1,10 @@
 """``python -m serve --bundle B.pt --index INDEX.h5``: the page and JSON API (serve/app.py) on uvicorn."""
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 import logging
 
 from common.cli import run

@@ -2,6 +2,10 @@
 [--sample-rate 16000] [--workers 2] [--prefix synth] [--durations 30,90] [--max_events 3] [--favour dog,rain]``."""
 from __future__ import annotations
 
+from common.cli import help_from_source
+
+help_from_source(__name__, __file__)  # --help from this file, before the imports below (torch takes seconds)
+
 from .corpus import SPLIT_SHARES, make_corpus
 
 

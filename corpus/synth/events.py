@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
-from scipy import signal as sps
 
 from .signals import coloured_noise, decay, harmonics, overlay, phase, ramp, smooth_random
 
@@ -68,6 +67,7 @@ def _engine(rng, sr, n, f0, onsets, unit):
 
 
 def _rain(rng, sr, n, f0, onsets, unit):
+    from scipy import signal as sps  # here, not at import: it takes a second to import
     drops = np.zeros(n)
     k = rng.poisson(rng.uniform(400, 1200) * n / sr)
     np.add.at(drops, rng.integers(0, n, k), rng.lognormal(0.0, 0.6, k) * rng.choice([-1, 1], k))
@@ -139,6 +139,7 @@ _VOWELS = ((730, 1090), (270, 2290), (300, 870), (530, 1840), (570, 840))
 
 @lru_cache(maxsize=8)
 def _formant_filters(sr: int) -> tuple[np.ndarray, ...]:
+    from scipy import signal as sps  # here, not at import: it takes a second to import
     out = []
     for f1, f2 in _VOWELS:
         out.append(np.vstack([sps.butter(1, [0.8 * f, 1.2 * f], "bandpass", fs=sr, output="sos") for f in (f1, f2)]))
@@ -146,6 +147,7 @@ def _formant_filters(sr: int) -> tuple[np.ndarray, ...]:
 
 
 def _babble(rng, sr, n, f0, onsets, unit):
+    from scipy import signal as sps  # here, not at import: it takes a second to import
     filters = _formant_filters(sr)
     out = np.zeros(n)
     for _ in range(rng.integers(3, 5)):
