@@ -108,7 +108,6 @@ def child(way: str, bundle: str, clips_path: str, threads: int) -> None:
     from captioning.bundle import load_bundle
     from captioning.decode import caption_frames
     from captioning.onnx_runtime import load_onnx_pipeline  # every way imports the same: load times models only
-    import librosa.filters  # noqa: F401 - torchlibrosa imports it lazily at the first mel bank: 2-5 s of imports
     from features.encode import encode_waveforms
 
     waves = list(np.load(clips_path))

@@ -4,7 +4,8 @@ Corpora (the synthetic one, Clotho, AudioCaps) are made and prepared by the ``co
 
 - ``features.audio``: ``load_audio``, ``probe``, ``AudioError`` (reading, validation, resampling)
 - ``features.manifest``: ``Manifest``, ``read_manifest``, ``write_manifest`` (the per-split corpus format)
-- ``features.frontend``: the log-mel front end (torchlibrosa) and SpecAugment
+- ``features.frontend``: the log-mel front end (STFT and mel modules of ``features.melbank``, torchlibrosa's
+  without librosa) and SpecAugment
 - ``features.kaldi``: ``fbank``, ``FbankConfig``: a batched Kaldi filterbank in torch (the front end of AST and BEATs)
 - ``features.encoders``: ``build_audio_encoder`` and the registry ``AUDIO_ENCODERS`` (cnn14, cnn10, cnn6,
   wavegram_logmel_cnn14, ast, beats)

@@ -1,4 +1,4 @@
-"""Log-mel front end on torchlibrosa, with PANNs' settings and padding-exact batching.
+"""Log-mel front end with PANNs' settings (the STFT and mel modules of features.melbank) and padding-exact batching.
 
 The STFT runs with ``center=False`` and each clip is reflect-padded on its own valid length, so a clip in a
 zero-padded batch gets exactly the spectrogram frames it gets alone (torchlibrosa's ``center=True`` would reflect
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchlibrosa.augmentation import SpecAugmentation
-from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+
+from features.melbank import LogmelFilterBank, Spectrogram
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,12 @@ def panns_mel_config(sample_rate: int = 32000, **overrides: float) -> MelConfig:
 
 
 def build_extractors(cfg: MelConfig) -> tuple[Spectrogram, LogmelFilterBank]:
-    """Frozen torchlibrosa STFT and mel filter bank (state-dict compatible with PANNs').
-
-    Always built on the CPU, even inside ``torch.device("meta")``: torchlibrosa assigns their fixed weights with
-    ``.data =``, which a meta module refuses.
-    """
+    """Frozen STFT and mel filter bank (state-dict compatible with PANNs'), always built on the CPU, even inside
+    ``torch.device("meta")``: their fixed weights are computed, not loaded."""
     with torch.device("cpu"):
-        spectrogram = Spectrogram(n_fft=cfg.window_size, hop_length=cfg.hop_size, win_length=cfg.window_size,
-                                  window="hann", center=False, pad_mode="reflect", freeze_parameters=True)
-        logmel = LogmelFilterBank(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,
-                                  fmax=cfg.fmax, ref=1.0, amin=1e-10, top_db=None, freeze_parameters=True)
+        spectrogram = Spectrogram(n_fft=cfg.window_size, hop_length=cfg.hop_size)
+        logmel = LogmelFilterBank(cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,
+                                  fmax=cfg.fmax)
     return spectrogram, logmel
 
 

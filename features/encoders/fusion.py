@@ -8,13 +8,13 @@ embedding, and random in training (from torch's global generator, whose state a 
 """
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from features.frontend import MelConfig
+from features.melbank import mel_filterbank
 
 SAMPLE_RATE = 48000
 CLIP_SAMPLES = 480000  # 10 s: the input of one pass
@@ -38,8 +38,8 @@ class FusionMel(nn.Module):
     def __init__(self, cfg: MelConfig = CLAP_MEL) -> None:
         super().__init__()
         self.cfg = cfg
-        bank = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.mel_bins, fmin=cfg.fmin,
-                                   fmax=cfg.fmax, htk=True, norm=None)  # (64, 513)
+        bank = mel_filterbank(cfg.sample_rate, cfg.window_size, cfg.mel_bins, cfg.fmin, cfg.fmax, htk=True,
+                              norm=None)  # (64, 513)
         self.register_buffer("bank", torch.from_numpy(np.ascontiguousarray(bank.T, dtype=np.float32)),
                              persistent=False)
         self.register_buffer("window", torch.from_numpy(np.hanning(cfg.window_size + 1)[:-1].astype(np.float32)),
