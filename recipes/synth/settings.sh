@@ -17,7 +17,7 @@ caption_models="transformer gru" # conf/caption_<name>_xe.yaml; their SCST model
 beam_size=3
 lm=${SYNTH_LM:-smollm2}           # the LLM captioners' LM (stages 10-13): an alias, a model folder or a .gguf file
 lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
-lm_member_seeds="2 3"            # LoRA members trained on caption_lm_lora's mapping, then merged with it
+lm_member_seeds=${SYNTH_LM_MEMBER_SEEDS:-2 3}  # LoRA members trained on caption_lm_lora's mapping, merged with it
 lm_member_epochs=1
 
 prepare_corpus_stage() {

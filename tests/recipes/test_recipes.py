@@ -198,11 +198,13 @@ def test_rerun_skips_every_step_and_serving_stage_bundles_and_indexes(recipe_run
 @pytest.mark.slow
 @RECIPE_RUN
 def test_llm_captioner_stages(recipe_run, tiny_lm_folder):
-    """Stages 10-13 beside the main job, on a tiny random Llama with SmolLM2's tokenizer."""
+    """Stages 10-13 beside the main job, on a tiny random Llama with SmolLM2's tokenizer; one LoRA member merged with
+    the first model shows the merging as two would."""
     exp = recipe_run / "exp"
-    _finish(_run(recipe_run, "--stage", "10", "--stop_stage", "13", env={"SYNTH_LM": str(tiny_lm_folder)}))
+    _finish(_run(recipe_run, "--stage", "10", "--stop_stage", "13",
+                 env={"SYNTH_LM": str(tiny_lm_folder), "SYNTH_LM_MEMBER_SEEDS": "2"}))
     results = (exp / "results.md").read_text()
-    for system in ("lm_lora", "lm_pengi", "lm_member2", "lm_member3", "lm_merged"):
+    for system in ("lm_lora", "lm_pengi", "lm_member2", "lm_merged"):
         assert f"| {system} |" in results, results
     assert "- lm_lora vs transformer_scst: CIDEr-D " in results and "- lm_pengi vs lm_lora: CIDEr-D " in results
     assert "## Audio question answering" in results and "| majority answer |" in results, results
@@ -211,7 +213,7 @@ def test_llm_captioner_stages(recipe_run, tiny_lm_folder):
         assert f"| {system} | " in results.split("## Classification")[1], results
     assert "- lm_merged vs zero_shot_retrieval: top-1 " in results, results
     merged = torch.load(exp / "caption_lm_merged/merged.pt", weights_only=True)
-    assert len(merged["merged_from"]) == 3 and merged["model_args"]["lora"]["r"] == 48
+    assert len(merged["merged_from"]) == 2 and merged["model_args"]["lora"]["r"] == 32
 
 
 @pytest.mark.slow
