@@ -28,7 +28,7 @@ def test_weights_equal_torchlibrosas(sample_rate):
 @pytest.mark.parametrize("htk, norm", [(False, "slaney"), (True, None)])
 def test_mel_filterbank_equals_librosas(htk, norm):
     for sample_rate, n_fft, n_mels, fmin, fmax in ((32000, 1024, 64, 50.0, 14000.0), (48000, 1024, 64, 50.0, 14000.0),
-                                                   (16000, 400, 128, 0.0, 8000.0)):
+                                                   (16000, 512, 64, 0.0, 8000.0)):
         reference = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk,
                                         norm=norm)
         ours = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax, htk=htk, norm=norm)

@@ -122,8 +122,7 @@ def _finish(proc: subprocess.Popen, timeout: int = 900) -> str:
 
 
 # One tiny run of the main job (stages 0-9, killed once and resumed) that the tests of the later stages build on, as a
-# user would: they run in this order, on one worker (xdist_group), each checking its own stages' contract.
-RECIPE_RUN = pytest.mark.xdist_group("recipe_run")
+# user would: they run in this order, each checking its own stages' contract (a test file runs on one worker).
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +158,6 @@ def tiny_lm_folder(recipe_run) -> Path:
 
 
 @pytest.mark.slow
-@RECIPE_RUN
 def test_default_recipe_runs_after_a_kill_and_writes_every_result(recipe_run):
     exp = recipe_run / "exp"
     results = (exp / "results.md").read_text()
@@ -176,7 +174,6 @@ def test_default_recipe_runs_after_a_kill_and_writes_every_result(recipe_run):
 
 
 @pytest.mark.slow
-@RECIPE_RUN
 def test_rerun_skips_every_step_and_serving_stage_bundles_and_indexes(recipe_run):
     exp = recipe_run / "exp"
     # Rerun after it finished: nothing is done again.
@@ -196,7 +193,6 @@ def test_rerun_skips_every_step_and_serving_stage_bundles_and_indexes(recipe_run
 
 
 @pytest.mark.slow
-@RECIPE_RUN
 def test_llm_captioner_stages(recipe_run, tiny_lm_folder):
     """Stages 10-13 beside the main job, on a tiny random Llama with SmolLM2's tokenizer; one LoRA member merged with
     the first model shows the merging as two would."""
@@ -217,7 +213,6 @@ def test_llm_captioner_stages(recipe_run, tiny_lm_folder):
 
 
 @pytest.mark.slow
-@RECIPE_RUN
 def test_keyword_to_caption_stages(recipe_run, tiny_lm_folder):
     """CLAP's keyword-to-caption (stages 14-16): a second tiny corpus used by its labels, its captions written by the
     template and by the tiny LM, retrieval trained with each, zero-shot and retrieval compared."""
