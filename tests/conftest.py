@@ -204,8 +204,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first: with two workers, the longest ones start at once instead of ending the run alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The slow tests first, the recipes' (minutes each) before them: with two workers, the longest start at once
+    instead of ending the run alone."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "tests/recipes/" not in item.nodeid))
 
 
 # --- language models (prefix-LM captioners, keyword-to-caption) ------------------------------------------------------------
