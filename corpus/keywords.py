@@ -80,14 +80,16 @@ class Generator:
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
         from common.lm import fingerprint, load_lm, resolve_lm
+        from common.model_folder import refuse_custom_code
 
         folder = resolve_lm(name)
+        refuse_custom_code(folder, f"generator '{name}'")
+        local = {"local_files_only": True, "trust_remote_code": False}
         try:
-            self.seq2seq = bool(getattr(AutoConfig.from_pretrained(folder, local_files_only=True),
-                                        "is_encoder_decoder", False))
+            self.seq2seq = bool(getattr(AutoConfig.from_pretrained(folder, **local), "is_encoder_decoder", False))
             if self.seq2seq:
-                self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-                self.model = AutoModelForSeq2SeqLM.from_pretrained(folder, local_files_only=True).eval()
+                self.tokenizer = AutoTokenizer.from_pretrained(folder, **local)
+                self.model = AutoModelForSeq2SeqLM.from_pretrained(folder, **local).eval()
             else:
                 self.model, self.tokenizer, _ = load_lm(str(folder))
         except (OSError, ValueError, KeyError) as err:

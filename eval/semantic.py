@@ -40,11 +40,13 @@ def sbert_model_name(model: str = SBERT_DEFAULT) -> str:
 def _sentence_transformer(model: str):
     from sentence_transformers import SentenceTransformer
 
+    from common.model_folder import refuse_custom_code
     from common.text_encoder import TextEncoderFilesError, resolve_text_encoder
 
     source = resolve_text_encoder(model)
+    refuse_custom_code(source, f"SBERT-sim model '{model}'")
     try:
-        return SentenceTransformer(source, device="cpu", local_files_only=True)
+        return SentenceTransformer(source, device="cpu", local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise TextEncoderFilesError(f"SBERT-sim model '{model}': cannot load '{source}' offline "
                                     f"({type(err).__name__}: {err}); give a local sentence-transformers folder")

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.model_folder import refuse_custom_code
 from common.tensor import lengths_to_mask
 from features.encoders.panns import check_input
 from features.frontend import build_spec_augment
@@ -92,6 +93,7 @@ def load_pretrained(folder: str, grid: dict[str, Any]) -> tuple[nn.Module, nn.Mo
     patch grid ``grid`` (``GRID_FIELDS``; missing ones as saved)."""
     from transformers import ASTConfig, ASTForAudioClassification, ASTModel
 
+    refuse_custom_code(folder, f"AST model folder {folder}")
     try:
         config = ASTConfig.from_pretrained(folder, local_files_only=True)
         with_head = "ASTForAudioClassification" in (config.architectures or []) and config.num_labels > 0
