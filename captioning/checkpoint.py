@@ -9,7 +9,7 @@ from torch import nn
 
 from captioning.models import Captioner, build_captioner
 from captioning.vocab import Vocabulary
-from common import load_checkpoint
+from common.checkpoint import load_checkpoint, refuse_non_finite
 
 FEATURE_KEYS = ("encoder", "checkpoint_sha256", "frame_dim")
 
@@ -51,8 +51,5 @@ def load_captioner(path: str | Path) -> tuple[Captioner, Vocabulary, dict[str, A
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit the model they describe ({err})") from None
-    broken = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not bool(v.isfinite().all())]
-    if broken:  # NaN or inf weights decode one word for every clip: refuse rather than caption
-        raise ValueError(f"{path}: weights are not finite (NaN or inf) in {len(broken)} tensor(s), e.g. {broken[:3]}; "
-                         "the run that wrote them diverged")
+    refuse_non_finite(checkpoint["state_dict"], str(path))
     return model.eval(), vocab, checkpoint

@@ -127,6 +127,16 @@ def _listed(keys: list[str]) -> str:
     return ", ".join(keys[:_MAX_LISTED]) + more
 
 
+def refuse_non_finite(state_dict: Mapping[str, Any], source: str) -> None:
+    """ValueError naming ``source`` when any floating tensor of ``state_dict`` holds NaN or inf: such weights give
+    NaN scores, embeddings and frames (or one word for every clip) without any error."""
+    broken = [k for k, v in state_dict.items() if isinstance(v, Tensor) and v.is_floating_point()
+              and not bool(v.isfinite().all())]
+    if broken:
+        raise ValueError(f"{source}: weights are not finite (NaN or inf) in {len(broken)} tensor(s), e.g. "
+                         f"{broken[:3]}; the run that wrote them diverged")
+
+
 def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, Any], source: str,
                             strict: bool = True, assign: bool = False) -> None:
     """Load ``state_dict`` into ``module``; if strict, any missing, unexpected or mis-shaped key is a ValueError

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from common.checkpoint import load_state_dict_checked, read_torch_file
+from common.checkpoint import load_state_dict_checked, read_torch_file, refuse_non_finite
 from common.io import atomic_write
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
 from features.encoders.beats import official_spec_and_state
@@ -125,6 +125,7 @@ def load_audio_encoder(path: str | os.PathLike, name: str | None = None, *,
     """
     path = Path(path)
     spec, state = _spec_and_state(read_torch_file(path, "audio-encoder checkpoint", numpy_scalars=True), path, name)
+    refuse_non_finite(state, str(path))
     return encoder_from_state(chunked_spec({**spec, **kwargs}, chunk_seconds), state, str(path), strict=strict)
 
 

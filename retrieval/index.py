@@ -74,19 +74,64 @@ def _provenance(folder: Path, checkpoints: list[str]) -> dict[str, Any]:
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
     """The whole index: ``provenance``, ``paths``, ``sizes``, ``mtimes``, ``embeddings`` (one [N, E] per model),
     ``skipped`` ({path: [size, mtime, reason]}), ``centroids`` and ``lists`` (the IVF clustering, None below
-    ``APPROX_MIN_ROWS`` rows). Errors name the file and what is wrong with it."""
+    ``APPROX_MIN_ROWS`` rows). Indexes are shared between people: its structure is checked before anything large is
+    read (shapes that agree, the data actually stored), its paths must stay inside its folder, its embeddings must be
+    finite. Errors name the file and what is wrong with it."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != KIND:
                 raise ValueError(f"{path}: not an audio index (made by python -m retrieval.index build)")
-            provenance = json.loads(f.attrs["provenance"])
-            return {"provenance": provenance, "paths": [p.decode() for p in f["paths"][:]],
+            provenance = _json_attr(f, "provenance", dict, path)
+            checkpoints = provenance.get("checkpoints")
+            if not isinstance(provenance.get("folder"), str) or not isinstance(checkpoints, list) or not checkpoints \
+                    or not all(isinstance(c, dict) and isinstance(c.get("path"), str) for c in checkpoints):
+                raise ValueError(f"{path}: its provenance lacks the folder or the checkpoints (path, sha256) it was "
+                                 "built from")
+            rows = _stored_rows(f, path, len(checkpoints))
+            data = {"provenance": provenance, "paths": [p.decode() for p in f["paths"][:]],
                     "sizes": f["sizes"][:], "mtimes": f["mtimes"][:],
-                    "embeddings": [f[f"embeddings/{i}"][:] for i in range(len(provenance["checkpoints"]))],
-                    "skipped": json.loads(f.attrs["skipped"]),
+                    "embeddings": [f[f"embeddings/{i}"][:] for i in range(len(checkpoints))],
+                    "skipped": _json_attr(f, "skipped", dict, path),
                     **{k: f[f"approximate/{k}"][:] if "approximate" in f else None for k in ("centroids", "lists")}}
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a readable audio index ({type(err).__name__}: {err})") from None
+    for name in data["paths"]:
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"{path}: holds the path {name!r}; an index holds paths inside its folder only")
+    for i, emb in enumerate(data["embeddings"]):
+        if rows and not np.isfinite(emb).all():
+            raise ValueError(f"{path}: model {i}'s embeddings hold non-finite values (NaN or inf); build the index "
+                             "again with a sound checkpoint")
+    return data
+
+
+def _json_attr(f: h5py.File, name: str, kind: type, path: str | os.PathLike) -> Any:
+    try:
+        value = json.loads(f.attrs[name])
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: its '{name}' is not JSON") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: its '{name}' is not a JSON {kind.__name__}")
+    return value
+
+
+def _stored_rows(f: h5py.File, path: str | os.PathLike, models: int) -> int:
+    """The number of rows N, once every dataset agrees on it and holds the bytes its shape declares (a small file
+    declaring millions of rows would otherwise be read into memory as fill values)."""
+    rows = f["paths"].shape[0] if f["paths"].ndim == 1 else -1
+    expected = {"paths": (rows,), "sizes": (rows,), "mtimes": (rows,)}
+    for name, shape in expected.items():
+        if f[name].shape != shape:
+            raise ValueError(f"{path}: '{name}' has shape {f[name].shape}, expected {shape} (one per path)")
+    for i in range(models):
+        dset = f[f"embeddings/{i}"]
+        if dset.ndim != 2 or (rows and dset.shape[0] != rows) or dset.dtype.kind != "f":
+            raise ValueError(f"{path}: embeddings/{i} has shape {dset.shape} ({dset.dtype}), expected ({rows}, E) "
+                             "floats: one row per path")
+        if dset.id.get_storage_size() < dset.size * dset.dtype.itemsize:
+            raise ValueError(f"{path}: embeddings/{i} declares {dset.shape} values but stores "
+                             f"{dset.id.get_storage_size()} bytes: a damaged or forged index")
+    return rows
 
 
 def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[int, int, list[np.ndarray]]],
@@ -308,10 +353,14 @@ class AudioIndex:
 
     def file(self, name: str) -> Path:
         """The indexed file ``name`` (a path relative to the folder, as search returns it); KeyError for any name
-        the index does not hold, so no other file can be reached through it."""
+        the index does not hold, and for one whose real path (symlinks followed) leaves the folder or is not an audio
+        file, so no other file can be reached through it."""
         if name not in self._rows:
             raise KeyError(name)
-        return self.folder / name
+        file = (self.folder / name).resolve()  # symlinks followed: the file itself must lie inside the folder
+        if not file.is_relative_to(self.folder.resolve()) or file.suffix.lower() not in AUDIO_SUFFIXES:
+            raise KeyError(name)
+        return file
 
 
 def search(index: str, query: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common.checkpoint import load_checkpoint, load_state_dict_checked
+from common.checkpoint import load_checkpoint, load_state_dict_checked, refuse_non_finite
 from features.encoders import build_audio_encoder
 from features.weights import chunked_spec
 from common.text_encoder import TextEncoder, TextEncoderFilesError, build_text_encoder
@@ -163,5 +163,6 @@ def load_model(path: str | os.PathLike, chunk_seconds: float | None = None) -> B
         raise TextEncoderFilesError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: model_args do not describe a bi-encoder ({err})") from None
+    refuse_non_finite(checkpoint["state_dict"], str(path))
     load_state_dict_checked(model, checkpoint["state_dict"], str(path), strict=True)
     return model.eval()
