@@ -2,13 +2,10 @@
 (the main job's own stages: test_main_recipe.py)."""
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from common import load_config

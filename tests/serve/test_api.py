@@ -5,11 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from tests.serve.conftest import clip_of
-
-pytestmark = pytest.mark.slow  # the session's models train once, in tens of seconds
 
 
 def upload(path, name=None):

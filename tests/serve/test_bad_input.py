@@ -8,8 +8,6 @@ import pytest
 
 from tests.serve.conftest import clip_of
 
-pytestmark = pytest.mark.slow  # the session's models train once, in tens of seconds
-
 
 def refused(response, status: int, *words: str) -> str:
     assert response.status_code == status, response.text

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 
 from serve import Limits, create_app
 from tests.serve.conftest import clip_of
-
-pytestmark = pytest.mark.slow  # the session's models train once, in tens of seconds
 
 
 async def _burst(app, clip: bytes, n: int) -> tuple[list[httpx.Response], dict]:
