@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import copy
 import errno
+import functools
 import inspect
 import os
 import sys
@@ -131,9 +132,8 @@ def help_from_source(module: str, path: str) -> None:
     args = sys.argv[1:]
     if module != "__main__" or not {"-h", "--help"} & set(args) or os.environ.get(HELP_FROM_SOURCE_ENV) == "0":
         return
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    constants = _Constants(tree, Path(path))
-    defs = constants.definitions
+    constants = _constants_of(Path(path))
+    tree, defs = constants.tree, constants.definitions
     calls = [node for node in ast.walk(_main_block(tree)) if isinstance(node, ast.Call)]
     for call in list(calls):  # an entry like main() that calls run() itself
         if isinstance(call.func, ast.Name) and call.func.id in defs:
@@ -156,7 +156,7 @@ def help_from_source(module: str, path: str) -> None:
             component = {ast.literal_eval(k): _stand_in(constants.definition(v.id), constants)
                          for k, v in zip(entry.keys, entry.values)}
         elif isinstance(entry, ast.Call):  # an object whose methods are the sub-commands
-            node = defs[entry.func.id]
+            node = constants.definition(entry.func.id)
             methods = {m.name: _stand_in(m, constants) for m in node.body
                        if isinstance(m, ast.FunctionDef) and not m.name.startswith("_")}
             component = type(node.name, (), {"__doc__": ast.get_docstring(node), **methods})()
@@ -206,8 +206,7 @@ class _Constants(dict):
         the module sets ``name.__doc__``."""
         if name not in self.definitions:
             module, original, level = self.imported[name]
-            source = _module_file(module, self.path, level)
-            return _Constants(ast.parse(source.read_text(encoding="utf-8")), source).definition(original)
+            return _constants_of(_module_file(module, self.path, level)).definition(original)
         node = self.definitions[name]
         for decorator in getattr(node, "decorator_list", []):
             if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("wraps"):
@@ -237,17 +236,23 @@ class _Constants(dict):
             module, original, level = self.imported[name]
             submodule = _module_file(f"{module}.{original}", self.path, level)
             if submodule is not None:  # from package import module: its constants as attributes
-                constants = _Constants(ast.parse(submodule.read_text(encoding="utf-8")), submodule)
+                constants = _constants_of(submodule)
                 self[name] = type(name, (), {"__getattr__": lambda _, attr: constants[attr]})()
                 return self[name]
             source = _module_file(module, self.path, level)
             if source is not None:
-                self[name] = _Constants(ast.parse(source.read_text(encoding="utf-8")), source)[original]
+                self[name] = _constants_of(source)[original]
                 return self[name]
         raise KeyError(name)
 
     def evaluate(self, node) -> Any:
         return eval(compile(ast.Expression(node), str(self.path), "eval"), {"__builtins__": {"dict": dict}}, self)
+
+
+@functools.lru_cache(maxsize=None)
+def _constants_of(path: Path) -> _Constants:
+    """The constants of the source file ``path``, parsed once however many names are looked up in it."""
+    return _Constants(ast.parse(path.read_text(encoding="utf-8")), path)
 
 
 def _module_file(module: str, importer: Path, level: int) -> Path | None:

@@ -19,25 +19,26 @@ def periodic_hann(n: int) -> np.ndarray:
     return (0.5 + 0.5 * np.cos(fac))[:n]
 
 
+# Slaney's mel scale: linear below 1 kHz (F_SP Hz per mel), logarithmic above (LOGSTEP per mel)
+F_SP, MIN_LOG_HZ, LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+MIN_LOG_MEL = MIN_LOG_HZ / F_SP
+
+
 def _hz_to_mel(hz: np.ndarray, htk: bool) -> np.ndarray:
     if htk:
         return 2595.0 * np.log10(1.0 + hz / 700.0)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0  # Slaney: linear below 1 kHz, logarithmic above
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    mels = hz / f_sp
-    above = hz >= min_log_hz
-    mels[above] = min_log_mel + np.log(hz[above] / min_log_hz) / logstep
+    mels = hz / F_SP
+    above = hz >= MIN_LOG_HZ
+    mels[above] = MIN_LOG_MEL + np.log(hz[above] / MIN_LOG_HZ) / LOGSTEP
     return mels
 
 
 def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
     if htk:
         return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    hz = f_sp * mels
-    above = mels >= min_log_mel
-    hz[above] = min_log_hz * np.exp(logstep * (mels[above] - min_log_mel))
+    hz = F_SP * mels
+    above = mels >= MIN_LOG_MEL
+    hz[above] = MIN_LOG_HZ * np.exp(LOGSTEP * (mels[above] - MIN_LOG_MEL))
     return hz
 
 

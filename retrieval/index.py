@@ -87,7 +87,7 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
                     or not all(isinstance(c, dict) and isinstance(c.get("path"), str) for c in checkpoints):
                 raise ValueError(f"{path}: its provenance lacks the folder or the checkpoints (path, sha256) it was "
                                  "built from")
-            rows = _stored_rows(f, path, len(checkpoints))
+            _check_structure(f, path, len(checkpoints))
             data = {"provenance": provenance, "paths": [p.decode() for p in f["paths"][:]],
                     "sizes": f["sizes"][:], "mtimes": f["mtimes"][:],
                     "embeddings": [f[f"embeddings/{i}"][:] for i in range(len(checkpoints))],
@@ -99,7 +99,7 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
         if not name or Path(name).is_absolute() or ".." in Path(name).parts:
             raise ValueError(f"{path}: holds the path {name!r}; an index holds paths inside its folder only")
     for i, emb in enumerate(data["embeddings"]):
-        if rows and not np.isfinite(emb).all():
+        if not np.isfinite(emb).all():
             raise ValueError(f"{path}: model {i}'s embeddings hold non-finite values (NaN or inf); build the index "
                              "again with a sound checkpoint")
     return data
@@ -115,9 +115,9 @@ def _json_attr(f: h5py.File, name: str, kind: type, path: str | os.PathLike) -> 
     return value
 
 
-def _stored_rows(f: h5py.File, path: str | os.PathLike, models: int) -> int:
-    """The number of rows N, once every dataset agrees on it and holds the bytes its shape declares (a small file
-    declaring millions of rows would otherwise be read into memory as fill values)."""
+def _check_structure(f: h5py.File, path: str | os.PathLike, models: int) -> None:
+    """Every dataset has one row per path and holds the bytes its shape declares (a small file declaring millions of
+    rows would otherwise be read into memory as fill values)."""
     rows = f["paths"].shape[0] if f["paths"].ndim == 1 else -1
     expected = {"paths": (rows,), "sizes": (rows,), "mtimes": (rows,)}
     for name, shape in expected.items():
@@ -125,13 +125,12 @@ def _stored_rows(f: h5py.File, path: str | os.PathLike, models: int) -> int:
             raise ValueError(f"{path}: '{name}' has shape {f[name].shape}, expected {shape} (one per path)")
     for i in range(models):
         dset = f[f"embeddings/{i}"]
-        if dset.ndim != 2 or (rows and dset.shape[0] != rows) or dset.dtype.kind != "f":
+        if dset.ndim != 2 or dset.shape[0] != rows or dset.dtype.kind != "f":
             raise ValueError(f"{path}: embeddings/{i} has shape {dset.shape} ({dset.dtype}), expected ({rows}, E) "
                              "floats: one row per path")
         if dset.id.get_storage_size() < dset.size * dset.dtype.itemsize:
             raise ValueError(f"{path}: embeddings/{i} declares {dset.shape} values but stores "
                              f"{dset.id.get_storage_size()} bytes: a damaged or forged index")
-    return rows
 
 
 def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[int, int, list[np.ndarray]]],
