@@ -36,7 +36,7 @@ from torch import nn
 
 from captioning.bundle import load_bundle
 from common.cli import run
-from common.io import atomic_write
+from common.io import atomic_output
 from features.encoders import PannsCnn
 from features.weights import checkpoint_sha256
 
@@ -185,28 +185,41 @@ def export_bundle(bundle: str | Path, out: str | Path) -> Path:
 
     Args:
         bundle: a caption bundle made by ``python -m captioning.bundle``.
-        out: the folder to write (created; graphs of an earlier export there are replaced).
+        out: the folder to write: new, empty, or an earlier export, which is replaced whole once the new one is
+            finished (a kill or a full disk on the way leaves it as it was).
     Returns the path of the folder's ``export.json``, written last.
     """
     bundle, out = Path(bundle), Path(out)
     pipeline = load_bundle(bundle)
     check_exportable(pipeline)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # the folder is unfinished until the manifest is back
+    _check_target(out)
     threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # tracing small graphs: threads only add overhead
-        audio = _export_audio(pipeline.encoder, out)
-        captioners = [_export_captioner(m, i, int(pipeline.encoder.frame_dim), out)
-                      for i, m in enumerate(pipeline.scorer.models)]
-    finally:
-        torch.set_num_threads(threads)
-    manifest = {"format": FORMAT, "version": VERSION, "opset": OPSET, "torch": torch.__version__,
-                "bundle": bundle.name, "bundle_sha256": checkpoint_sha256(bundle), "audio_encoder": audio,
-                "captioners": captioners}
-    with atomic_write(out / MANIFEST) as f:
-        json.dump(manifest, f, indent=1)
+    # the whole folder is written beside ``out`` and swapped in at the end: a kill or a full disk leaves an earlier
+    # export as it was; the graphs hold the bundle's weights, about its size
+    with atomic_output(out, need=bundle.stat().st_size) as tmp:
+        tmp.mkdir()
+        try:
+            torch.set_num_threads(1)  # tracing small graphs: threads only add overhead
+            audio = _export_audio(pipeline.encoder, tmp)
+            captioners = [_export_captioner(m, i, int(pipeline.encoder.frame_dim), tmp)
+                          for i, m in enumerate(pipeline.scorer.models)]
+        finally:
+            torch.set_num_threads(threads)
+        manifest = {"format": FORMAT, "version": VERSION, "opset": OPSET, "torch": torch.__version__,
+                    "bundle": bundle.name, "bundle_sha256": checkpoint_sha256(bundle), "audio_encoder": audio,
+                    "captioners": captioners}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return out / MANIFEST
+
+
+def _check_target(out: Path) -> None:
+    """``out`` is new, empty or an earlier export (it is replaced whole): never a folder of other files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: not a folder (expected a new folder, or an earlier export to replace)")
+    others = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and p.suffix != ".onnx") if out.is_dir() else []
+    if others:
+        raise ValueError(f"{out}: holds files that are not part of an ONNX export ({', '.join(others[:3])}); "
+                         "the export replaces the whole folder, so give a new or empty folder")
 
 
 def main(bundle: str, out: str) -> None:

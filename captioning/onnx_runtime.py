@@ -9,7 +9,8 @@ takes a padded batch with lengths like the torch encoder and windows long audio 
 (``encode``, ``decoder.prepare``/``init_state``/``step``), so ``captioning.search`` decodes it unchanged. Tensors
 cross into and out of ONNX Runtime as NumPy arrays; the beam search keeps working on torch tensors.
 
-A folder is checked before use: its ``export.json`` must name this bundle's SHA-256, and every graph must be there
+A folder is checked before use: its ``export.json`` must name this bundle's SHA-256, what it records that changes
+results (the audio encoder's settings, each captioner's decoder) must be the bundle's, and every graph must be there
 with the SHA-256 and inputs recorded at export; otherwise it is refused with a ValueError naming the file.
 """
 from __future__ import annotations
@@ -180,13 +181,19 @@ def load_onnx_pipeline(bundle: str | Path, onnx_dir: str | Path, *, chunk_second
     threads = int(threads or torch.get_num_threads())
     try:
         audio, captioners = manifest["audio_encoder"], list(manifest["captioners"])
-        spec = dict(audio["spec"])
+        spec = dict(ckpt["model_args"]["audio_encoder"])  # the bundle's settings, never the folder's
+        if audio["spec"] != spec:
+            raise ValueError(f"{folder / MANIFEST}: its audio_encoder.spec {audio['spec']} differs from the "
+                             f"bundle's {spec}: edited, or not made from this bundle; export the bundle again")
         if chunk_seconds is not None:
             spec = chunked_spec(spec, chunk_seconds)
         encoder = OnnxAudioEncoder(spec, _session(folder, audio["backbone"], threads),
                                    _session(folder, audio["head"], threads))
         models = []
-        for args, entry in zip(ckpt["model_args"]["captioners"], captioners):
+        for i, (args, entry) in enumerate(zip(ckpt["model_args"]["captioners"], captioners)):
+            if entry["decoder"] != args["decoder"]:
+                raise ValueError(f"{folder / MANIFEST}: captioner {i}'s decoder {entry['decoder']!r} differs from "
+                                 f"the bundle's {args['decoder']!r}; export the bundle again")
             graphs = entry["graphs"]
             decoder = OnnxDecoder(_session(folder, graphs["init"], threads), _session(folder, graphs["step"], threads),
                                   list(entry["ctx"]), list(entry["state"]))

@@ -48,9 +48,11 @@ def run(component: Any, name: str, *, text_args: Sequence[str] = (), argv: Seque
 
 def describe_error(err: BaseException) -> str:
     """One line for a user: the message alone for the project's own errors, the type too for anything else."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = err.filename or "the output folder"
-        return f"no space left on the device holding {where}"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # the message names the device
+        from common.io import device_of
+        where = err.filename or "."
+        said = err.strerror if err.strerror != os.strerror(errno.ENOSPC) else f"No space left on {device_of(where)}"
+        return f"{where}: {said}"
     if isinstance(err, KeyError) and err.args:
         text = str(err.args[0])
     elif isinstance(err, (ValueError, OSError)):

@@ -1,9 +1,11 @@
 """Atomic writes, and the small CSV tables the project reads and writes.
 
-Atomic: a reader (or a rerun after a kill or a full disk) sees the old file or the whole new one. Every file the
-project writes goes through :func:`atomic_write`: the data goes to ``.<name>.tmp<pid>`` in the same folder, is
-flushed to disk (``fsync``) and renamed onto ``<name>``. A failure on the way (no space left, a kill signal turned
-into an exception) removes the temporary file and leaves any previous ``<name>`` untouched.
+One rule for every output, so that a reader (or a rerun after a kill or a full disk) sees the old output or the
+whole new one: the data goes to ``.<name>.tmp<pid>`` in the same folder (a file, or a folder of files), is flushed to
+disk (``fsync``) and moved onto ``<name>`` in one step (:func:`atomic_output`; :func:`atomic_write` as an open file).
+Before writing, temporaries a dead process left are removed and the bytes the output needs, where known, are checked
+against the free space; a failure on the way (no space left, a kill signal turned into an exception) removes the
+temporary and leaves any previous ``<name>`` untouched, and a full disk is reported naming its device.
 
 CSV tables (manifests, caption tables, predictions) are UTF-8 with a header row and RFC 4180 quoting:
 :func:`write_csv` writes one atomically, :func:`read_csv` reads one whose header must hold given columns.
@@ -12,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import errno
+import glob
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,36 +33,132 @@ def temp_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file for writing (``mode`` "w": UTF-8 text, "wb": bytes) that replaces ``path`` when the
-    block ends without an error. The folder is created if missing."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"Invalid mode. (expected 'w' or 'wb', found {mode!r})")
+def atomic_output(path: str | os.PathLike, need: int = 0) -> Iterator[Path]:
+    """The one rule for every output, for writers that take a name (h5py, the ONNX exporter, a folder of files):
+    yields the temporary path to write (a file, or a folder the block makes) that replaces ``path`` when the block
+    ends without an error; otherwise the temporary is removed and any previous ``path`` is left as it was.
+
+    Before the block: the folder is created, temporaries a dead process left for ``path`` are removed, and ``need``
+    (bytes the output will take, 0 if unknown) is checked against the free space. A full disk, found then or on the
+    way, is an ``OSError`` (ENOSPC) naming the device, whatever words the writer used for it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, glob.escape(path.name))
+    check_free_space(path.parent, need, path.name)
     tmp = temp_path(path)
     try:
+        yield tmp
+        put_in_place(tmp, path)
+    except BaseException as err:
+        raise output_failed(err, tmp, path) from err
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", need: int = 0) -> Iterator[IO]:
+    """:func:`atomic_output` as an open file (``mode`` "w": UTF-8 text, "wb": bytes)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"Invalid mode. (expected 'w' or 'wb', found {mode!r})")
+    with atomic_output(path, need) as tmp:
         with open(tmp, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             yield f
-            f.flush()
+
+
+def check_free_space(folder: str | os.PathLike, need: int, what: str) -> None:
+    """Refuse to start writing ``what`` (``need`` bytes) into ``folder`` when its device has less free space (plus
+    1 MiB to spare), before any work is spent on it."""
+    if need <= 0:
+        return
+    free = shutil.disk_usage(folder).free
+    if free < need + _SPARE:
+        raise OSError(errno.ENOSPC, f"No space left on {device_of(folder)}: {what} needs about "
+                                    f"{_megabytes(need)}, {_megabytes(free)} free", str(folder))
+
+
+def put_in_place(tmp: Path, path: Path) -> None:
+    """Flush ``tmp`` (a file, or a folder's files) to disk and move it onto ``path`` in one step. A folder is
+    swapped with an existing ``path`` atomically (``renameat2`` with ``RENAME_EXCHANGE``), then the old one removed."""
+    for file in ([tmp] if tmp.is_file() else sorted(p for p in tmp.rglob("*") if p.is_file())):
+        with open(file, "rb") as f:
             os.fsync(f.fileno())
+    if tmp.is_dir() and path.is_dir():
+        _exchange(tmp, path)
+        shutil.rmtree(tmp)  # now the old folder
+    else:
         os.replace(tmp, path)
-    except BaseException as err:
-        full = isinstance(err, Exception) and _disk_full(err, path.parent)
+
+
+def output_failed(err: BaseException, tmp: Path, path: Path) -> BaseException:
+    """Remove the temporary ``tmp`` of ``path`` after ``err``, and return the error to raise: ``err`` itself, or
+    an ENOSPC ``OSError`` naming the device when the disk is full (torch and h5py say it in words of their own:
+    "file write failed", "Disable slist on flush dest failure")."""
+    _remove(tmp)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and err.filename:
+        return err  # it names its folder already
+    if isinstance(err, Exception) and _disk_full(err, path.parent):
+        return OSError(errno.ENOSPC, f"No space left on {device_of(path.parent)} while writing {path.name}",
+                       str(path.parent))
+    return err
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
         tmp.unlink(missing_ok=True)
-        if full:  # torch and h5py report a full disk in words of their own ("file write failed", ...)
-            raise OSError(errno.ENOSPC, f"No space left on device while writing {path.name}",
-                          str(path.parent)) from err
-        raise
+
+
+_SPARE = 1 << 20
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
 
 
 def _disk_full(err: Exception, folder: Path) -> bool:
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return True
     try:
-        return shutil.disk_usage(folder).free < 1 << 20
+        return shutil.disk_usage(folder).free < _SPARE
     except OSError:
         return False
+
+
+def device_of(path: str | os.PathLike) -> str:
+    """The device holding ``path``, for messages: ``"/dev/sda1 (mounted at /data)"``, from the mount table."""
+    mount = Path(os.path.abspath(path))
+    while not mount.exists() and mount != mount.parent:
+        mount = mount.parent
+    while mount != mount.parent and os.stat(mount.parent).st_dev == os.stat(mount).st_dev:
+        mount = mount.parent
+    source = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 1 and _unescape(fields[1]) == str(mount):
+                source = _unescape(fields[0])  # the last mount at a point is the visible one
+    return f"{source} (mounted at {mount})" if source else f"the device mounted at {mount}"
+
+
+def _unescape(field: str) -> str:
+    """A mount table field: spaces, tabs and backslashes are written as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (Linux ``renameat2``); where the call or the file system lacks it, two renames."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    rename_exchange, at_cwd = 2, -100
+    swap = getattr(libc, "renameat2", None)
+    if swap is not None and swap(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return
+    if swap is not None and ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(b))
+    aside = a.with_name(a.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -72,7 +173,7 @@ def remove_stale_temps(folder: str | os.PathLike, name: str) -> None:
     for tmp in Path(folder).glob(f".{name}.tmp*"):
         pid = tmp.name.rsplit(".tmp", 1)[-1]
         if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
 
 
 def _pid_alive(pid: int) -> bool:

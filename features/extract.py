@@ -51,7 +51,7 @@ from features.encode import encode_waveforms, plan_batches
 from features.manifest import AudioEntry, read_manifest
 from features.parts import (StoreLock, assemble, digest, manifest_digest, merge, open_plan, part_done, part_path,
                             parts_dir_of, remove_stale_part, write_part)
-from features.store import DTYPES, check_attrs, read_attrs
+from features.store import DTYPES, NON_FINITE, check_attrs, read_attrs
 from features.weights import CHUNK_SECONDS, checkpoint_sha256, load_audio_encoder
 
 
@@ -234,16 +234,23 @@ def _encoded(model: torch.nn.Module, audio: Sequence[AudioEntry], todo: list[tup
                         num_workers=workers, collate_fn=_as_is, worker_init_fn=_one_thread if workers > 0 else None,
                         prefetch_factor=2 if workers > 0 else None, persistent_workers=False)
     np_dtype = np.dtype(dtype)
+    paths = {entry.audio_id: entry.path for entry in audio}
     for item in loader:
-        frames = np.zeros((0, model.frame_dim), np_dtype)
-        lengths = np.zeros(0, np.int64)
-        clips = np.zeros((0, model.clip_dim), np_dtype)
+        rows, lengths, clips = [], np.zeros(0, np.int64), np.zeros((0, model.clip_dim), np_dtype)
         if item["ids"]:
             result = encode_waveforms(model, item["waves"])
             lengths = result["frame_lengths"].numpy().astype(np.int64)
-            frames = np.concatenate([result["frames"][row, :n].numpy().astype(np_dtype)  # (T_row, D)
-                                     for row, n in enumerate(lengths)])
-            clips = result["clip"].numpy().astype(np_dtype)  # (B, D_clip)
+            with np.errstate(over="ignore"):  # an overflow to inf is caught just below
+                rows = [result["frames"][row, :n].numpy().astype(np_dtype) for row, n in enumerate(lengths)]  # (T, D)
+                clips = result["clip"].numpy().astype(np_dtype)  # (B, D_clip)
+            # never store a NaN or inf (a float16 store overflows past 65504): such a clip is reported as missing
+            finite = [bool(np.isfinite(f).all() and np.isfinite(c).all()) for f, c in zip(rows, clips)]
+            if not all(finite):
+                item = {**item, "ids": [i for i, ok in zip(item["ids"], finite) if ok],
+                        "errors": item["errors"] + [(i, paths[i], f"the encoder gave {NON_FINITE}")
+                                                    for i, ok in zip(item["ids"], finite) if not ok]}
+                rows, lengths, clips = ([r for r, ok in zip(rows, finite) if ok], lengths[finite], clips[finite])
+        frames = np.concatenate(rows) if rows else np.zeros((0, model.frame_dim), np_dtype)
         yield item, frames, lengths, clips
 
 

@@ -21,21 +21,24 @@ split is either written or listed as missing. Stores are written to ``common.io`
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from common.io import temp_path
+from common.io import check_free_space, output_failed, put_in_place, remove_stale_temps, temp_path
 
 STORE_FORMAT = "aactk-features-1"
 REQUIRED_ATTRS = ("format", "complete", "encoder", "encoder_spec", "checkpoint_sha256", "sample_rate", "frame_hop",
                   "frame_dim", "clip_dim", "dtype")
 DTYPES = ("float16", "float32")
 _STR = h5py.string_dtype("utf-8")
+NON_FINITE = "non-finite values (NaN or inf) in its features"
 
 
 def _plain(value: Any) -> Any:
@@ -109,11 +112,17 @@ class FeatureStore:
     def frames(self, audio_id: str) -> np.ndarray:
         """Frame features of ``audio_id``: [T, frame_dim] in the store's dtype."""
         i = self._row(audio_id)
-        return self._h5()["frames"][self._offsets[i]:self._offsets[i + 1]]
+        return self._finite(audio_id, self._h5()["frames"][self._offsets[i]:self._offsets[i + 1]])
 
     def clip(self, audio_id: str) -> np.ndarray:
         """Clip embedding of ``audio_id``: [clip_dim] in the store's dtype."""
-        return self._h5()["clips"][self._row(audio_id)]
+        return self._finite(audio_id, self._h5()["clips"][self._row(audio_id)])
+
+    def _finite(self, audio_id: str, values: np.ndarray) -> np.ndarray:
+        # the project never writes one, so a NaN or inf was put there by something else: refuse the store
+        if not np.isfinite(values).all():
+            raise ValueError(f"{self.path}: {audio_id!r}: {NON_FINITE}; not a store this project wrote as it is")
+        return values
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
@@ -192,19 +201,29 @@ class StoreWriter:
     """Writes one store whose ids and frame counts are known up front, clips in any order, then commits it.
 
     Made by :func:`create_store`. Everything goes to ``.<name>.tmp<pid>`` beside it; :meth:`commit` checks every id was
-    written, marks the file complete and renames it onto ``path``. :meth:`abort` (or leaving the ``with`` block on an
-    exception) deletes the temporary file.
+    written, marks the file complete and renames it onto ``path``. :meth:`abort` (or leaving the ``with`` block without
+    a commit) deletes the temporary file. The free space the store needs is checked before it is begun, and a full
+    disk on the way is reported naming the device (``common.io``'s rule for outputs).
     """
 
     def __init__(self, path: Path, attrs: Mapping[str, Any], ids: Sequence[str], num_frames: Sequence[int],
                  missing: Mapping[str, str]) -> None:
         self.path = path
-        self.tmp = temp_path(path)  # h5py writes by file name, so common.io's name, not its writer
+        self.tmp = temp_path(path)  # h5py writes by file name: common.io's rule for outputs, step by step
         dtype = attrs["dtype"]
         self._offsets = np.concatenate([[0], np.cumsum(np.asarray(num_frames, dtype=np.int64))]).astype(np.int64)
         self._index = {audio_id: i for i, audio_id in enumerate(ids)}
         self._written = np.zeros(len(ids), dtype=bool)
-        self._file = h5py.File(self.tmp, "w", libver="earliest", track_order=True)
+        need = (int(self._offsets[-1]) * attrs["frame_dim"] + len(ids) * attrs["clip_dim"]) * np.dtype(dtype).itemsize
+        remove_stale_temps(path.parent, glob.escape(path.name))
+        check_free_space(path.parent, need, path.name)
+        self._file = None
+        with self._failing():
+            self._file = h5py.File(self.tmp, "w", libver="earliest", track_order=True)
+            self._create(ids, missing, attrs)
+
+    def _create(self, ids: Sequence[str], missing: Mapping[str, str], attrs: Mapping[str, Any]) -> None:
+        dtype = attrs["dtype"]
         f = self._file
         # no timestamps: the same features give the same bytes
         f.create_dataset("audio_ids", data=np.array(list(ids), dtype=object), dtype=_STR, track_times=False)
@@ -221,14 +240,20 @@ class StoreWriter:
         f.attrs["complete"] = False
 
     def put(self, audio_id: str, frames: np.ndarray, clip: np.ndarray) -> None:
-        """Write ``frames`` [T, frame_dim] and ``clip`` [clip_dim] of ``audio_id`` (T as declared)."""
+        """Write ``frames`` [T, frame_dim] and ``clip`` [clip_dim] of ``audio_id`` (T as declared, finite values in
+        the store's dtype)."""
         i = self._index[audio_id]
         start, end = self._offsets[i], self._offsets[i + 1]
         if frames.shape != (end - start, self._frames.shape[1]) or clip.shape != (self._clips.shape[1],):
             raise ValueError(f"{audio_id!r}: frames {frames.shape} / clip {clip.shape} do not match the declared "
                              f"({end - start}, {self._frames.shape[1]}) / ({self._clips.shape[1]},)")
-        self._frames[start:end] = frames.astype(self._frames.dtype, copy=False)
-        self._clips[i] = clip.astype(self._clips.dtype, copy=False)
+        with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+            frames, clip = frames.astype(self._frames.dtype, copy=False), clip.astype(self._clips.dtype, copy=False)
+        if not (np.isfinite(frames).all() and np.isfinite(clip).all()):
+            raise ValueError(f"{self.path}: {audio_id!r}: {NON_FINITE}")
+        with self._failing():
+            self._frames[start:end] = frames
+            self._clips[i] = clip
         self._written[i] = True
 
     def commit(self) -> Path:
@@ -237,24 +262,35 @@ class StoreWriter:
             absent = [audio_id for audio_id, i in self._index.items() if not self._written[i]]
             self.abort()
             raise ValueError(f"{self.path}: {len(absent)} ids were never written, e.g. {absent[:3]}")
-        self._file.attrs["complete"] = True
-        self._file.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        with self._failing():
+            self._file.attrs["complete"] = True
+            self._file.close()
+            put_in_place(self.tmp, self.path)
         return self.path
 
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """On any error: the temporary file closed and removed, a full disk named (h5py says it in its own words)."""
+        try:
+            yield
+        except BaseException as err:
+            self._close()
+            raise output_failed(err, self.tmp, self.path) from err
+
+    def _close(self) -> None:
+        if self._file is not None and self._file.id.valid:
+            with contextlib.suppress(Exception):  # closing flushes, which fails again on a full disk
+                self._file.close()
+
     def abort(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
+        self._close()
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "StoreWriter":
         return self
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is not None:
-            self.abort()
+    def __exit__(self, *exc: object) -> None:
+        self.abort()  # after commit there is nothing left to remove
 
 
 def create_store(path: str | os.PathLike, attrs: Mapping[str, Any], ids: Sequence[str],

@@ -14,7 +14,9 @@ is kept up to date and searched by text or by a clip.
 - **Bad files** (not audio, empty, corrupt) are listed with their reason and skipped; an unchanged bad file is not
   read again by an update.
 - **Resume.** Work is saved every ``chunk_files`` files in ``INDEX.parts/``; a killed build or update, run again
-  with the same arguments, embeds only what is missing. The index file itself is replaced atomically at the end.
+  with the same arguments, embeds only what is missing. The index file itself is replaced atomically at the end,
+  after its size was checked against the free space: on a full disk the old index stays as it was, the message names
+  the device, and a rerun once there is room finishes the job.
 - **Clips** are embedded whole, as ``retrieval.search`` and feature extraction do (long audio in windows); with
   several checkpoints, a search averages the models' cosine similarities.
 - **Search** is exact (blocks of rows, any size) below ``APPROX_MIN_ROWS`` files, where exact search costs about what
@@ -39,7 +41,7 @@ from tqdm import tqdm
 
 from common import checkpoint_paths
 from common.cli import run
-from common.io import temp_path
+from common.io import atomic_output, atomic_write, write_text_atomic
 from features.audio import AudioError, load_audio
 from features.weights import checkpoint_sha256
 from retrieval.ann import IVF, cluster, side_by_side
@@ -140,8 +142,8 @@ def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[i
     paths = sorted(rows)
     embeddings = [np.stack([rows[p][2][i] for p in paths]) if paths else np.zeros((0, 0), np.float32)
                   for i in range(len(provenance["checkpoints"]))]
-    tmp = temp_path(path)
-    with h5py.File(tmp, "w") as f:
+    need = sum(emb.nbytes for emb in embeddings) + sum(len(p.encode()) + 32 for p in paths)
+    with atomic_output(path, need) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["kind"], f.attrs["provenance"] = KIND, json.dumps(provenance)
         f.attrs["skipped"] = json.dumps(dict(sorted(skipped.items())))
         f["paths"] = np.array([p.encode() for p in paths], dtype=h5py.string_dtype())
@@ -151,7 +153,6 @@ def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[i
             f.create_dataset(f"embeddings/{i}", data=emb)
         if len(paths) >= APPROX_MIN_ROWS:
             f["approximate/centroids"], f["approximate/lists"] = cluster(side_by_side(embeddings), centroids)
-    os.replace(tmp, path)
 
 
 def _check_models(provenance: dict[str, Any], index: str | os.PathLike) -> list[str]:
@@ -174,10 +175,8 @@ def _save_part(path: Path, part: dict[str, Any], n_models: int) -> None:
     arrays["stats"] = np.array([part["rows"][n][:2] for n in names], dtype=np.int64).reshape(-1, 2)
     for i in range(n_models):
         arrays[f"embeddings_{i}"] = np.stack([part["rows"][n][2][i] for n in names]) if names else np.zeros((0, 0))
-    tmp = temp_path(path)
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb", need=sum(a.nbytes for a in arrays.values())) as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _load_part(path: Path, n_models: int) -> dict[str, Any]:
@@ -205,8 +204,13 @@ def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: 
                       for model in models if model.sample_rate == rate]
     per_model = [emb for model in models for m, emb in per_model if m is model]  # back in the models' order
     for name in names:
-        if name not in part["skipped"]:
-            part["rows"][name] = (*found[name], [emb[name] for emb in per_model])
+        if name in part["skipped"]:
+            continue
+        row = [emb[name] for emb in per_model]
+        if all(np.isfinite(e).all() for e in row):
+            part["rows"][name] = (*found[name], row)
+        else:  # never index a NaN or inf: the file is reported instead
+            part["skipped"][name] = [*found[name], "the model gave non-finite values (NaN or inf) for it"]
     return part
 
 
@@ -235,7 +239,7 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
     if parts.is_dir() and (not plan.is_file() or json.loads(plan.read_text()) != provenance):
         shutil.rmtree(parts)  # a killed run of other arguments: nothing to reuse
     parts.mkdir(parents=True, exist_ok=True)
-    plan.write_text(json.dumps(provenance))
+    write_text_atomic(plan, json.dumps(provenance))
     for part_file in sorted(parts.glob("part_*.npz")):  # a killed run's finished parts
         part = _load_part(part_file, len(ckpts))
         rows.update({k: v for k, v in part["rows"].items() if found.get(k) == tuple(v[:2])})

@@ -157,6 +157,44 @@ def import_laion_clap(reference_dir: Path) -> tuple[types.ModuleType, types.Modu
 
 # --- the skip rule ----------------------------------------------------------------------------------------------
 
+# --- a full disk ------------------------------------------------------------------------------------------------
+
+class SmallDisk:
+    """A real file system of a few MB (tmpfs) at ``path``; :meth:`fill` takes all but ``leave`` bytes of it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self, leave: int = 0) -> None:
+        import shutil
+        self.filler.unlink(missing_ok=True)
+        free = shutil.disk_usage(self.path).free
+        with open(self.filler, "wb") as f:
+            try:
+                f.write(b"\0" * max(free - leave, 0))
+                f.flush()
+            except OSError:  # tmpfs rounds to pages: full is full
+                pass
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+@pytest.fixture()
+def small_disk(tmp_path) -> SmallDisk:
+    """An 8 MB tmpfs mounted for one test (the suite runs as root, as CI does), unmounted after it."""
+    import subprocess
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.fail(f"a full-disk test needs to mount a small tmpfs (run as root): {done.stderr.strip()}")
+    yield SmallDisk(mount)
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     """The reason a skipped test or module gave, without pytest's ``Skipped: `` prefix."""
     longrepr = report.longrepr

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from captioning.bundle import load_bundle, make_bundle
+from captioning.export import export_bundle
 from captioning.infer import infer
 from captioning.vocab import Vocabulary
 from corpus.synth import make_corpus
@@ -181,3 +183,54 @@ def test_export_help_explains_the_command():
     assert done.returncode == 0, done.stderr
     text = done.stdout + done.stderr  # fire writes help to stderr when not on a terminal
     assert "--bundle B.pt --out DIR" in text and "--runtime onnx" in text and "export.json" in text
+
+
+@pytest.mark.parametrize("edit", [("audio_encoder", "spec", "chunk_seconds", 1.0),
+                                  ("audio_encoder", "spec", "sample_rate", 32000),
+                                  ("captioners", 0, "decoder", "gru")])
+def test_an_edited_manifest_is_refused(exported, tmp_path, edit):
+    """What export.json records that changes results is the bundle's: an edited copy never captions differently."""
+    folder = _copy(exported, tmp_path)
+    manifest = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+    *keys, last, value = edit
+    node = manifest
+    for key in keys:
+        node = node[key]
+    assert node[last] != value
+    node[last] = value
+    (folder / "export.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"export\.json: .*{last}.* differs from the bundle's"):
+        load_bundle(exported["bundle"], runtime="onnx", onnx_dir=folder)
+
+
+def test_a_killed_export_over_a_good_one_leaves_it_usable(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    proc = subprocess.Popen([sys.executable, "-m", "captioning.export", "--bundle", str(exported["bundle"]),
+                             "--out", str(folder)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    temp = tmp_path / f".onnx.tmp{proc.pid}"
+    deadline = time.monotonic() + 120
+    while not any(temp.glob("*.onnx")) and time.monotonic() < deadline:  # killed while writing graphs
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    load_bundle(exported["bundle"], runtime="onnx", onnx_dir=folder)
+    export_bundle(exported["bundle"], folder)  # a new export cleans up after the killed one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+
+def test_an_export_onto_a_full_disk_is_refused_naming_the_device(exported, small_disk):
+    folder = Path(shutil.copytree(exported["onnx"], small_disk.path / "onnx"))
+    small_disk.fill(leave=64 << 10)
+    with pytest.raises(OSError, match=rf"No space left on tmpfs \(mounted at {small_disk.path}\): onnx needs"):
+        export_bundle(exported["bundle"], folder)
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "onnx"]
+    load_bundle(exported["bundle"], runtime="onnx", onnx_dir=folder)
+
+
+def test_an_export_never_replaces_a_folder_of_other_files(exported, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"{tmp_path}: holds files that are not part of an ONNX export \(notes.txt\)"):
+        export_bundle(exported["bundle"], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -12,6 +12,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.cli import describe_error, quote_text_args, run
+from common.io import device_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def test_describe_error():
     assert describe_error(KeyError("unknown setting 'x'")) == "unknown setting 'x'"  # no repr quotes
     assert describe_error(ValueError("a.pt: bad\nsecond line")) == "a.pt: bad second line"
     full = OSError(errno.ENOSPC, "No space left on device", "/data/out")
-    assert describe_error(full) == "no space left on the device holding /data/out"
+    assert describe_error(full) == f"/data/out: No space left on {device_of('/data/out')}"
     assert "ZeroDivisionError" in describe_error(ZeroDivisionError("x")) and "--debug" in describe_error(
         ZeroDivisionError("x"))
 

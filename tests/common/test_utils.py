@@ -1,12 +1,13 @@
 """The small shared utilities: atomic writes, CSV tables with required columns, length masks and masked means."""
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
 import torch
 
-from common.io import atomic_write, read_csv, remove_stale_temps, temp_path, write_csv, write_text_atomic
+from common.io import atomic_output, atomic_write, device_of, read_csv, remove_stale_temps, temp_path, write_csv, write_text_atomic
 from common.tensor import lengths_to_mask, masked_mean
 
 
@@ -155,7 +156,56 @@ def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path, monkeypatch):
         RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")))
     with pytest.raises(OSError) as err:
         save_checkpoint({"kind": "x", "state_dict": {}, "epoch": 2}, target)
-    assert describe_error(err.value) == f"no space left on the device holding {tmp_path}"
+    assert describe_error(err.value) == f"{tmp_path}: No space left on {device_of(tmp_path)} while writing last.pt"
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["epoch"] == 1
+
+
+# --- one rule for outputs written by name (HDF5, ONNX, folders) ---------------------------------------------------
+
+def test_atomic_output_swaps_a_whole_folder_or_keeps_the_old_one(tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "graph.onnx").write_text("old graph")
+    (tmp_path / ".export.tmp999999999").mkdir()  # a dead process's unfinished folder
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_output(out) as tmp:
+            tmp.mkdir()
+            (tmp / "graph.onnx").write_text("half")
+            raise RuntimeError("killed mid-export")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert (out / "graph.onnx").read_text() == "old graph"
+    with atomic_output(out) as tmp:
+        tmp.mkdir()
+        (tmp / "graph.onnx").write_text("new graph")
+        (tmp / "export.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "graph.onnx"]
+    assert (out / "graph.onnx").read_text() == "new graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_an_output_too_big_for_the_disk_is_refused_before_the_work(small_disk):
+    ran = []
+    with pytest.raises(OSError) as err:
+        with atomic_output(small_disk.path / "store.h5", need=64 << 20):
+            ran.append(True)
+    assert not ran and err.value.errno == errno.ENOSPC
+    assert f"tmpfs (mounted at {small_disk.path})" in str(err.value) and "store.h5 needs about 64.0 MB" in str(err.value)
+
+
+def test_an_hdf5_file_filling_the_disk_is_named_removed_and_the_old_one_kept(small_disk):
+    import h5py
+    import numpy as np
+
+    path = small_disk.path / "index.h5"
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        f["rows"] = np.arange(10)
+    small_disk.fill(leave=64 << 10)
+    with pytest.raises(OSError) as err:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+            f["rows"] = np.zeros(1 << 20)  # 8 MB: more than is left
+    assert err.value.errno == errno.ENOSPC and f"tmpfs (mounted at {small_disk.path})" in str(err.value)
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "index.h5"]
+    with h5py.File(path, "r") as f:
+        assert f["rows"][:].tolist() == list(range(10))

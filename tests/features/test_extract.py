@@ -343,3 +343,38 @@ def test_lock_goes_with_a_killed_extractor(small: dict, tmp_path: Path) -> None:
         except ProcessLookupError:
             pass
     assert_same_store(out, small["reference"])
+
+
+def test_an_encoder_overflowing_float16_leaves_those_clips_missing_never_inf(small: dict, tmp_path: Path) -> None:
+    """Finite weights can still give values past float16's range: such clips are reported, never stored as inf."""
+    checkpoint = torch.load(small["ckpt"], weights_only=True)
+    key = next(k for k in checkpoint["state_dict"] if k.endswith("fc1.weight"))
+    checkpoint["state_dict"][key] = checkpoint["state_dict"][key] * 1e7
+    loud = tmp_path / "loud.pt"
+    torch.save(checkpoint, loud)
+    out = tmp_path / "loud.h5"
+    extract(str(small["split"]), str(loud), str(out), workers=0, progress=False, batch_size=4, dtype="float16")
+    store = open_store(out)
+    overflowed = [i for i, reason in store.missing.items() if "encoder gave non-finite values" in reason]
+    assert overflowed and "empty.wav" in store.missing
+    assert all(np.isfinite(store.frames(i)).all() and np.isfinite(store.clip(i)).all() for i in store.ids)
+
+
+def test_assembling_on_a_full_disk_names_the_device_and_keeps_the_parts(small: dict, small_disk, tmp_path) -> None:
+    parts = []
+    for shard in (0, 1):  # parts made elsewhere, merged onto the small disk
+        target = tmp_path / f"machine{shard}" / "small.h5"
+        assert extract(str(small["split"]), str(small["ckpt"]), str(target), num_shards=2, shard_id=shard,
+                       workers=0, progress=False, **SETTINGS) is None
+        parts.append(parts_dir_of(target))
+    out = small_disk.path / "small.h5"
+    small_disk.fill(leave=64 << 10)  # room for the lock and the errors table, not for the store
+    done = subprocess.run([sys.executable, "-m", "features.extract", "merge", "--out", str(out), *map(str, parts)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and f"No space left on tmpfs (mounted at {small_disk.path})" in done.stderr, \
+        done.stderr
+    assert "a bug?" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "small.h5.errors.csv"]  # no temporaries
+    small_disk.free()
+    merge(out, *parts, keep_parts=True)
+    assert_same_store(out, small["reference"])

@@ -159,3 +159,27 @@ def test_dataloader_workers(tmp_path: Path) -> None:
     for i, audio_id in enumerate(AWKWARD_IDS):
         np.testing.assert_array_equal(seen[i].numpy(), data[audio_id][0])
     np.testing.assert_array_equal(store.frames(AWKWARD_IDS[1]), data[AWKWARD_IDS[1]][0])  # parent still reads
+
+
+def test_non_finite_features_are_never_written_and_a_store_holding_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "train.h5"
+    with create_store(path, _attrs("float16"), ["a"], [2]) as writer:
+        with pytest.raises(ValueError, match=r"'a': non-finite values \(NaN or inf\)"):
+            writer.put("a", np.full((2, 6), 1e5, np.float32), np.zeros(4, np.float32))  # past float16's 65504
+    assert list(tmp_path.iterdir()) == []
+    _write(path)
+    with h5py.File(path, "r+") as f:  # damaged or forged elsewhere
+        f["frames"][0, 0] = np.nan
+    store = open_store(path)
+    first = min(store.ids, key=lambda i: store._offsets[store.ids.index(i)])
+    with pytest.raises(ValueError, match=rf"{path}: {first!r}: non-finite values"):
+        store.frames(first)
+    store.clip(first)  # its clip embedding is finite
+
+
+def test_a_store_too_big_for_the_disk_is_refused_before_writing(small_disk) -> None:
+    path = small_disk.path / "train.h5"
+    with pytest.raises(OSError, match=rf"No space left on tmpfs \(mounted at {small_disk.path}\): train.h5 needs "
+                                      r"about 19.5 MB"):
+        create_store(path, _attrs(frame_dim=512), ["a"], [10_000])
+    assert list(small_disk.path.iterdir()) == []

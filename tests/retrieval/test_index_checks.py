@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 
 from retrieval.index import AudioIndex, read_index, sync
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -96,3 +100,28 @@ def test_no_file_outside_the_folder_is_handed_out(built, tmp_path):
     forged = AudioIndex(_forge(built, tmp_path / "root.h5", root))
     with pytest.raises(KeyError):  # not an audio file, whatever the index says
         forged.file("etc/passwd")
+
+
+def test_a_full_disk_during_an_update_names_the_device_and_keeps_the_old_index(trained, tiny_corpus, small_disk,
+                                                                               tmp_path):
+    wavs = sorted((tiny_corpus["val"].parent.parent / "wav").glob("val_*.wav"))
+    library = tmp_path / "library"
+    library.mkdir()
+    for wav in wavs[:3]:
+        shutil.copy(wav, library / wav.name)
+    index = small_disk.path / "index.h5"
+    sync(library, str(trained / "best.pt"), index)
+    stale = small_disk.path / ".index.h5.tmp999999999"  # left by a build that died (no such process)
+    stale.write_bytes(b"half an index")
+    for wav in wavs[3:6]:
+        shutil.copy(wav, library / wav.name)
+    small_disk.fill()
+    done = subprocess.run([sys.executable, "-m", "retrieval.index", "update", "--index", str(index)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and f"No space left on tmpfs (mounted at {small_disk.path})" in done.stderr, \
+        done.stderr
+    assert len(read_index(index)["paths"]) == 3  # the old index, whole
+    small_disk.free()
+    assert sync(library, str(trained / "best.pt"), index)["embedded"] == 3
+    assert len(read_index(index)["paths"]) == 6
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["index.h5"]  # no temporaries, old or new
