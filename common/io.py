@@ -186,13 +186,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a small CSV table atomically: ``header``, then ``rows`` (UTF-8, RFC 4180 quoting, ``\\n`` line ends)."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A small CSV table as text: ``header``, then ``rows`` (RFC 4180 quoting, ``\\n`` line ends)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a small CSV table atomically (UTF-8; see :func:`csv_text`)."""
+    write_text_atomic(path, csv_text(header, rows))
 
 
 class CsvTable(list):

@@ -38,12 +38,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
 from common.cli import run
-from common.io import write_csv, write_text_atomic
+from common.io import csv_text, write_text_atomic
+from eval.tokenizer import simple_tokenize
 from features.audio import AudioError, AudioInfo, check_duration, probe
 from corpus import audiocaps, clotho, labelled, macs
 from corpus.source import SplitSource
@@ -117,27 +118,40 @@ def probe_all(paths: Sequence[str], *, workers: int = 2, min_duration: float = 0
 
 
 def prepare_split(source: SplitSource, out: str | os.PathLike, *, workers: int = 2, min_duration: float = 0.0,
-                  max_duration: float | None = None) -> SplitReport:
-    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/``, report."""
+                  max_duration: float | None = None,
+                  extras: Callable[[Manifest], dict[str, str]] | None = None) -> SplitReport:
+    """Probe every clip of ``source``, write the manifest of the good ones into ``<out>/<split>/``, report.
+
+    Captions without a word (punctuation only, which tokenizes to nothing) are dropped and listed in ``errors.csv``
+    with the clip; a captioned clip left with none is refused. ``extras(manifest)`` gives more files of the split
+    (name -> text), written with it as one unit.
+    """
     results = probe_all([c.path for c in source.clips], workers=workers, min_duration=min_duration,
                         max_duration=max_duration, desc=source.split)
     audio, captions, labels, silent = [], {}, {}, []
     errors = list(source.errors)
     for clip, result in zip(source.clips, results):
+        wordless = [c for c in clip.captions if not simple_tokenize(c)]
+        errors += [(os.path.abspath(clip.path), f"caption {c!r} has no words (punctuation only): dropped")
+                   for c in wordless]
+        if clip.captions and len(wordless) == len(clip.captions):
+            result = "no caption with a word: every caption is punctuation only"
         if isinstance(result, str):
             errors.append((os.path.abspath(clip.path), result))
             continue
         audio.append(AudioEntry(clip.audio_id, os.path.abspath(clip.path), result.duration,
                                 result.sample_rate, result.channels))
         if clip.captions:
-            captions[clip.audio_id] = list(clip.captions)
+            captions[clip.audio_id] = [c for c in clip.captions if c not in wordless]
         if clip.labels:
             labels[clip.audio_id] = list(clip.labels)
         if result.silent:
             silent.append(clip.audio_id)
-    split_dir = write_manifest(Manifest(source.split, audio, captions, errors, labels), out)
+    manifest = Manifest(source.split, audio, captions, errors, labels)
+    files = extras(manifest) if extras else {}
     if source.missing is not None:
-        write_csv(split_dir / MISSING_CSV, ("audio_id", "start_time"), source.missing)
+        files[MISSING_CSV] = csv_text(("audio_id", "start_time"), source.missing)
+    split_dir = write_manifest(manifest, out, files)
     return SplitReport(source.split, split_dir, len(audio), sum(map(len, captions.values())), errors,
                        list(source.missing or []), list(source.dropped), silent, labelled=len(labels))
 
@@ -223,9 +237,13 @@ def prepare_synth(out: str | os.PathLike, *, root: str | os.PathLike, workers: i
     for source in sources:
         qa, labels = annotations[source.split]
         source.clips = [dataclasses.replace(clip, labels=labels[clip.audio_id]) for clip in source.clips]
-        report = prepare_split(source, out, workers=workers)
-        split_qa = {i: qa[i] for i in read_manifest(report.out_dir).ids}
-        write_text_atomic(report.out_dir / QA_JSON, json.dumps(split_qa, indent=1, ensure_ascii=False) + "\n")
+        split_qa = {}
+
+        def qa_file(manifest: Manifest) -> dict[str, str]:
+            split_qa.update({i: qa[i] for i in manifest.ids})
+            return {QA_JSON: json.dumps(split_qa, indent=1, ensure_ascii=False) + "\n"}
+
+        report = prepare_split(source, out, workers=workers, extras=qa_file)
         report.questions = sum(map(len, split_qa.values()))
         reports.append(report)
     return reports

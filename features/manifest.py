@@ -7,6 +7,10 @@ One folder per split::
     <out>/<split>/errors.csv     path,reason                                    (bad files; written even if empty)
     <out>/<split>/labels.json    {"<audio_id>": ["label", ...], ...}           (optional: class labels, e.g. of a
                                                                                  label-only corpus or the synth events)
+    <out>/<split>/split.json     {"files": {"<name>": "<SHA-256>", ...}}        (what was written together)
+
+A split is written as one unit (a temporary folder swapped in), and read only if its files are the ones
+``split.json`` records, so a split can never mix one preparation's clips with another's captions.
 
 Rules that :func:`read_manifest` enforces: audio ids are unique and non-empty; every id in ``captions.json`` is in
 ``wav.csv``; captions and labels are non-empty strings, a clip's labels distinct. A clip with no captions is
@@ -15,17 +19,20 @@ preparation of a captioned corpus never writes one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.io import read_csv, write_csv, write_text_atomic
+from common.io import atomic_output, csv_text, read_csv
 
 WAV_CSV = "wav.csv"
 CAPTIONS_JSON = "captions.json"
 LABELS_JSON = "labels.json"
 ERRORS_CSV = "errors.csv"
+SPLIT_JSON = "split.json"
 WAV_COLUMNS = ("audio_id", "path", "duration", "sample_rate", "channels")
 ERROR_COLUMNS = ("path", "reason")
 
@@ -92,26 +99,53 @@ def read_captions(path: str | os.PathLike, what: str = "caption") -> dict[str, l
     return captions
 
 
-def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
-    """Write ``manifest`` into ``<out_dir>/<manifest.split>/`` (each file atomically) and return that folder.
+def write_manifest(manifest: Manifest, out_dir: str | os.PathLike, extras: Mapping[str, str] | None = None) -> Path:
+    """Write ``manifest`` into ``<out_dir>/<manifest.split>/`` as one unit and return that folder.
 
-    ``errors.csv`` is written last, so its presence means the whole split was written.
+    The split's files (and ``extras``: file name -> text, e.g. ``qa.json``) are written into a temporary folder
+    beside it, with ``split.json`` recording each file's SHA-256, and swapped in whole: a kill or a full disk leaves
+    the previous split as it was, never new clips beside old captions.
     """
     _validate(manifest, where=str(out_dir))
     split_dir = Path(out_dir) / manifest.split
-    split_dir.mkdir(parents=True, exist_ok=True)
     rows = [(e.audio_id, os.path.abspath(e.path), f"{e.duration:.6f}", e.sample_rate, e.channels)
             for e in manifest.audio]
-    write_csv(split_dir / WAV_CSV, WAV_COLUMNS, rows)
-    captions = {i: list(manifest.captions[i]) for i in manifest.ids if i in manifest.captions}
-    write_text_atomic(split_dir / CAPTIONS_JSON, json.dumps(captions, ensure_ascii=False, indent=1) + "\n")
+    files = {WAV_CSV: csv_text(WAV_COLUMNS, rows),
+             CAPTIONS_JSON: _json({i: list(manifest.captions[i]) for i in manifest.ids if i in manifest.captions}),
+             ERRORS_CSV: csv_text(ERROR_COLUMNS, list(manifest.errors))}
     if manifest.labels:
-        labels = {i: list(manifest.labels[i]) for i in manifest.ids if i in manifest.labels}
-        write_text_atomic(split_dir / LABELS_JSON, json.dumps(labels, ensure_ascii=False, indent=1) + "\n")
-    elif (split_dir / LABELS_JSON).exists():  # an earlier preparation's labels must not outlive it
-        (split_dir / LABELS_JSON).unlink()
-    write_csv(split_dir / ERRORS_CSV, ERROR_COLUMNS, list(manifest.errors))
+        files[LABELS_JSON] = _json({i: list(manifest.labels[i]) for i in manifest.ids if i in manifest.labels})
+    files.update(extras or {})
+    record = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in sorted(files.items())}
+    files[SPLIT_JSON] = _json({"files": record})
+    with atomic_output(split_dir, need=sum(len(t.encode("utf-8")) for t in files.values())) as tmp:
+        tmp.mkdir()
+        for name, text in files.items():
+            (tmp / name).write_bytes(text.encode("utf-8"))
     return split_dir
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=1) + "\n"
+
+
+def _check_record(split_dir: Path) -> None:
+    """The split's files are the ones ``split.json`` records (a split without one was made by hand: taken as is)."""
+    path = split_dir / SPLIT_JSON
+    if not path.exists():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["files"]
+        names = [n for n in record if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a split record ({err}); delete it to take the files as they are") from None
+    for name in names:
+        file = split_dir / name
+        found = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+        if found != record[name]:
+            raise ValueError(f"{file}: {'missing' if found is None else 'differs from what ' + SPLIT_JSON + ' records'}"
+                             " (written by another preparation, or edited): the split's files disagree; prepare it "
+                             f"again, or delete {path} to take the files as they are")
 
 
 def _validate(manifest: Manifest, where: str) -> None:
@@ -142,6 +176,7 @@ def read_manifest(split_dir: str | os.PathLike) -> Manifest:
     a missing file, missing columns, a malformed value, duplicate ids, or captions for unknown ids.
     """
     split_dir = Path(split_dir)
+    _check_record(split_dir)
     wav_path = split_dir / WAV_CSV
     audio = []
     table = read_csv(wav_path, WAV_COLUMNS)

@@ -292,6 +292,7 @@ def test_several_splits_read_as_one(tmp_path: Path) -> None:
 def test_read_manifest_refuses_broken_splits(tmp_path: Path) -> None:
     manifest = Manifest("dev", [AudioEntry("a", "/a.wav", 1.0, 16000, 1)], {"a": ["x"]})
     split_dir = write_manifest(manifest, tmp_path)
+    (split_dir / "split.json").unlink()  # a split made by hand: its files' own checks
     (split_dir / "captions.json").write_text(json.dumps({"a": ["x"], "b": ["y"]}))
     with pytest.raises(ValueError, match="not in wav.csv"):
         read_manifest(split_dir)
@@ -379,3 +380,39 @@ def test_macs_prepares_captions_with_tags_and_names_bad_entries(tmp_path: Path) 
         macs_yaml.write_text(text, encoding="utf-8")
         with pytest.raises(ValueError, match=message):
             prepare_macs(tmp_path / "bad", yaml_path=macs_yaml, audio_dir=audio)
+
+
+def test_a_split_is_written_as_one_unit_and_disagreeing_files_are_refused(tmp_path: Path, small_disk) -> None:
+    """A preparation stopped half-way (a full disk, a kill) leaves the previous split whole; a split whose clip list
+    and captions come from different preparations is refused."""
+    old = Manifest("dev", [AudioEntry(f"c{i}", f"/c{i}.wav", 1.0, 16000, 1) for i in range(3)],
+                   {f"c{i}": [f"old caption {i}"] for i in range(3)})
+    split_dir = write_manifest(old, small_disk.path)
+    new = Manifest("dev", [AudioEntry(f"c{i}", f"/c{i}.wav", 1.0, 16000, 1) for i in range(300)],
+                   {f"c{i}": [f"a new and much longer caption number {i} " * 20] for i in range(300)})
+    small_disk.fill(leave=64 << 10)
+    with pytest.raises(OSError, match=rf"No space left on tmpfs \(mounted at {small_disk.path}\)"):
+        write_manifest(new, small_disk.path)
+    assert read_manifest(split_dir) == old
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["dev", "filler"]
+    small_disk.free()
+    # the red team's case: a new clip list beside the old captions (as a writer of one file at a time left it)
+    other = write_manifest(Manifest("dev", new.audio[:45], {i: ["x"] for i in new.ids[:45]}), tmp_path / "other")
+    (split_dir / "wav.csv").write_bytes((other / "wav.csv").read_bytes())
+    with pytest.raises(ValueError, match=r"dev/wav\.csv: differs from what split\.json records"):
+        read_manifest(split_dir)
+
+
+def test_wordless_captions_are_listed_in_errors(tmp_path: Path) -> None:
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("a.wav", "b.wav"):
+        sf.write(audio / name, np.full(1600, 0.1, np.float32), 16000)
+    table = tmp_path / "captions.csv"
+    table.write_text("file_name,caption_1,caption_2\na.wav,A dog barks.,\"...\"\nb.wav,?!,--\n", encoding="utf-8")
+    (report,) = prepare_clotho(tmp_path / "out", audio_dir=audio, captions_csv=table, split="dev", workers=1)
+    manifest = read_manifest(report.out_dir)
+    assert manifest.ids == ["a.wav"] and manifest.captions == {"a.wav": ["A dog barks."]}
+    reasons = {(Path(path).name, reason) for path, reason in manifest.errors}
+    assert ("a.wav", "caption '...' has no words (punctuation only): dropped") in reasons
+    assert ("b.wav", "no caption with a word: every caption is punctuation only") in reasons
