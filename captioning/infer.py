@@ -20,8 +20,10 @@ in the returned dict.
 
 Outputs: JSON ``[{"audio_id": file name, "path", "caption"[, "silent": true]}]`` (``--out``) and/or the DCASE CSV
 ``file_name,caption_predicted`` (``--csv``), in input order; with neither, ``file name<TAB>caption`` lines go to
-stdout. A bad file (empty, without samples, unreadable, not audio, non-finite, ...) is reported on stderr with its
-reason and skipped; the others are captioned. Two inputs with the same file name are refused (their ids would clash).
+stdout. Output paths are checked before any model or audio is loaded: a folder, or a file whose folder cannot be
+made or written, is refused at once. A bad file (empty, without samples, unreadable, not audio, non-finite, a header
+stating an impossible length, ...) is reported on stderr with its reason and skipped; the others are captioned. Two
+inputs with the same file name are refused (their ids would clash).
 """
 from __future__ import annotations
 
@@ -69,6 +71,32 @@ def list_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
                              "captions are identified by file name, so caption them in separate runs")
         by_name[path.name] = path
     return unique
+
+
+def check_outputs(**outputs: str | None) -> None:
+    """Refuse at once an output file that could not be written when the captions are done: a folder, a path that
+    names a folder, one whose folder cannot be created (a file stands in its way) or written, two outputs on one
+    file. ``outputs``: option name -> path (None: not asked for)."""
+    seen: dict[str, str] = {}
+    for option, value in outputs.items():
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir() or str(value).endswith(("/", os.sep)):
+            raise ValueError(f"--{option} {value}: is a folder; expected a file to write (e.g. {path / 'pred.json'})")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:  # the nearest folder that exists is the one written
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ValueError(f"--{option} {value}: its folder cannot be created, {folder} is a file; expected a "
+                             "file in a folder that exists or can be made")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"--{option} {value}: cannot write in {folder} (permission denied); expected a file in "
+                             "a folder you can write")
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"--{option} and --{seen[real]} name the same file {value}; give them different names")
+        seen[real] = option
 
 
 def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
@@ -170,20 +198,21 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     """
     if not inputs:
         raise ValueError("No inputs. (expected audio files or folders)")
-    if bundle is not None:
-        if audio_encoder is not None or captioners is not None or encoder is not None:
-            raise ValueError("Give either --bundle or --audio-encoder with --captioners, not both")
-        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir)
-    elif runtime != "torch" or onnx_dir is not None:
+    if bundle is not None and (audio_encoder is not None or captioners is not None or encoder is not None):
+        raise ValueError("Give either --bundle or --audio-encoder with --captioners, not both")
+    if bundle is None and (runtime != "torch" or onnx_dir is not None):
         raise ValueError("--runtime onnx runs a bundle: give --bundle and --onnx-dir")
-    elif audio_encoder is not None and captioners is not None:
-        pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder,
-                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
-    else:
+    if bundle is None and (audio_encoder is None or captioners is None):
         raise ValueError("Missing model. (expected --bundle, or --audio-encoder and --captioners)")
+    check_outputs(out=out, csv=csv)  # before any work: a bad output path would otherwise fail after every clip
     files = list_audio(inputs)
     if not files:
         raise ValueError(f"No audio files in {', '.join(map(str, inputs))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    if bundle is not None:
+        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir)
+    else:
+        pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder,
+                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
     by_path, errors, silent_paths = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
                                                   beam_size=beam_size, max_len=max_len, min_len=min_len,
                                                   length_norm=length_norm)

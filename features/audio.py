@@ -8,12 +8,15 @@ zero-pads a clip shorter than :data:`MIN_SECONDS` at its end to that length, so 
 that much; only a file without a single sample is refused.
 
 Formats: whatever libsndfile reads (wav in 8/16/24/32-bit integer or float, flac, ogg/vorbis, ...), at any sample
-rate and channel count.
+rate and channel count. A header need not state the length (a FLAC stream may leave it 0): such a file, or one whose
+stated length its size could not hold, is read through in blocks to find its real length, and ``max_duration`` stops
+the reading as soon as it is passed; nothing is allocated on a header's word.
 """
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,12 @@ SILENCE_PEAK = 10.0 ** (SILENCE_DBFS / 20.0)  # the same as a linear peak: 1e-4
 _SCAN_BLOCK = 1 << 16
 # libsndfile notes a WAV whose data chunk claims more bytes than the file holds as "data : N (should be M)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# libsndfile's length for a stream whose header states none (a FLAC with total samples 0 in STREAMINFO, which the
+# format allows for streams): SF_COUNT_MAX. Reading "all" of it would allocate that many frames.
+_UNKNOWN_FRAMES = 2 ** 63 - 1
+# A stated length above this many frames per byte of file is not believed: no codec libsndfile reads packs more (a
+# FLAC frame holds at most 65535 samples and takes several bytes; Vorbis and MP3 packets hold a few thousand).
+_MAX_FRAMES_PER_BYTE = 1 << 16
 
 
 class AudioError(ValueError):
@@ -83,14 +92,15 @@ def _open_error(path: Path, err: Exception) -> AudioError:
     return AudioError(path, f"not a readable audio file ({reason.strip()})")
 
 
-def probe(path: str | os.PathLike, *, scan: bool = True) -> AudioInfo:
-    """Read a file's header and (with ``scan``) all its samples, and validate it.
+def _unreadable(path: Path, err: Exception) -> AudioError:
+    """Any other failure on one file (MemoryError, an error inside soundfile or soxr, ...) as an AudioError naming
+    it, so that a run over many files reports this one and carries on."""
+    return AudioError(path, f"cannot be read ({type(err).__name__}: {str(err).strip() or 'no details'})")
 
-    Raises :class:`AudioError` for a missing or empty file, one that is not audio or has a corrupt or truncated
-    header or data, one with no samples, and (with ``scan``) one holding NaN or infinite samples. Silent audio is
-    valid; ``AudioInfo.silent`` flags it.
-    """
-    path = Path(path)
+
+def _header(path: Path) -> tuple[sf._SoundFileInfo, int | None]:
+    """The header, validated, and the length it states in frames (``None`` when it states none or an impossible
+    one: the file must then be read through to learn it)."""
     _check_file(path)
     try:
         info = sf.info(str(path))
@@ -103,12 +113,54 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> AudioInfo:
     short = _SHORT_DATA.search(info.extra_info or "")
     if short:
         raise AudioError(path, f"truncated: header declares {short.group(1)} data bytes, file holds {short.group(2)}")
+    believable = info.frames < _UNKNOWN_FRAMES and info.frames <= _MAX_FRAMES_PER_BYTE * path.stat().st_size
+    return info, int(info.frames) if believable else None
 
-    peak = None
-    if scan:
+
+def _blocks(path: Path, stated: int | None) -> Iterator[np.ndarray]:
+    """The file's samples as float32 blocks (n, C) of at most :data:`_SCAN_BLOCK` frames, until its real end."""
+    if stated is not None:
+        yield from sf.blocks(str(path), blocksize=_SCAN_BLOCK, dtype="float32", always_2d=True)
+        return
+    # Without a length, soundfile's own reads fail at the end: after each read it seeks to where it stopped, and
+    # libsndfile cannot seek to the end of a stream whose length it does not know ("psf_fseek() failed"). So the
+    # blocks are read through libsndfile's read call itself (soundfile's binding of it; soundfile is pinned in
+    # requirements.txt), which just returns fewer frames at the end.
+    with sf.SoundFile(str(path)) as f:
+        buf = np.empty((_SCAN_BLOCK, f.channels), np.float32)  # (n, C)
+        while True:
+            n = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), _SCAN_BLOCK)
+            if sf._snd.sf_error(f._file):
+                raise sf.LibsndfileError(sf._snd.sf_error(f._file))
+            if n <= 0:
+                return
+            yield buf[:n].copy()
+
+
+def probe(path: str | os.PathLike, *, scan: bool = True) -> AudioInfo:
+    """Read a file's header and (with ``scan``) all its samples, and validate it.
+
+    A file whose header states no length (or one its size could not hold) is scanned whatever ``scan`` says: its
+    duration is what it really holds. Raises :class:`AudioError` for a missing or empty file, one that is not audio or
+    has a corrupt or truncated header or data, one with no samples, one that fails to read for any other reason, and
+    (when scanned) one holding NaN or infinite samples. Silent audio is valid; ``AudioInfo.silent`` flags it.
+    """
+    path = Path(path)
+    try:
+        return _probe(path, scan)
+    except AudioError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop a run over many
+        raise _unreadable(path, err) from err
+
+
+def _probe(path: Path, scan: bool) -> AudioInfo:
+    info, stated = _header(path)
+    peak, frames = None, stated
+    if scan or stated is None:
         peak, frames = 0.0, 0
         try:
-            for block in sf.blocks(str(path), blocksize=_SCAN_BLOCK, dtype="float32", always_2d=True):
+            for block in _blocks(path, stated):
                 if not np.isfinite(block).all():
                     raise AudioError(path, "non-finite samples (NaN or inf)")
                 if block.size:
@@ -118,14 +170,14 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> AudioInfo:
             raise AudioError(path, f"corrupt data ({err})") from None
         if frames == 0:
             raise AudioError(path, "no samples could be read")
-        if frames < info.frames:
-            raise AudioError(path, f"truncated: header declares {info.frames} frames, only {frames} readable")
+        if stated is not None and frames < stated:
+            raise AudioError(path, f"truncated: header declares {stated} frames, only {frames} readable")
     return AudioInfo(
         path=str(path),
-        duration=info.frames / info.samplerate,
+        duration=frames / info.samplerate,
         sample_rate=int(info.samplerate),
         channels=int(info.channels),
-        num_frames=int(info.frames),
+        num_frames=frames,
         subtype=str(info.subtype),
         format=str(info.format),
         peak=peak,
@@ -177,20 +229,33 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, max_duration: float
         waveform [N] float32 with ``N = max(round(num_frames * sample_rate / file_rate), round(pad_to * sample_rate))``.
     Raises:
         AudioError: missing, empty, unreadable or corrupt file; no samples; NaN/inf samples; longer than
-            ``max_duration`` seconds.
+            ``max_duration`` seconds; any other failure to read it (e.g. out of memory), its reason named.
     """
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"Invalid sample_rate. (expected a positive integer, found {sample_rate!r})")
     path = Path(path)
-    info = probe(path, scan=False)
-    check_duration(path, info.duration, 0.0, max_duration)
     try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+        return _load(path, int(sample_rate), max_duration, pad_to)
+    except AudioError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop a run over many
+        raise _unreadable(path, err) from err
+
+
+def _load(path: Path, sample_rate: int, max_duration: float | None, pad_to: float) -> np.ndarray:
+    info, stated = _header(path)
+    file_rate = int(info.samplerate)
+    try:
+        if stated is not None:
+            check_duration(path, stated / file_rate, 0.0, max_duration)
+            data, _ = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+            mono = data.mean(axis=1, dtype=np.float64)  # (N,) averaged in float64: many channels lose no precision
+        else:
+            mono = _read_through(path, file_rate, max_duration)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"corrupt data ({err})") from None
-    if data.shape[0] == 0:
+    if mono.shape[0] == 0:
         raise AudioError(path, "no samples could be read")
-    mono = data.mean(axis=1, dtype=np.float64)  # (N,) averaged in float64 so many channels lose no precision
     if not np.isfinite(mono).all():
         raise AudioError(path, "non-finite samples (NaN or inf)")
     if file_rate != sample_rate:
@@ -200,3 +265,16 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, max_duration: float
     if len(wave) < target:
         wave = np.pad(wave, (0, target - len(wave)))  # (target,) the clip, then zeros
     return wave
+
+
+def _read_through(path: Path, file_rate: int, max_duration: float | None) -> np.ndarray:
+    """A file of unknown length as mono float64, block by block, refused as soon as it passes ``max_duration``."""
+    parts, frames = [], 0
+    for block in _blocks(path, None):
+        frames += len(block)
+        if max_duration is not None and frames / file_rate > max_duration:
+            found, limit = _pair(frames / file_rate, max_duration)
+            raise AudioError(path, f"too long: over {found} s > max_duration {limit} s (its header states no usable "
+                                   "length; reading stopped there)")
+        parts.append(block.mean(axis=1, dtype=np.float64))  # (n,) as the whole-file read averages it
+    return np.concatenate(parts) if parts else np.zeros(0)

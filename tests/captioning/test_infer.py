@@ -237,3 +237,55 @@ def test_silent_clip_is_captioned_but_flagged(models, tmp_path, capsys):
     assert f"note: {folder / 'zeros.wav'}: silent audio (digital silence)" in err
     assert f"note: {folder / 'dither.wav'}: silent audio (peak -84.3 dBFS <= -80 dBFS)" in err
     assert normal.name not in err and "2 silent (flagged)" in err
+
+
+def test_flac_without_length_is_captioned_and_a_corrupt_file_skipped(models, tmp_path, capsys):
+    """A FLAC whose header states no length (libsndfile: SF_COUNT_MAX frames) is read through and captioned as its
+    original is; a corrupt FLAC is reported by name and skipped; the other clips are captioned."""
+    from tests.features.test_audio import flac_stating_length
+
+    t = np.arange(24000) / 16000
+    wave = (0.4 * np.sin(2 * np.pi * (300 + 400 * t) * t)).astype(np.float32)
+    sf.write(tmp_path / "original.flac", wave, 16000, subtype="PCM_16")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    flac_stating_length(tmp_path / "original.flac", folder / "no length.flac")
+    (folder / "broken.flac").write_bytes((tmp_path / "original.flac").read_bytes()[:3000])
+    good = sorted(models["audio"].glob("*.wav"))[0]
+    (folder / good.name).symlink_to(good)
+    result = infer(str(folder), audio_encoder=str(models["encoder"]), captioners=str(models["a"]), batch_size=2,
+                   progress=False)
+    assert sorted(result["captions"]) == sorted([good.name, "no length.flac"])
+    broken = str(folder / "broken.flac")
+    assert list(result["errors"]) == [broken] and result["errors"][broken].startswith("corrupt data")
+    assert f"skipping {broken}: corrupt data" in capsys.readouterr().err
+    alone = infer(str(tmp_path / "original.flac"), audio_encoder=str(models["encoder"]),
+                  captioners=str(models["a"]), progress=False)
+    assert alone["captions"]["original.flac"] == result["captions"]["no length.flac"]
+
+
+def test_outputs_are_checked_before_any_work(models, tmp_path, capsys):
+    """A folder as --out, an output whose folder cannot be made, or --out and --csv on one file are refused before a
+    model or a clip is read: the same refusal comes with model paths that do not exist, and nothing is logged."""
+    audio, encoder, captioner = str(models["audio"]), str(models["encoder"]), str(models["a"])
+    absent = str(tmp_path / "absent.pt")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (tmp_path / "a_file").write_text("not a folder\n", encoding="utf-8")
+    cases = [
+        (dict(out=str(taken)), rf"--out {taken}: is a folder; expected a file to write"),
+        (dict(out=str(tmp_path / "new") + "/"), r"--out .*new/: is a folder; expected a file to write"),
+        (dict(csv=str(tmp_path / "a_file" / "sub" / "submission.csv")),
+         rf"--csv .*submission\.csv: its folder cannot be created, {tmp_path / 'a_file'} is a file"),
+        (dict(out=str(tmp_path / "p.json"), csv=str(tmp_path / "p.json")),
+         r"--csv and --out name the same file .*p\.json"),
+    ]
+    for outputs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            infer(audio, audio_encoder=encoder, captioners=captioner, progress=False, **outputs)
+        with pytest.raises(ValueError, match=message):  # before the models: these do not exist
+            infer(audio, audio_encoder=absent, captioners=absent, progress=False, **outputs)
+        with pytest.raises(ValueError, match=message):
+            infer(audio, bundle=absent, progress=False, **outputs)
+    assert capsys.readouterr().err == ""  # no clip skipped, noted or captioned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "taken"] and not any(taken.iterdir())

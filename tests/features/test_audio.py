@@ -1,5 +1,6 @@
 """Audio reading: formats, resampling, down-mixing, and a clear AudioError for every kind of bad file."""
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,78 @@ def test_flac_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_audio(tmp_path / "a.flac", 22050), x, atol=1 / 16384)
 
 
+def flac_stating_length(src: Path, dst: Path, total: int = 0) -> Path:
+    """A copy of the FLAC ``src`` whose STREAMINFO states ``total`` samples (0: no length, which the format allows
+    and some encoders and streams write).
+
+    STREAMINFO is the first metadata block: after "fLaC" and its 4-byte block header come 10 bytes of block and frame
+    sizes, then 64 bits: sample rate (20), channels - 1 (3), bits per sample - 1 (5), total samples (36).
+    """
+    data = bytearray(src.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, f"{src}: STREAMINFO is not the first block"
+    at = 4 + 4 + 10
+    fields = int.from_bytes(data[at:at + 8], "big")
+    data[at:at + 8] = (fields >> 36 << 36 | total).to_bytes(8, "big")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_flac_without_stated_length_loads_as_the_original(tmp_path: Path) -> None:
+    """libsndfile reports a FLAC whose STREAMINFO states 0 samples as SF_COUNT_MAX frames long (soundfile's read
+    then fails with 'array is too big'); it is read through instead, to the very samples of the original. So is one
+    whose header states more samples than the file could hold (a whole read would need 512 GiB)."""
+    n = 22050 * 2 + 123  # not a whole number of blocks
+    x = np.stack([sine(440, 22050, n / 22050, 0.4), sine(3000, 22050, n / 22050, 0.2)], axis=1)
+    sf.write(tmp_path / "orig.flac", x, 22050, subtype="PCM_16")
+    unknown = flac_stating_length(tmp_path / "orig.flac", tmp_path / "unknown.flac", 0)
+    absurd = flac_stating_length(tmp_path / "orig.flac", tmp_path / "absurd.flac", (1 << 36) - 1)
+    assert sf.info(str(unknown)).frames == 2 ** 63 - 1 and sf.info(str(absurd)).frames == (1 << 36) - 1
+    ref = probe(tmp_path / "orig.flac")
+    for path in (unknown, absurd):
+        for rate in (22050, 16000):
+            np.testing.assert_array_equal(load_audio(path, rate), load_audio(tmp_path / "orig.flac", rate))
+        for scan in (False, True):  # read through either way: the duration written into manifests is the real one
+            info = probe(path, scan=scan)
+            assert (info.num_frames, info.duration, info.peak) == (n, n / 22050, ref.peak), (path, scan)
+    assert len(load_audio(unknown, 22050, max_duration=n / 22050)) == n
+
+
+def test_unknown_length_stops_at_max_duration_without_reading_it_all(tmp_path: Path) -> None:
+    """``max_duration`` is enforced while reading a file of unknown length: it is refused after the first block
+    instead of being decoded whole (60 s here: 7.7 MB as float64) on the header's silence."""
+    sf.write(tmp_path / "long.flac", sine(440, 16000, 60.0), 16000, subtype="PCM_16")
+    unknown = flac_stating_length(tmp_path / "long.flac", tmp_path / "unknown.flac")
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError, match=r"unknown\.flac: too long: over 4\.1 s > max_duration 1 s \(its header "
+                                             r"states no usable length; reading stopped there\)"):
+            load_audio(unknown, 16000, max_duration=1.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"{peak} bytes traced: read more than a block or two"
+    assert len(load_audio(unknown, 16000)) == 60 * 16000
+
+
+def test_any_failure_reading_a_file_is_an_audio_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """Whatever else fails on one file (out of memory, an error inside soundfile) is an AudioError naming the file
+    and the reason, which commands report before going on with the other files."""
+    sf.write(tmp_path / "a.wav", sine(440, 16000, 0.5), 16000)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 512. GiB for an array with shape (68719476735, 2)")
+
+    def odd_header(*args, **kwargs):
+        raise TypeError("unexpected header field")
+
+    monkeypatch.setattr(sf, "read", out_of_memory)
+    with pytest.raises(AudioError, match=r"a\.wav: cannot be read \(MemoryError: Unable to allocate 512\. GiB"):
+        load_audio(tmp_path / "a.wav", 16000)
+    monkeypatch.setattr(sf, "info", odd_header)
+    with pytest.raises(AudioError, match=r"a\.wav: cannot be read \(TypeError: unexpected header field\)"):
+        probe(tmp_path / "a.wav", scan=False)
+
+
 def test_ogg_round_trip(tmp_path: Path) -> None:
     x = sine(1000, 32000, 1.0)
     sf.write(tmp_path / "a.ogg", x, 32000, format="OGG", subtype="VORBIS")
@@ -137,6 +210,9 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     flac = (tmp_path / "full.flac").read_bytes()
     (tmp_path / "cut.flac").write_bytes(flac[: len(flac) // 2])
     cases["truncated flac"] = (tmp_path / "cut.flac", "corrupt data")
+    unknown = flac_stating_length(tmp_path / "full.flac", tmp_path / "unknown.flac")  # no length, and cut short
+    (tmp_path / "cut_unknown.flac").write_bytes(unknown.read_bytes()[: len(flac) // 2])
+    cases["truncated flac without length"] = (tmp_path / "cut_unknown.flac", "corrupt data")
     sf.write(tmp_path / "nosamples.wav", np.zeros(0, np.float32), 16000)
     cases["no samples"] = (tmp_path / "nosamples.wav", "no samples")
     nan = sine(440, 16000, 0.5)
