@@ -100,7 +100,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     t, d = cfg["train"], cfg["data"]
     if t["mode"] not in MODES:
         raise ValueError(f"train.mode: unknown '{t['mode']}' (valid: {', '.join(MODES)})")
-    check_train_settings(t, config or "config")
+    check_train_settings(t, config or "config", overrides)
     log = open_run(cfg["exp_dir"], cfg, "captioning.train")
     seed_everything(cfg["seed"])
 

@@ -135,7 +135,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
     """Run (or resume) training; returns ``{"exp_dir", "epoch", "step", "best", "history"}`` (best: CIDEr-D)."""
     cfg = load_config(DEFAULTS, config, overrides)
     t, d = cfg["train"], cfg["data"]
-    check_train_settings(t, config or "config")
+    check_train_settings(t, config or "config", overrides)
     log = open_run(cfg["exp_dir"], cfg, "captioning.train_lm")
     seed_everything(cfg["seed"])
 

@@ -8,6 +8,7 @@ the command line: ``--optim.lr 3e-4``.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,6 +33,26 @@ def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
     for dotted, value in (overrides or {}).items():
         _merge(config, _undot(dotted.replace("-", "_"), value), source="command line")
     return config
+
+
+def setting_source(key: str, overrides: Mapping[str, Any] | None, otherwise: str) -> str:
+    """Where the setting ``key`` (dotted: ``train.epochs``) got its value, for a message blaming it: ``command line
+    (--train.epochs 0)`` when ``overrides`` (as given to :func:`load_config`) set it, else ``otherwise`` (the config
+    file, or whatever else the caller names), so a bad override is never blamed on the file."""
+    given = dict(_flatten(overrides or {}))  # the last one given wins, as in load_config
+    if key not in given:
+        return otherwise
+    value = given[key]
+    return f"command line (--{key} {value if isinstance(value, str) else json.dumps(value, default=str)})"
+
+
+def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Overrides as (dotted key, value) pairs, dashes read as underscores as load_config reads them."""
+    pairs = []
+    for dotted, value in overrides.items():
+        name = prefix + str(dotted).replace("-", "_")
+        pairs.extend(_flatten(value, f"{name}.") if isinstance(value, Mapping) else [(name, value)])
+    return pairs
 
 
 def _undot(dotted: str, value: Any) -> dict[str, Any]:

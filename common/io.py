@@ -161,6 +161,28 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(aside, a)
 
 
+class PickledDataError(ValueError):
+    """A file holding pickled Python data where plain data was expected: never loaded."""
+
+
+def read_arrays(path: str | os.PathLike, keys: Sequence[str], remedy: str) -> list:
+    """The arrays ``keys`` of the ``.npz`` file ``path``; :class:`PickledDataError` naming the file and the array
+    when one is an object array (numpy's own refusal names neither), ending with ``remedy``."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = []
+        for key in keys:
+            try:
+                arrays.append(z[key])
+            except ValueError as err:
+                if "allow_pickle" not in str(err):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                    raise
+                raise PickledDataError(f"{path}: refused: its '{key}' is an object array (pickled Python data), "
+                                       f"which is never loaded; {remedy}") from None
+        return arrays
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
     with atomic_write(path, "w") as f:

@@ -110,7 +110,7 @@ def load_pretrained(name: str, dropout: float | None = None, pretrained: bool = 
                                      f"{type(err).__name__}: {err}") from None
         if missing := _missing_files(folder):
             raise fail(name, source, f"its cached snapshot {folder} lacks {' and '.join(missing)}")
-    refuse_custom_code(folder, f"text encoder '{name}'")
+    refuse_custom_code(folder, f"text encoder '{name}'", weights=pretrained)
     extra = {"local_files_only": True, "trust_remote_code": False}
     if dropout is not None:
         extra.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)

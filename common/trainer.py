@@ -49,6 +49,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from common.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from common.config import setting_source
 from common.distributed import all_rng_states, barrier, is_main, rank, sync_gradients, world_size
 from common.io import remove_stale_temps
 from common.run import commit_run, write_history
@@ -75,20 +76,28 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINTS = ("last.pt", "best.pt", "averaged.pt")
 
 
-def check_train_settings(train: Mapping[str, Any], source: str) -> None:
-    """Refuse settings no run could use, before any work starts."""
+def check_train_settings(train: Mapping[str, Any], source: str, overrides: Mapping[str, Any] | None = None) -> None:
+    """Refuse settings no run could use, before any work starts. A message names where the refused value came from:
+    the command line when ``overrides`` (as given to ``load_config``) set it, else ``source`` (the config file)."""
+
+    def where(key: str) -> str:
+        return setting_source(f"train.{key}", overrides, source)
+
     if train["schedule"] not in SCHEDULES:
-        raise ValueError(f"{source}: train.schedule: unknown '{train['schedule']}' (valid: {', '.join(SCHEDULES)})")
-    if train["epochs"] < 1 or train["batch_size"] < 1:
-        raise ValueError(f"{source}: need train.epochs >= 1 and train.batch_size >= 1, found {train['epochs']}, "
-                         f"{train['batch_size']}")
+        raise ValueError(f"{where('schedule')}: train.schedule: unknown '{train['schedule']}' "
+                         f"(valid: {', '.join(SCHEDULES)})")
+    for key in ("epochs", "batch_size"):
+        if train[key] < 1:
+            raise ValueError(f"{where(key)}: need train.{key} >= 1, found {train[key]}")
     resolve_precision(train["precision"], resolve_device(train["device"]))
-    if (train["lr"] <= 0 or train["warmup_epochs"] < 0 or train["warmup_steps"] < 0 or train["grad_clip"] < 0
-            or train["average_last"] < 0):
-        raise ValueError(f"{source}: need train.lr > 0 and train.warmup_epochs, train.warmup_steps, "
-                         f"train.grad_clip, train.average_last >= 0")
+    if train["lr"] <= 0:
+        raise ValueError(f"{where('lr')}: need train.lr > 0, found {train['lr']}")
+    for key in ("warmup_epochs", "warmup_steps", "grad_clip", "average_last"):
+        if train[key] < 0:
+            raise ValueError(f"{where(key)}: need train.{key} >= 0, found {train[key]}")
     if train["schedule"] == "exponential" and train["lr_decay"] is None and not 0 < train["min_lr_ratio"] <= 1:
-        raise ValueError(f"{source}: train.lr_decay null decays to train.min_lr_ratio, which must be in (0, 1]")
+        raise ValueError(f"{where('min_lr_ratio')}: train.lr_decay null decays to train.min_lr_ratio, which must be "
+                         f"in (0, 1], found {train['min_lr_ratio']}")
 
 
 def resolve_device(name: str) -> torch.device:

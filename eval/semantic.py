@@ -95,13 +95,12 @@ class FluencyChecker:
     def __init__(self, path: str | os.PathLike) -> None:
         import torch
 
+        from common.checkpoint import read_torch_file
         from common.text_encoder import TextEncoderFilesError, load_pretrained
 
         self.path = Path(path)
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is named with the reason
-            raise ValueError(f"{self.path}: not a FENSE error checker ({type(err).__name__}: {err})") from None
+        # data only: a file holding Python objects is refused by name, never with torch's advice to unpickle it
+        saved = read_torch_file(self.path, what="FENSE error checker")
         if not isinstance(saved, dict) or not {"model_type", "num_classes", "state_dict"} <= saved.keys():
             raise ValueError(f"{self.path}: not a FENSE error checker (expected a dict with model_type, num_classes "
                              f"and state_dict)")

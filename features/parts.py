@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from common.io import atomic_write, remove_stale_temps, write_csv, write_text_atomic
+from common.io import PickledDataError, atomic_write, read_arrays, remove_stale_temps, write_csv, write_text_atomic
 from features.manifest import AudioEntry
 from features.store import check_attrs, create_store, read_attrs
 
@@ -114,7 +114,11 @@ def _try_lock(path: Path, shared: bool) -> int | None:
             break
         os.close(fd)  # its last holder deleted the file between our open and our lock: lock the new one
     _HELD.add(fd)
-    _record_pid(fd, shared)
+    try:
+        _record_pid(fd, shared)
+    except OSError as err:  # a full disk: say which file, as every other write does
+        _unlock(fd, path)
+        raise OSError(err.errno, err.strerror, str(path)) from None
     return fd
 
 
@@ -224,11 +228,18 @@ def remove_stale_part(parts_dir: Path, batch: int) -> None:
     remove_stale_temps(parts_dir, part_path(parts_dir, batch).name)
 
 
+def _read_arrays(path: Path, *keys: str) -> list[np.ndarray]:
+    return read_arrays(path, keys, "a part file holds plain arrays only. Delete it and run the extraction again")
+
+
 def _read_part_meta(path: Path) -> dict[str, Any] | None:
-    """A part's metadata, or None when the file is absent or unreadable (it is then redone)."""
+    """A part's metadata, or None when the file is absent or unreadable (it is then redone); PickledDataError when
+    it holds pickled data (not made by an extraction: the user decides what to do with it)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"]))
+        (meta,) = _read_arrays(path, "meta")
+        return json.loads(str(meta))
+    except PickledDataError:
+        raise
     except (OSError, ValueError, KeyError):
         return None
 
@@ -247,9 +258,8 @@ def part_done(path: Path, fingerprint_sha: str, batch: int, planned: list[str]) 
 
 def _iter_part(path: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(audio_id, frames [T, D], clip [D_clip]) of every clip of one part."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        frames, lengths, clips = z["frames"], z["lengths"], z["clips"]
+    meta, frames, lengths, clips = _read_arrays(path, "meta", "frames", "lengths", "clips")
+    meta = json.loads(str(meta))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     for row, audio_id in enumerate(meta["ids"]):
         yield audio_id, frames[offsets[row]:offsets[row + 1]], clips[row]
@@ -302,8 +312,8 @@ def assemble(out: str | os.PathLike, *parts_dirs: str | os.PathLike, keep_parts:
     lengths: dict[str, int] = {}
     errors: dict[str, tuple[str, str]] = {}
     for path in part_paths:
-        with np.load(path, allow_pickle=False) as z:
-            meta, n, errs = json.loads(str(z["meta"])), z["lengths"], json.loads(str(z["errors"]))
+        meta, n, errs = _read_arrays(path, "meta", "lengths", "errors")
+        meta, errs = json.loads(str(meta)), json.loads(str(errs))
         lengths.update(zip(meta["ids"], (int(x) for x in n)))
         errors.update({audio_id: (p, reason) for audio_id, p, reason in errs})
     written = [i for i in ids if i in lengths]  # manifest order

@@ -196,7 +196,7 @@ def load_config_checked(path: str | None, overrides: dict[str, Any]) -> dict[str
     cfg = load_config(DEFAULTS, path, overrides)
     if not cfg["data"]["train_manifest"]:
         raise ValueError(f"{path or 'config'}: data.train_manifest is not set (a split folder with labels.json)")
-    check_train_settings(cfg["train"], path or "config")
+    check_train_settings(cfg["train"], path or "config", overrides)
     return cfg
 
 

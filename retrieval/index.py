@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from common import checkpoint_paths
 from common.cli import run
-from common.io import atomic_output, atomic_write, write_text_atomic
+from common.io import atomic_output, atomic_write, read_arrays, write_text_atomic
 from features.audio import AudioError, load_audio
 from features.weights import checkpoint_sha256
 from retrieval.ann import IVF, cluster, side_by_side
@@ -180,11 +180,11 @@ def _save_part(path: Path, part: dict[str, Any], n_models: int) -> None:
 
 
 def _load_part(path: Path, n_models: int) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as z:
-        embeddings = [z[f"embeddings_{i}"] for i in range(n_models)]
-        rows = {str(n): (int(s[0]), int(s[1]), [e[j] for e in embeddings])
-                for j, (n, s) in enumerate(zip(z["names"], z["stats"]))}
-        return {"rows": rows, "skipped": json.loads(str(z["skipped"]))}
+    names, stats, skipped, *embeddings = read_arrays(
+        path, ["names", "stats", "skipped", *(f"embeddings_{i}" for i in range(n_models))],
+        "an index's part holds plain arrays only. Delete it and build the index again")
+    rows = {str(n): (int(s[0]), int(s[1]), [e[j] for e in embeddings]) for j, (n, s) in enumerate(zip(names, stats))}
+    return {"rows": rows, "skipped": json.loads(str(skipped))}
 
 
 def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: dict[str, tuple[int, int]]

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from common.checkpoint import load_checkpoint, load_state_dict_checked, seed_everything
-from common.config import load_config
+from common.config import load_config, setting_source
 from common.distributed import init_distributed, is_main
 from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line, resolve_device
@@ -202,9 +202,10 @@ def load_config_checked(path: str | None, overrides: dict[str, Any]) -> dict[str
     source = path or "config"
     if not cfg["data"]["train_manifest"]:
         raise ValueError(f"{source}: data.train_manifest is not set (a split folder with wav.csv)")
-    check_train_settings(cfg["train"], source)
+    check_train_settings(cfg["train"], source, overrides)
     if cfg["train"]["batch_size"] < 2:
-        raise ValueError(f"{source}: InfoNCE needs train.batch_size >= 2, found {cfg['train']['batch_size']}")
+        raise ValueError(f"{setting_source('train.batch_size', overrides, source)}: InfoNCE needs "
+                         f"train.batch_size >= 2, found {cfg['train']['batch_size']}")
     return cfg
 
 

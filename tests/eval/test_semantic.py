@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+import subprocess
 import sys
+from pathlib import Path
 import types
 
 import numpy as np
@@ -114,7 +117,7 @@ def test_unavailable_and_bad_checkers(echecker, tmp_path, monkeypatch):
     assert "absent.ckpt: FENSE's fluency-error checker not found" in report.unavailable["fense"]
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="broken.ckpt: not a FENSE error checker"):
+    with pytest.raises(ValueError, match="broken.ckpt: not a readable FENSE error checker"):
         FluencyChecker(broken)
     wrong = tmp_path / "wrong.ckpt"
     state = dict(echecker["state"])
@@ -126,3 +129,28 @@ def test_unavailable_and_bad_checkers(echecker, tmp_path, monkeypatch):
     torch.save({"model_type": str(tmp_path / "no-such-bert"), "num_classes": 6, "state_dict": {}}, foreign)
     with pytest.raises(MetricUnavailableError, match="foreign.ckpt: its BERT is not on this machine"):
         FluencyChecker(foreign)
+
+
+class Payload:
+    """Unpickling an instance would import this module: what loading a checker must never do."""
+
+
+def test_checker_holding_python_objects_is_refused_by_name(echecker, tmp_path):
+    """A checker file holding objects besides data is refused in one line naming it, never with torch's advice to
+    load it with weights_only=False; so is the command given it."""
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"model_type": str(echecker["bert_dir"]), "num_classes": 6, "state_dict": echecker["state"],
+                "extra": Payload()}, pickled)
+    refused = r"pickled\.ckpt: refused: the FENSE error checker holds Python objects \(.*Payload\)"
+    with pytest.raises(ValueError, match=refused) as err:
+        FluencyChecker(pickled)
+    assert "weights_only" not in str(err.value)
+    (tmp_path / "preds.json").write_text(json.dumps({"a.wav": "a dog barks"}), encoding="utf-8")
+    (tmp_path / "refs.json").write_text(json.dumps({"a.wav": ["a dog is barking"]}), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "eval.captions", "--predictions", str(tmp_path / "preds.json"),
+                           "--references", str(tmp_path / "refs.json"), "--metrics", "fense", "--echecker",
+                           str(pickled)], cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]  # the lines before it: the sentence model's loading bar
+    assert error.startswith(f"eval.captions: error: {pickled}: refused: the FENSE error checker holds Python objects")
+    assert "weights_only" not in proc.stderr

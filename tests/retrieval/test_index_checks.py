@@ -125,3 +125,20 @@ def test_a_full_disk_during_an_update_names_the_device_and_keeps_the_old_index(t
     assert sync(library, str(trained / "best.pt"), index)["embedded"] == 3
     assert len(read_index(index)["paths"]) == 6
     assert sorted(p.name for p in small_disk.path.iterdir()) == ["index.h5"]  # no temporaries, old or new
+
+
+def test_a_part_holding_pickled_data_is_refused_naming_it(trained, tiny_corpus, tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    for wav in sorted((tiny_corpus["val"].parent.parent / "wav").glob("val_*.wav"))[:2]:
+        shutil.copy(wav, library / wav.name)
+    index = tmp_path / "index.h5"
+    assert sync(library, str(trained / "best.pt"), index, chunk_files=1, stop_after_parts=1) == {"stopped": True}
+    (part,) = Path(f"{index}.parts").glob("part_*.npz")
+    with np.load(part) as z:
+        arrays = dict(z)
+    arrays["names"] = np.array([{"not": "a name"}], dtype=object)
+    with open(part, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ValueError, match=rf"{part}: refused: its 'names' is an object array \(pickled Python data\)"):
+        sync(library, str(trained / "best.pt"), index, chunk_files=1)
