@@ -18,8 +18,9 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
           min_sample_rate: int = Limits.min_sample_rate, max_sample_rate: int = Limits.max_sample_rate,
           max_waiting: int = Limits.max_waiting, timeout: float = Limits.timeout,
           max_query_chars: int = Limits.max_query_chars, max_labels: int = Limits.max_labels,
-          max_top: int = Limits.max_top, max_beam: int = Limits.max_beam, threads: int | None = None,
-          log_level: str = "info") -> None:
+          max_top: int = Limits.max_top, max_beam: int = Limits.max_beam,
+          read_timeout: float = Limits.read_timeout, max_connections: int = Limits.max_connections,
+          threads: int | None = None, log_level: str = "info") -> None:
     """Serve captioning and sound search: a page at http://HOST:PORT/ and a JSON API (see the README).
 
     Models are loaded once, at start; one inference runs at a time, on its own thread.
@@ -44,6 +45,9 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
         max_labels: most labels in one zero-shot request.
         max_top: most results per search.
         max_beam: largest beam size a request may ask for.
+        read_timeout: seconds a client has to send a request's headers (from connecting or from its last answer),
+            and at most between two pieces of a body; then 408 and the connection closed.
+        max_connections: most connections open at once; one more is answered 503 and closed at once.
         threads: CPU threads for inference (default: torch's).
         log_level: uvicorn's and this server's log level (one line per request at info).
     """
@@ -53,6 +57,7 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
     from captioning.bundle import load_bundle
     from retrieval.index import AudioIndex
     from serve.app import create_app
+    from serve.connections import guarded_protocol
 
     if bundle is None and index is None:
         raise ValueError("Nothing to serve. (expected --bundle B.pt, --index INDEX.h5 or both)")
@@ -61,7 +66,9 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
                     max_channels=int(max_channels), min_sample_rate=int(min_sample_rate),
                     max_sample_rate=int(max_sample_rate), max_waiting=int(max_waiting), timeout=float(timeout),
                     max_query_chars=int(max_query_chars), max_labels=int(max_labels), max_top=int(max_top),
-                    max_beam=int(max_beam))
+                    max_beam=int(max_beam), read_timeout=float(read_timeout),
+                    max_connections=int(max_connections))
+    protocol = guarded_protocol(limits.read_timeout, limits.max_connections)  # checks both before models load
     if threads:
         torch.set_num_threads(int(threads))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -71,8 +78,10 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
         {"runtime": "onnx", "onnx_dir": onnx_dir} if onnx_dir is not None else {}))
     audio_index = AudioIndex(index) if index is not None else None
     app = create_app(pipeline, audio_index, limits)
-    # uvicorn's access log is off: serve's own line per request also gives the time taken
-    uvicorn.run(app, host=host, port=int(port), access_log=False, log_level=log_level, log_config=None)
+    # uvicorn's access log is off: serve's own line per request also gives the time taken; its h11 protocol with
+    # the header deadline and connection cap (always h11, even where httptools is installed)
+    uvicorn.run(app, host=host, port=int(port), http=protocol, access_log=False, log_level=log_level,
+                log_config=None)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
     GET  /health        models loaded, index size, queue
     GET  /              the page
 
-Every error is JSON ``{"error": reason}`` with a 4xx status (503 with Retry-After when the queue is full, 504 past
-the timeout). Uploads go to a fresh temporary folder under a fixed name and are deleted with it after the request.
+Every error is JSON ``{"error": reason}`` with a 4xx status (408 when a request body stops coming, 503 with
+Retry-After when the queue is full, 504 past the timeout). Uploads go to a fresh temporary folder under a fixed name
+and are deleted with it after the request.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from fastapi import FastAPI, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
 from captioning.bundle import Pipeline
@@ -32,7 +34,7 @@ from captioning.infer import caption_files
 from features.audio import AudioError
 from retrieval.index import AudioIndex
 from serve.limits import ApiError, Limits, check_audio, check_int, check_query, save_upload
-from serve.middleware import BodyLimit, RequestLog
+from serve.middleware import BodyDeadline, BodyLimit, RequestLog
 from serve.worker import Busy, Worker
 
 STATIC = Path(__file__).with_name("static")
@@ -42,8 +44,22 @@ JSON_LIMIT = 1 << 20  # any other request body (a search is a few hundred bytes)
 
 
 class Search(BaseModel):
+    # strict: `"top": true` or `"top": "3"` is refused, not read as 1 or 3; an unknown key (a typo) too
+    model_config = ConfigDict(strict=True, extra="forbid")
+
     query: str
     top: int = 10
+
+
+def _whole_number(value: Any) -> Any:
+    """A form value (always text) as an int only when written as one: '3.0', '1_000' or 'true' are refused."""
+    if isinstance(value, str) and not re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        raise PydanticCustomError("int_form", "Input should be a whole number such as 5 (found {found})",
+                                  {"found": repr(value)})
+    return value
+
+
+FormInt = Annotated[int, BeforeValidator(_whole_number)]
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -80,6 +96,7 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
     upload_limit = (limits.max_upload_bytes + FORM_SLACK, f"upload larger than {limits.max_upload_mb:g} MB")
     other_limit = (JSON_LIMIT, f"request larger than {JSON_LIMIT >> 10} kB")
     app.add_middleware(BodyLimit, limit=lambda path: upload_limit if path in UPLOAD_ROUTES else other_limit)
+    app.add_middleware(BodyDeadline, seconds=limits.read_timeout)
     app.add_middleware(RequestLog)  # outermost: it sees every status, the body limit's too
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.worker = worker
@@ -125,7 +142,7 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
 
     # ---- the API ------------------------------------------------------------------------------------------------
     @app.post("/api/caption")
-    async def caption(file: UploadFile, beam_size: Annotated[int | None, Form()] = None) -> dict[str, Any]:
+    async def caption(file: UploadFile, beam_size: Annotated[FormInt | None, Form()] = None) -> dict[str, Any]:
         need(pipeline, "captioner")
         beam = check_int(pipeline.decoding["beam_size"] if beam_size is None else beam_size, 1, limits.max_beam,
                          "beam_size")
@@ -140,7 +157,7 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
         return {"caption": text, "silent": silent, "beam_size": beam, "audio": audio}
 
     @app.post("/api/similar")
-    async def similar(file: UploadFile, top: Annotated[int, Form()] = 10) -> dict[str, Any]:
+    async def similar(file: UploadFile, top: Annotated[FormInt, Form()] = 10) -> dict[str, Any]:
         need(index, "index")
         top = check_int(top, 1, limits.max_top, "top")
         rows, audio = await with_upload(file, index.similar, top)
@@ -184,7 +201,8 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
                           "max_waiting": limits.max_waiting},
                 "limits": {"max_upload_mb": limits.max_upload_mb, "max_seconds": limits.max_seconds,
                            "formats": list(limits.formats), "max_query_chars": limits.max_query_chars,
-                           "max_top": limits.max_top, "max_beam": limits.max_beam}}
+                           "max_top": limits.max_top, "max_beam": limits.max_beam,
+                           "read_timeout": limits.read_timeout, "max_connections": limits.max_connections}}
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

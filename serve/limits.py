@@ -36,6 +36,8 @@ class Limits:
     max_labels: int = 50
     max_top: int = 50
     max_beam: int = 10
+    read_timeout: float = 30.0  # s to send a request's headers, and at most between two pieces of its body
+    max_connections: int = 100  # open at once; a browser keeps about 6
 
     @property
     def max_upload_bytes(self) -> int:

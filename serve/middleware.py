@@ -1,7 +1,8 @@
-"""Two small ASGI middlewares: a request-body cap enforced while the body is read (JSON 413, unlike the plain
-text of Starlette's own), and one log line per request."""
+"""Small ASGI middlewares: a request-body cap enforced while the body is read (JSON 413, unlike the plain text of
+Starlette's own), a deadline for each piece of a body (408), and one log line per request."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -48,6 +49,42 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class BodyTimeout(HTTPException):
+    """408 and the connection closed: what is left of the body may still come, and would be read as a request."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(408, reason, headers={"Connection": "close"})
+
+
+class BodyDeadline:
+    """Raise :class:`BodyTimeout` from ``receive`` when the next piece of a request body takes longer than
+    ``seconds`` to come: a client that announces a body and stops sending it would otherwise hold its request for
+    good (one that trickles it faster is bounded by the body limit and the server's connection cap). Once the body
+    is complete ``receive`` is passed through as it is: then it waits for the client to disconnect, for as long as
+    a response streams."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        complete = False
+
+        async def timed() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.seconds)
+            except TimeoutError:
+                raise BodyTimeout(f"the request body stopped coming: nothing for {self.seconds:g} s") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed, send)
 
 
 class RequestLog:

@@ -1,12 +1,19 @@
 """Real tiny models for the server's tests: the shared trained bi-encoder (tests/conftest.py) indexes the tiny
 corpus's validation clips, and a caption bundle joins its audio encoder to a small random captioner whose vocabulary
-is the corpus's captions. Plus audio files the server must refuse."""
+is the corpus's captions. Plus audio files the server must refuse, and ``python -m serve`` run for real."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -19,6 +26,8 @@ from features.weights import checkpoint_sha256, load_audio_encoder
 from retrieval.index import AudioIndex, sync
 from serve import Limits, create_app
 from tests.captioning.conftest import one_thread, save_random_captioner  # noqa: F401  (one_thread: autouse)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +106,35 @@ def surround_96k(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("surround") / "surround.wav"
     sf.write(path, 0.1 * np.random.default_rng(0).standard_normal((48000, 6)).astype(np.float32), 96000)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(log: Path, *options: str):
+    """``python -m serve *options`` on a free local port, ready (its /health answers); yields (base URL, port)."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "serve", *options, "--port", str(port), "--threads", "1"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"the server exited: {log.read_text()}"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /health after 120 s: {log.read_text()}"
+            time.sleep(0.25)
+        yield base, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -72,6 +72,25 @@ def test_refused_queries(client, still_serving):
     refused(client.post("/api/search", json={"top": 3}), 422, "query")
 
 
+def test_values_of_the_wrong_type_are_refused(client, library, still_serving):
+    # JSON: a value is taken only as the type it is, never converted (`true` was taken as 1)
+    for body, field, expected in [({"query": "hum", "top": True}, "top", "valid integer"),
+                                  ({"query": "hum", "top": 1.5}, "top", "valid integer"),
+                                  ({"query": "hum", "top": "3"}, "top", "valid integer"),
+                                  ({"query": "hum", "top": None}, "top", "valid integer"),
+                                  ({"query": 5}, "query", "valid string"),
+                                  ({"query": ["hum"]}, "query", "valid string"),
+                                  ({"query": "hum", "tpo": 3}, "tpo", "not permitted")]:
+        refused(client.post("/api/search", json=body), 422, f"{field}: ", expected)
+    refused(client.post("/api/search", json=["hum", 3]), 422, "body")
+    # a form value is text: a whole number written in digits, and nothing else
+    clip = {"file": ("a.wav", clip_of(library, "low").read_bytes())}
+    for text in ("true", "1.5", "3.0", "1_000", "three"):
+        refused(client.post("/api/similar", files=clip, data={"top": text}), 422, "top: ", "whole number", text)
+    refused(client.post("/api/caption", files=clip, data={"beam_size": "2.0"}), 422, "beam_size: ", "whole number")
+    assert len(client.post("/api/similar", files=clip, data={"top": " 3 "}).json()["results"]) == 3
+
+
 def test_path_traversal(client, library, still_serving):
     # in an upload's file name: refused, and nothing written where the name points
     clip = clip_of(library, "high").read_bytes()

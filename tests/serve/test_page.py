@@ -4,18 +4,13 @@ searches the library by text. A screenshot is kept in ``$AACTK_TEST_ARTIFACTS`` 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.serve.conftest import clip_of
+from tests.serve.conftest import REPO, clip_of, running_server
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("AACTK_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -23,37 +18,12 @@ FAKE_MICROPHONE = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-medi
 ARTIFACTS = Path(os.environ.get("AACTK_TEST_ARTIFACTS") or REPO / "test-artifacts")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(bundle_file, index_file, tmp_path):
     """``python -m serve`` on a free port, ready (its /health answers); yields (base URL, log file)."""
-    port, log = _free_port(), tmp_path / "serve.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle_file), "--index",
-                                 str(index_file), "--port", str(port), "--threads", "1"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited: {log.read_text()}"
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /health after 120 s: {log.read_text()}"
-            time.sleep(0.25)
+    log = tmp_path / "serve.log"
+    with running_server(log, "--bundle", str(bundle_file), "--index", str(index_file)) as (base, _):
         yield base, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture()
