@@ -24,8 +24,8 @@ from common.checkpoint import load_checkpoint, seed_everything
 from features.encode import encode_waveforms, plan_batches
 from features.encoders import build_audio_encoder
 from features.manifest import check_audio_files, read_manifest
+from features.waveforms import WaveformStore
 from features.weights import save_audio_encoder
-from retrieval.data import WaveformStore
 
 
 @torch.no_grad()

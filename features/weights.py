@@ -33,6 +33,7 @@ from common.io import atomic_write
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
 from features.encoders.beats import official_spec_and_state
 
+AUDIO_ENCODER_FILE = "audio_encoder.pt"  # the stage contract: what extraction, inference and bundles read
 CHUNK_SECONDS = 10.0  # window for long audio in extraction, inference and search; 0 or None = whole clips
 # PANNs' STFT size -> sample rate of the official checkpoints (1024 at 32 kHz, 512 for the 16 kHz models).
 PANNS_RATE_BY_WINDOW = {1024: 32000, 512: 16000}

@@ -321,7 +321,7 @@ fi
 other_encoder() {  # other_encoder tagger|untrained: that encoder, its features, a Transformer captioner on them
   local encoder=$1 split
   if [ "$encoder" = tagger ]; then
-    step tagger_train python -m features.tagger --config "$conf/tagger_$feature_model.yaml" \
+    step tagger_train python -m tagging.train --config "$conf/tagger_$feature_model.yaml" \
       --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" \
       --exp_dir "$exp/tagger_$feature_model"
   else

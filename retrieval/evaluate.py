@@ -30,7 +30,7 @@ from common.cli import run
 from common.io import write_text_atomic
 from eval.retrieval import retrieval_metrics
 from features.manifest import Manifest, read_manifest
-from retrieval.data import WaveformStore
+from features.waveforms import WaveformStore
 from retrieval.embed import audio_embeddings, similarity, text_embeddings
 from retrieval.model import BiEncoder, load_model
 from retrieval.search import write_ranking_csv

@@ -25,12 +25,11 @@ from torch import Tensor, nn
 
 from common.checkpoint import load_checkpoint, load_state_dict_checked, refuse_non_finite
 from features.encoders import build_audio_encoder
-from features.weights import chunked_spec
+from features.weights import AUDIO_ENCODER_FILE, chunked_spec  # noqa: F401 - the stage contract, named here too
 from common.text_encoder import TextEncoder, TextEncoderFilesError, build_text_encoder
 
 MAX_TEMPERATURE = 1.0
 PROJECTIONS = ("linear", "mlp")
-AUDIO_ENCODER_FILE = "audio_encoder.pt"  # the stage contract: what extraction, inference and bundles read
 
 
 def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:

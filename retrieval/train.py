@@ -33,8 +33,9 @@ from common.run import open_run
 from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line, resolve_device
 from features.encoders import encoder_spec
 from features.manifest import check_audio_files, read_manifest, read_manifests
+from features.waveforms import WaveformStore
 from features.weights import load_audio_encoder, save_audio_encoder
-from retrieval.data import PairDataset, WaveformStore, collate_pairs
+from retrieval.data import PairDataset, collate_pairs
 from retrieval.evaluate import evaluate_model
 from retrieval.loss import info_nce
 from retrieval.model import AUDIO_ENCODER_FILE, BiEncoder, build_model, model_checkpoint

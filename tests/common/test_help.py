@@ -14,7 +14,7 @@ from common.cli import HELP_FROM_SOURCE_ENV
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = sorted(
     ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__main__")
-    for package in ("common", "corpus", "features", "retrieval", "captioning", "eval", "serve")
+    for package in ("common", "corpus", "features", "tagging", "retrieval", "captioning", "eval", "serve")
     for path in (REPO / package).rglob("*.py") if "help_from_source(__name__, __file__)" in path.read_text())
 SUB_COMMANDS = ["features.extract merge", "retrieval.index build", "retrieval.search rank", "corpus.prepare clotho"]
 HEAVY = ("torch", "transformers", "h5py", "fastapi", "matplotlib")  # each a second or more to import

@@ -25,7 +25,7 @@ def test_every_recipe_config_builds(path):
         assert config["model"]["lora"]["r"] == 0 or set(config["model"]["lora"]["targets"]) == {"q_proj", "k_proj"}
     elif path.name.startswith("tagger"):
         from features.encoders import build_audio_encoder, encoder_spec
-        from features.tagger import DEFAULTS
+        from tagging.train import DEFAULTS
 
         config = load_config(DEFAULTS, path)
         assert build_audio_encoder(**encoder_spec(config["model"]["audio_encoder"])).clip_dim > 0

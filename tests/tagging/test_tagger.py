@@ -8,7 +8,8 @@ import torch
 
 from common import load_checkpoint
 from features.manifest import read_manifest, write_manifest
-from features.tagger import macro_average_precision, train
+from tagging.model import macro_average_precision
+from tagging.train import train
 from features.untrained import untrained
 from features.weights import load_audio_encoder
 from tests.retrieval.conftest import make_corpus
