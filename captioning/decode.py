@@ -1,7 +1,8 @@
 """Caption a feature store with one model or an ensemble: JSON predictions, a DCASE submission CSV, scores.
 
     python -m captioning.decode --checkpoints exp/a/averaged.pt,exp/b/averaged.pt --features eval.h5 \
-        --out pred.json --csv submission.csv --beam_size 3 --references data/eval/captions.json
+        --out pred.json --csv submission.csv --beam_size 3 --references data/eval/captions.json \
+        [--length_norm auto --val_features val.h5 --val_references data/val]
 """
 from __future__ import annotations
 
@@ -94,30 +95,68 @@ def write_predictions(predictions: dict[str, str], out_json: str | Path | None,
         write_csv(out_csv, ("file_name", "caption_predicted"), list(predictions.items()))
 
 
+LENGTH_NORMS = (0.0, 0.5, 1.0, 1.5, 2.0)  # the alphas "auto" tries on the validation split
+
+
+def choose_length_norm(scorer: Ensemble, vocab: Vocabulary, store: FeatureStore, references: dict[str, list[str]],
+                       **decoding: Any) -> tuple[float, dict[float, float]]:
+    """The alpha of :data:`LENGTH_NORMS` whose captions of ``store`` score the highest CIDEr-D against ``references``
+    (the smallest among ties), and every alpha's score. Plain sums of log-probabilities favour short captions: an
+    unsure model ends early (captions about half the references' length), which normalisation by length undoes."""
+    absent = [i for i in store.ids if i not in references]
+    if absent:
+        raise ValueError(f"{store.path}: no validation references for {len(absent)} clip(s), e.g. {absent[:3]}")
+    scores = {alpha: score_cider(caption_clips(scorer, store, vocab, length_norm=alpha, **decoding), references)
+              for alpha in LENGTH_NORMS}
+    return max(scores, key=lambda a: (scores[a], -a)), scores
+
+
+def decoding_record_path(out: str | Path) -> Path:
+    """Where :func:`decode` records how it decoded ``out``: ``<out stem>.decoding.json`` beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.decoding.json")
+
+
 def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str | None = None, beam_size: int = 3,
-           max_len: int = 30, min_len: int = 1, length_norm: float = 0.0, batch_size: int = 32,
-           references: str | None = None) -> dict[str, object]:
+           max_len: int = 30, min_len: int = 1, length_norm: float | str = 0.0, batch_size: int = 32,
+           references: str | None = None, val_features: str | None = None,
+           val_references: str | None = None) -> dict[str, object]:
     """Caption every clip of the feature store ``features`` and write ``out`` (JSON) and ``csv`` (DCASE format).
 
     Args:
         checkpoints: one captioner checkpoint, or several (comma-separated) sharing a vocabulary: their
             log-probabilities are averaged at every step of one beam search (decoders may differ).
         features: HDF5 feature store; it must come from the encoder the checkpoints were trained on.
-        out: predictions as JSON ``[{"audio_id", "caption"}]``.
+        out: predictions as JSON ``[{"audio_id", "caption"}]``; how they were decoded (the settings, and with
+            ``auto`` every alpha's validation CIDEr-D) goes to ``<out stem>.decoding.json`` beside it.
         csv: optional DCASE submission CSV ``file_name,caption_predicted``.
         beam_size: beams per clip (1 = greedy). max_len/min_len: words per caption.
-        length_norm: alpha of ``score / length ** alpha`` when choosing among finished beams (0 = none).
+        length_norm: alpha of ``score / length ** alpha`` when choosing among finished beams (0 = none), or
+            ``auto``: the alpha of 0, 0.5, 1, 1.5, 2 with the best CIDEr-D on ``val_features`` against
+            ``val_references`` (a split folder or ``captions.json``), never on the evaluation split.
         references: optional ``captions.json`` or split folder; when given, CIDEr-D is computed and returned.
-    Returns ``{"clips": n, "cider_d": score or None}``.
+    Returns ``{"clips": n, "cider_d": score or None, "length_norm": alpha}``.
     """
+    if length_norm == "auto" and not (val_features and val_references):
+        raise ValueError("--length_norm auto chooses on the validation split: give --val_features and --val_references")
+    if length_norm != "auto" and not isinstance(length_norm, (int, float)):
+        raise ValueError(f"Invalid length_norm. (expected a number >= 0 or 'auto', found {length_norm!r})")
     scorer, vocab, attrs = load_ensemble(checkpoint_paths(checkpoints))
-    store = open_checked_store(features, expect={k: v for k, v in attrs.items() if k != "checkpoint_sha256"
-                                                 or v})
+    expect = {k: v for k, v in attrs.items() if k != "checkpoint_sha256" or v}
+    store = open_checked_store(features, expect=expect)
+    decoding = {"beam_size": beam_size, "max_len": max_len, "min_len": min_len, "batch_size": batch_size}
+    record: dict[str, Any] = {"checkpoints": [str(p) for p in checkpoint_paths(checkpoints)], **decoding}
     with torch.inference_mode():
-        predictions = caption_clips(scorer, store, vocab, beam_size=beam_size, max_len=max_len, min_len=min_len,
-                                    length_norm=length_norm, batch_size=batch_size)
+        if length_norm == "auto":
+            length_norm, tried = choose_length_norm(scorer, vocab, open_checked_store(val_features, expect=expect),
+                                                    load_captions(val_references), **decoding)
+            record["length_norm_validation_cider_d"] = {str(a): round(c, 4) for a, c in tried.items()}
+            record["chosen_on"] = str(val_features)
+        predictions = caption_clips(scorer, store, vocab, length_norm=float(length_norm), **decoding)
     write_predictions(predictions, out, csv)
-    result: dict[str, object] = {"clips": len(predictions), "cider_d": None}
+    record["length_norm"] = float(length_norm)
+    write_text_atomic(decoding_record_path(out), json.dumps(record, indent=1) + "\n")
+    result: dict[str, object] = {"clips": len(predictions), "cider_d": None, "length_norm": float(length_norm)}
     if references is not None:
         refs = load_captions(references)
         absent = [i for i in predictions if i not in refs]

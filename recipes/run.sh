@@ -20,6 +20,8 @@
 # captioner on each, 21 retrieval pre-trained on a second corpus of another character and fine-tuned on this one,
 # 22 claims.md: every claim's figures, 95% paired intervals and verdict.
 # Serving: 23 the SCST ensemble as one caption bundle and an index of the evaluation audio, for python -m serve.
+# Pre-training: 24 the audio encoders shipped in tagging/checkpoints, reproduced from generated scenes and checked
+# (bash recipes/run.sh --stage 24 --stop_stage 24; about 35 min each on 2 cores).
 # The corpus's own settings (splits, configs, models) live in recipes/<corpus>/settings.sh, its configs in
 # recipes/<corpus>/conf/. Every step records what it ran in <exp>/.done/: a finished step is skipped, and a
 # step whose command or config changed since is refused (use another --exp, or delete the old outputs).
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -143,9 +145,12 @@ score() {  # score <name>...: caption metrics of $exp/decode/<name>/predictions.
     --references "$data/$eval_split/captions.json" --out "$(IFS=,; echo "${outs[*]}")" \
     ${score_metrics:+--metrics "$score_metrics"}
 }
-decode() {  # decode <name> <checkpoints> [features folder]: beam search predictions (JSON, DCASE CSV), evaluation split
-  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "${3:-$exp/features}/$eval_split.h5" \
-    --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size"
+decode() {  # decode <name> <checkpoints> [features folder]: beam search predictions (JSON, DCASE CSV), evaluation split,
+  # the length normalisation chosen on the validation split (recorded in predictions.decoding.json)
+  local features=${3:-$exp/features}
+  step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "$features/$eval_split.h5" \
+    --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size" \
+    --length_norm auto --val_features "$features/$val_split.h5" --val_references "$data/$val_split"
 }
 nearest_neighbour() {  # the baseline: each evaluation clip gets a caption of its nearest training clip
   step decode_nearest_neighbour python -m captioning.baseline --features "$exp/features/$eval_split.h5" \
@@ -394,12 +399,22 @@ if begin_stage 23 "for the server: the SCST ensemble as one bundle, the evaluati
   # the folder of the evaluation clips (the index holds a folder's files), from the split's manifest
   eval_audio=$(python -c 'import csv, os, sys; print(os.path.dirname(next(csv.DictReader(open(sys.argv[1])))["path"]))' \
     "$data/$eval_split/wav.csv")
+  length_norm=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["length_norm"])' \
+    "$exp/decode/ensemble_scst/predictions.decoding.json")  # chosen on the validation split in stage 8
   step serve_bundle python -m captioning.bundle --audio-encoder "$encoder_ckpt" \
     --captioners "$(checkpoints_of caption "${caption_models// /,}")" --out "$exp/serve/caption_bundle.pt" \
-    --beam_size "$beam_size"
+    --beam_size "$beam_size" --length_norm "$length_norm"
   step serve_index python -m retrieval.index build --folder "$eval_audio" --checkpoints "$retrieval_ckpts" \
     --out "$exp/serve/index.h5"
   echo "serve them: python -m serve --bundle $exp/serve/caption_bundle.pt --index $exp/serve/index.h5"
+  end_stage
+fi
+
+if begin_stage 24 "pre-training (stage 0 of the paper's pipeline): generated scenes -> $exp/pretrain_*, checked against tagging/checkpoints"; then
+  for model in ${pretrained_encoders:-}; do
+    step "pretrain_$model" python -m tagging.train --config "$conf/pretrain_$model.yaml" --exp_dir "$exp/pretrain_$model"
+    python -m tagging.pretrained --check "$exp/pretrain_$model/audio_encoder.pt" --like "${model}_synth.pt"
+  done
   end_stage
 fi
 print_times
