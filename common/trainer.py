@@ -199,8 +199,7 @@ class Trainer:
             self.forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         else:
             self.forward_model = model
-        if self.device.type != "cpu" or self.precision != "fp32":
-            log.info("training on %s, %s", self.device, self.precision)
+        log.info("training on %s, %s", self.device, self.precision)  # also in every history record
 
     def _resume(self) -> None:
         last = self.exp_dir / "last.pt"
@@ -285,7 +284,8 @@ class Trainer:
         first_averaged = self.train_cfg["epochs"] - self.train_cfg["average_last"] + 1
         if self.averaged is not None and self.epoch >= first_averaged:
             self.averaged.update_parameters(self.model)
-        record = {"epoch": self.epoch, **record, "epoch_seconds": time.time() - self.epoch_started}
+        record = {"epoch": self.epoch, **record, "epoch_seconds": time.time() - self.epoch_started,
+                  "precision": self.precision}  # what auto resolved to: tables differ between bf16 and fp32
         self.history.append(record)
         rngs = all_rng_states()
         improved = score > self.best

@@ -1,8 +1,20 @@
 """Audio pre-training by tagging (stage 0 of the SJTU pipeline, AudioSet's role): binary cross-entropy on labels, on
 prepared splits or on the synthetic corpus's scenes generated on the fly; writes the ``audio_encoder.pt`` that
-retrieval training starts from. ``python -m tagging.train --help``."""
-from tagging.data import TAGS, GeneratedScenes, LabelDataset, generated_clip, scene_tags
-from tagging.model import Tagger, macro_average_precision, validate
+retrieval training starts from (``python -m tagging.train``), and ships the encoders it made
+(``python -m tagging.pretrained``).
 
-__all__ = ["TAGS", "GeneratedScenes", "LabelDataset", "Tagger", "generated_clip", "macro_average_precision",
-           "scene_tags", "validate"]
+Public pieces are imported on first use: a command's ``--help`` does not wait for torch."""
+from importlib import import_module
+
+_PUBLIC = {
+    "TAGS": "data", "GeneratedScenes": "data", "LabelDataset": "data", "generated_clip": "data", "scene_tags": "data",
+    "Tagger": "model", "macro_average_precision": "model", "validate": "model",
+    "pretrained_encoder": "pretrained",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tagging' has no attribute {name!r}")
+    return getattr(import_module(f"tagging.{_PUBLIC[name]}"), name)

@@ -26,13 +26,14 @@ from common.io import atomic_write, write_text_atomic
 from eval.compare import compare, paired_bootstrap
 
 RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
-CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "fense")
+CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "fense", "words",
+                "length_norm")
 
 
 def _table(title: str, rows: dict[str, dict[str, float]], keys: tuple[str, ...], notes: dict[str, str]) -> list[str]:
     lines = [f"## {title}", "", "| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, scores in rows.items():
-        cells = [f"{scores[k]:.3f}" if k in scores else "n/a" for k in keys]
+        cells = [(f"{scores[k]:.1f}" if k == "words" else f"{scores[k]:.3f}") if k in scores else "n/a" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- {metric}: {note}" for metric, note in notes.items()] + [""]
     return lines
@@ -52,16 +53,41 @@ def collect(exp: str | Path) -> tuple[dict, dict, dict]:
     captioning, notes = {}, {}
     for path in sorted(exp.glob("decode/*/scores.json")):
         scores = json.loads(path.read_text())
-        captioning[path.parent.name] = scores["corpus"]
+        captioning[path.parent.name] = dict(scores["corpus"])
+        predictions = path.parent / "predictions.json"
+        if predictions.is_file():  # mean caption length, against the references' (see the notes)
+            captions = [row["caption"] for row in json.loads(predictions.read_text(encoding="utf-8"))]
+            captioning[path.parent.name]["words"] = sum(len(c.split()) for c in captions) / max(len(captions), 1)
+        record = path.parent / "predictions.decoding.json"
+        if record.is_file():  # alpha of the length normalisation, chosen on the validation split
+            captioning[path.parent.name]["length_norm"] = json.loads(record.read_text())["length_norm"]
         notes.update({m: f"computed with {model}" for m, model in scores.get("models", {}).items()})
         notes.update({m: f"not available: {reason}" for m, reason in scores.get("unavailable", {}).items()})
     return retrieval, captioning, notes
 
 
-def results(exp: str, out: str | None = None) -> str:
-    """Write (and return) the Markdown results table of the recipe run in ``exp``."""
+def precision_note(exp: Path) -> str:
+    """Which arithmetic each training run of ``exp`` used (its history records it): bf16 and fp32 give different
+    tables, so a table names it."""
+    runs: dict[str, list[str]] = {}
+    for history in sorted(exp.glob("*/history.jsonl")):
+        first = history.read_text(encoding="utf-8").splitlines()[:1]
+        precision = json.loads(first[0]).get("precision", "not recorded") if first else "not recorded"
+        runs.setdefault(precision, []).append(history.parent.name)
+    return "Training arithmetic: " + "; ".join(f"{p} ({len(names)} runs: {', '.join(names)})"
+                                               for p, names in sorted(runs.items())) if runs else ""
+
+
+def results(exp: str, out: str | None = None, references: str | None = None) -> str:
+    """Write (and return) the Markdown results table of the recipe run in ``exp``; ``references`` (the evaluation
+    split's folder) gives the references' mean length beside the captions'."""
     retrieval, captioning, notes = collect(exp)
-    lines = [f"# Results: {exp}", ""]
+    if references:
+        from features.manifest import read_manifest
+        refs = [c for caps in read_manifest(references).captions.values() for c in caps]
+        notes["words"] = f"mean words per caption; the references: {sum(len(c.split()) for c in refs) / len(refs):.1f}"
+    notes["length_norm"] = "alpha of score / length ** alpha among finished beams, chosen on the validation split"
+    lines = [f"# Results: {exp}", "", precision_note(Path(exp)), ""]
     lines += _table("Retrieval (evaluation split)", retrieval, RETRIEVAL_KEYS, {})
     lines += _table("Captioning (evaluation split)", captioning, CAPTION_KEYS, notes)
     lines += _comparisons(Path(exp), captioning)

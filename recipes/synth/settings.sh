@@ -20,6 +20,11 @@ lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
 lm_member_seeds=${SYNTH_LM_MEMBER_SEEDS:-2 3}  # LoRA members trained on caption_lm_lora's mapping, merged with it
 lm_member_epochs=1
 
+# Stage 0 of the paper's pipeline: each retrieval CNN starts from its tagger pre-trained on generated scenes and
+# shipped with the project (train.audio_init in its config; tagging/checkpoints/README.md), as the SJTU system starts
+# from PANNs; stage 24 reproduces them
+pretrained_encoders="cnn10 cnn6"  # conf/pretrain_<name>.yaml -> tagging/checkpoints/<name>_synth.pt
+
 prepare_corpus_stage() {
   step synth python -m corpus.synth --out "$data/raw" --n-clips "$n_clips" --shares "$shares" --seed "$seed"
 }

@@ -60,6 +60,10 @@ def test_default_recipe_runs_after_a_kill_and_writes_every_result(recipe_run):
     submission = (exp / "decode/ensemble_scst/submission.csv").read_text().splitlines()
     assert submission[0] == "file_name,caption_predicted" and len(submission) == len(evaluation) + 1
     assert (exp / "results.png").stat().st_size > 0
+    assert "Training arithmetic: fp32 (" in results and "bf16" not in results, results  # the configs choose fp32
+    record = json.loads((exp / "decode/ensemble_scst/predictions.decoding.json").read_text())
+    assert record["length_norm"] in (0.0, 0.5, 1.0, 1.5, 2.0) and len(record["length_norm_validation_cider_d"]) == 5
+    assert "- words: mean words per caption; the references: " in results, results
 
 
 @pytest.mark.slow

@@ -93,7 +93,10 @@ def _tiny_conf(folder: Path, corpus: str = "synth") -> Path:
         elif kind == "caption_xe":
             config["model"]["decoder_args"].update({"d_model": 32, "embed_dim": 32, "attn_dim": 32})
         crop = config.get("data", {}).get("crop_seconds", 0)
+        width = config.get("model", {}).get("audio_encoder", {}).get("width")
         config = _deep_update(config, TINY[kind])
+        if config.get("train", {}).get("audio_init"):  # the shipped pretrained weights: their own width
+            config["model"]["audio_encoder"]["width"] = width
         if kind == "retrieval" and crop is None:  # feature fusion sees whole clips
             config["data"]["crop_seconds"] = None
         if kind == "retrieval" and config["model"]["audio_encoder"]["name"] == "wavegram_logmel_cnn14":
