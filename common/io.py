@@ -66,13 +66,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", need: int = 0) -> Ite
 
 def check_free_space(folder: str | os.PathLike, need: int, what: str) -> None:
     """Refuse to start writing ``what`` (``need`` bytes) into ``folder`` when its device has less free space (plus
-    1 MiB to spare), before any work is spent on it."""
+    5% and 64 KiB to spare, for the file system's own blocks), before any work is spent on it."""
     if need <= 0:
         return
     free = shutil.disk_usage(folder).free
-    if free < need + _SPARE:
+    if free < need * 1.05 + _SPARE:
         raise OSError(errno.ENOSPC, f"No space left on {device_of(folder)}: {what} needs about "
-                                    f"{_megabytes(need)}, {_megabytes(free)} free", str(folder))
+                                    f"{_size(need)}, {_size(free)} free", str(folder))
 
 
 def put_in_place(tmp: Path, path: Path) -> None:
@@ -108,11 +108,14 @@ def _remove(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-_SPARE = 1 << 20
+_SPARE = 64 << 10
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
+def _size(n: float) -> str:
+    """Bytes for a message: ``"12 KB"``, ``"3.4 MB"``, ``"1.2 GB"``."""
+    if n < 1 << 20:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / 2**20:.1f} MB" if n < 1 << 30 else f"{n / 2**30:.1f} GB"
 
 
 def _disk_full(err: Exception, folder: Path) -> bool:

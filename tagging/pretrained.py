@@ -28,6 +28,11 @@ SHIPPED: dict[str, dict] = {
         "trained_on": "73,728 generated scenes (seed 2026), 213 tags",
         "command": "python -m tagging.train --config recipes/synth/conf/pretrain_cnn10.yaml --exp_dir exp/pretrain_cnn10",
     },
+    "cnn6_synth.pt": {
+        "sha256": "3964b4c0ae46d93403c6244cefb97d59236ea216d64f57789ffae3025be31c0d", "val_mAP": 0.4437,
+        "trained_on": "73,728 generated scenes (seed 2026), 213 tags",
+        "command": "python -m tagging.train --config recipes/synth/conf/pretrain_cnn6.yaml --exp_dir exp/pretrain_cnn6",
+    },
 }
 
 
