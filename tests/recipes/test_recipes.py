@@ -23,12 +23,13 @@ def test_every_recipe_config_builds(path):
         config = load_config(DEFAULTS, path)
         assert config["model"]["mapping"] in MAPPINGS and config["model"]["prompt"].startswith("[audio]")
         assert config["model"]["lora"]["r"] == 0 or set(config["model"]["lora"]["targets"]) == {"q_proj", "k_proj"}
-    elif path.name.startswith("tagger"):
+    elif path.name.startswith(("tagger", "pretrain")):
         from features.encoders import build_audio_encoder, encoder_spec
-        from tagging.train import DEFAULTS
+        from tagging.train import DEFAULTS, load_config_checked
 
-        config = load_config(DEFAULTS, path)
-        assert build_audio_encoder(**encoder_spec(config["model"]["audio_encoder"])).clip_dim > 0
+        config = load_config_checked(str(path), {"data.train_manifest": "set", "data.val_manifest": ""})
+        encoder = build_audio_encoder(**encoder_spec(config["model"]["audio_encoder"]))
+        assert encoder.clip_dim > 0 and set(config) == set(DEFAULTS)
     elif path.name.startswith("retrieval"):
         from retrieval.model import build_model
         from retrieval.train import DEFAULTS, _model_args
@@ -43,6 +44,12 @@ def test_every_recipe_config_builds(path):
             config["model"]["text_encoder"]["name"] = "minilm"  # the rest of the model still builds
             model = build_model(_model_args(config["model"]))
         assert sum(p.numel() for p in model.parameters()) > 0
+        if config["train"]["audio_init"]:  # the shipped pretrained weights load strictly into the config's encoder
+            from common.checkpoint import load_state_dict_checked
+            from features.weights import load_audio_encoder
+
+            init = REPO / config["train"]["audio_init"]
+            load_state_dict_checked(model.audio_encoder, load_audio_encoder(init).state_dict(), str(init), strict=True)
     else:
         from captioning.models import build_captioner
         from captioning.train import DEFAULTS
@@ -67,6 +74,9 @@ TINY = {  # settings that make each stage of the default recipe take seconds
                      "val": {"beam_size": 2, "max_len": 12}},
     "tagger": {"train": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0.1}, "data": {"crop_seconds": 2.0},
                "model": {"audio_encoder": {"width": 0.125}}},
+    "pretrain": {"train": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0.1},
+                 "data": {"crop_seconds": 2.0, "num_workers": 0, "generated": {"clips_per_epoch": 8, "val_clips": 4}},
+                 "model": {"audio_encoder": {"width": 0.125}}},
     "caption_lm": {"train": {"epochs": 1, "batch_size": 8}, "data": {"val_clips": 4},
                    "val": {"beam_size": 2, "max_len": 8}},
 }
@@ -86,7 +96,7 @@ def _tiny_conf(folder: Path, corpus: str = "synth") -> Path:
     folder.mkdir(parents=True)
     for path in sorted((REPO / "recipes" / corpus / "conf").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
-        kind = next((k for k in ("retrieval", "tagger", "caption_lm") if path.name.startswith(k)),
+        kind = next((k for k in ("retrieval", "tagger", "pretrain", "caption_lm") if path.name.startswith(k)),
                     "caption_scst" if "scst" in path.name else "caption_xe")
         if kind == "caption_xe" and config["model"]["decoder"] == "transformer":
             config["model"]["decoder_args"].update({"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64})
