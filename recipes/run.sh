@@ -134,6 +134,11 @@ if begin_stage 6 "SCST: $exp/caption_*_xe/averaged.pt -> $exp/caption_{${caption
   end_stage
 fi
 
+results_table() {  # $exp/results.md; with the main job's evaluation split, its references' mean length too
+  local refs=()
+  if [ -f "$data/$eval_split/wav.csv" ]; then refs=(--references "$data/$eval_split"); fi
+  python recipes/local/results.py --exp "$exp" --out "$exp/results.md" "${refs[@]}"
+}
 score() {  # score <name>...: caption metrics of $exp/decode/<name>/predictions.json on the evaluation split, all
   # systems in one process (METEOR's Java and the sentence model started once, the references embedded once)
   local name predictions=() outs=()
@@ -184,7 +189,7 @@ if begin_stage 8 "decode and score the ensemble(s): $exp/caption_*_scst -> $exp/
 fi
 
 if begin_stage 9 "results: $exp -> $exp/results.md"; then
-  python recipes/local/results.py --exp "$exp" --out "$exp/results.md" --references "$data/$eval_split"
+  results_table
   end_stage
 fi
 
@@ -252,7 +257,7 @@ if begin_stage 13 "decode, score, answer and classify with the LM captioners: ->
   fi
   wait_background
   score "${systems[@]}" lm_merged
-  python recipes/local/results.py --exp "$exp" --out "$exp/results.md" --references "$data/$eval_split"
+  results_table
   end_stage
 fi
 # --- CLAP's keyword-to-caption (stages 14-16) ---------------------------------------------------------------------
@@ -291,7 +296,7 @@ if begin_stage 16 "zero-shot and retrieval: captions only, + template, + generat
       --manifest "$data/$eval_split" --out "$exp/keywords/$kind/retrieval.json"
   done
   wait_background
-  python recipes/local/results.py --exp "$exp" --out "$exp/results.md" --references "$data/$eval_split"
+  results_table
   end_stage
 fi
 # --- long audio (stages 17-19): CLAP's feature fusion against random crops and window averages -----------------------
@@ -319,7 +324,7 @@ if begin_stage 19 "long clips seen as a crop, as windows, whole, or fused: -> $e
   background step retrieval_eval_long_fusion python -m retrieval.evaluate \
     --checkpoints "$exp/retrieval_long_fusion/best.pt" --manifest "$data/long/$eval_split" --batch_size 4 --out "$exp/long_audio/fusion.json"
   wait_background
-  python recipes/local/results.py --exp "$exp" --out "$exp/results.md" --references "$data/$eval_split"
+  results_table
   end_stage
 fi
 # --- the SJTU report's claims (synth_claims: stages 20-22) ------------------------------------------------------------
