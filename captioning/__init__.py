@@ -3,7 +3,7 @@ decoders, cross-entropy and SCST training (``python -m captioning.train``), batc
 an ensemble (``python -m captioning.decode``).
 
 Public pieces are imported on first use: a command's ``--help`` does not wait for torch."""
-from importlib import import_module
+from common.lazy import lazy_exports
 
 _PUBLIC = {
     "Vocabulary": "vocab", "tokenize": "vocab",
@@ -14,8 +14,4 @@ _PUBLIC = {
 }
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'captioning' has no attribute {name!r}")
-    return getattr(import_module(f"captioning.{_PUBLIC[name]}"), name)
+__getattr__ = lazy_exports(__name__, _PUBLIC)

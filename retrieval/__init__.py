@@ -7,7 +7,7 @@ Commands: ``python -m retrieval.train``, ``python -m retrieval.evaluate``, ``pyt
 ``python -m retrieval.zeroshot``, ``python -m retrieval.clap``.
 Public pieces are imported on first use, so running a command module does not import it twice.
 """
-from importlib import import_module
+from common.lazy import lazy_exports
 
 _PUBLIC = {
     "BiEncoder": "model", "build_model": "model", "load_model": "model",
@@ -19,8 +19,4 @@ _PUBLIC = {
 }
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'retrieval' has no attribute {name!r}")
-    return getattr(import_module(f"retrieval.{_PUBLIC[name]}"), name)
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -4,7 +4,7 @@ retrieval training starts from (``python -m tagging.train``), and ships the enco
 (``python -m tagging.pretrained``).
 
 Public pieces are imported on first use: a command's ``--help`` does not wait for torch."""
-from importlib import import_module
+from common.lazy import lazy_exports
 
 _PUBLIC = {
     "TAGS": "data", "GeneratedScenes": "data", "LabelDataset": "data", "generated_clip": "data", "scene_tags": "data",
@@ -13,8 +13,4 @@ _PUBLIC = {
 }
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tagging' has no attribute {name!r}")
-    return getattr(import_module(f"tagging.{_PUBLIC[name]}"), name)
+__getattr__ = lazy_exports(__name__, _PUBLIC)
