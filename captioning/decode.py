@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from captioning.checkpoint import load_captioner
 from captioning.data import Clips, collate, load_captions, open_checked_store
-from captioning.search import Ensemble, beam_search
+from captioning.search import Ensemble, beam_search, beam_search_by_length_norm
 from captioning.vocab import Vocabulary, tokenize
 from common import checkpoint_paths
 from common.io import write_csv, write_text_atomic
@@ -32,16 +32,28 @@ def caption_clips(scorer: Ensemble, store: FeatureStore, vocab: Vocabulary, audi
                   *, beam_size: int = 3, max_len: int = 30, min_len: int = 1, length_norm: float = 0.0,
                   batch_size: int = 32) -> dict[str, str]:
     """``{audio_id: caption}`` for ``audio_ids`` (default: every clip of ``store``), decoded in batches."""
+    return caption_clips_by_length_norm(scorer, store, vocab, audio_ids, beam_size=beam_size, max_len=max_len,
+                                        min_len=min_len, length_norms=[length_norm], batch_size=batch_size)[0]
+
+
+def caption_clips_by_length_norm(scorer: Ensemble, store: FeatureStore, vocab: Vocabulary,
+                                 audio_ids: Sequence[str] | None = None, *, beam_size: int = 3, max_len: int = 30,
+                                 min_len: int = 1, length_norms: Sequence[float] = (0.0,),
+                                 batch_size: int = 32) -> list[dict[str, str]]:
+    """:func:`caption_clips` for each of ``length_norms``, from one beam search (the norm only picks among its
+    finished hypotheses)."""
     for model in scorer.models:
         model.eval()
     loader = DataLoader(Clips(store, audio_ids), batch_size=batch_size, shuffle=False, collate_fn=collate)
-    out: dict[str, str] = {}
+    outs: list[dict[str, str]] = [{} for _ in length_norms]
     device = module_device(scorer.models[0])
     for batch in loader:
-        captions = caption_frames(scorer, batch["frames"].to(device), batch["frame_lengths"].to(device), vocab,
-                                  beam_size=beam_size, max_len=max_len, min_len=min_len, length_norm=length_norm)
-        out.update(zip(batch["audio_ids"], captions))
-    return out
+        picks = beam_search_by_length_norm(scorer, batch["frames"].to(device), batch["frame_lengths"].to(device),
+                                           bos=vocab.bos, eos=vocab.eos, pad=vocab.pad, beam_size=beam_size,
+                                           max_len=max_len, min_len=min_len, length_norms=length_norms)
+        for out, words in zip(outs, picks):
+            out.update(zip(batch["audio_ids"], (vocab.decode(w) for w in words)))
+    return outs
 
 
 def caption_frames(scorer: Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, vocab: Vocabulary, *,
@@ -106,8 +118,8 @@ def choose_length_norm(scorer: Ensemble, vocab: Vocabulary, store: FeatureStore,
     absent = [i for i in store.ids if i not in references]
     if absent:
         raise ValueError(f"{store.path}: no validation references for {len(absent)} clip(s), e.g. {absent[:3]}")
-    scores = {alpha: score_cider(caption_clips(scorer, store, vocab, length_norm=alpha, **decoding), references)
-              for alpha in LENGTH_NORMS}
+    captions = caption_clips_by_length_norm(scorer, store, vocab, length_norms=LENGTH_NORMS, **decoding)
+    scores = {alpha: score_cider(c, references) for alpha, c in zip(LENGTH_NORMS, captions)}
     return max(scores, key=lambda a: (scores[a], -a)), scores
 
 

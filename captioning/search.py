@@ -55,12 +55,22 @@ def beam_search(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths
                 eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
                 length_norm: float = 0.0) -> list[list[int]]:
     """Beam search over a batch of clips at once; returns each clip's best word ids (without ``<bos>``/``<eos>``).
+    See :func:`beam_search_by_length_norm`, of which this is one ``length_norm``."""
+    return beam_search_by_length_norm(model, frames, frame_lengths, bos=bos, eos=eos, pad=pad, beam_size=beam_size,
+                                      max_len=max_len, min_len=min_len, length_norms=[length_norm])[0]
+
+
+def beam_search_by_length_norm(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, *,
+                               bos: int, eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30,
+                               min_len: int = 1, length_norms: Sequence[float] = (0.0,)) -> list[list[list[int]]]:
+    """Beam search over a batch of clips at once; for each of ``length_norms``, each clip's best word ids.
 
     ``frames`` [B, T, D], ``frame_lengths`` [B]. The B*K hypotheses are decoded as one batch of rows
     ``b*K + k``. A hypothesis that wrote ``<eos>`` stays in its beam with a fixed score and competes with the
     live ones; search stops when every beam has finished or after ``max_len`` words (then ``<eos>`` is forced).
     ``<eos>`` is barred before ``min_len`` words. The best of the K final hypotheses is chosen by
-    ``score / length ** length_norm`` (length counts ``<eos>``; 0 = plain sum of log-probabilities).
+    ``score / length ** length_norm`` (length counts ``<eos>``; 0 = plain sum of log-probabilities): the norm does
+    not steer the search, so one search serves every ``length_norm`` of ``length_norms``.
     ``beam_size=1`` is greedy decoding. Each clip's result does not depend on the other clips of the batch.
     """
     scorer = model if isinstance(model, Ensemble) else Ensemble([model])
@@ -96,10 +106,10 @@ def beam_search(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths
         finished = finished.index_select(0, rows) | (tokens == eos)
         if bool(finished.all()):
             break
-    normalized = scores / lengths.view(B, K).pow(length_norm)
-    best = (torch.arange(B, device=device) * K + normalized.argmax(dim=1)).tolist()
-    out = []
-    for row in best:
-        words = history[row].tolist()
-        out.append(words[: words.index(eos)] if eos in words else words)
-    return out
+    picks = []
+    for length_norm in length_norms:
+        normalized = scores / lengths.view(B, K).pow(length_norm)
+        best = (torch.arange(B, device=device) * K + normalized.argmax(dim=1)).tolist()
+        rows = [history[row].tolist() for row in best]
+        picks.append([words[: words.index(eos)] if eos in words else words for words in rows])
+    return picks
