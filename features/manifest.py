@@ -116,12 +116,12 @@ def write_manifest(manifest: Manifest, out_dir: str | os.PathLike, extras: Mappi
     if manifest.labels:
         files[LABELS_JSON] = _json({i: list(manifest.labels[i]) for i in manifest.ids if i in manifest.labels})
     files.update(extras or {})
-    record = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in sorted(files.items())}
-    files[SPLIT_JSON] = _json({"files": record})
-    with atomic_output(split_dir, need=sum(len(t.encode("utf-8")) for t in files.values())) as tmp:
+    data = {name: text.encode("utf-8") for name, text in sorted(files.items())}
+    data[SPLIT_JSON] = _json({"files": {name: hashlib.sha256(b).hexdigest() for name, b in data.items()}}).encode()
+    with atomic_output(split_dir, need=sum(map(len, data.values()))) as tmp:
         tmp.mkdir()
-        for name, text in files.items():
-            (tmp / name).write_bytes(text.encode("utf-8"))
+        for name, content in data.items():
+            (tmp / name).write_bytes(content)
     return split_dir
 
 

@@ -322,8 +322,6 @@ def assemble(out: str | os.PathLike, *parts_dirs: str | os.PathLike, keep_parts:
     attrs = {k: fingerprint[k] for k in FINGERPRINT_KEYS}
     attrs["num_clips"], attrs["num_missing"] = len(written), len(missing)
     errors_csv = errors_csv_of(out_path)
-    remove_stale_temps(out_path.parent, out_path.name)
-    remove_stale_temps(errors_csv.parent, errors_csv.name)
     write_csv(errors_csv, ERRORS_COLUMNS, [(i, *errors[i]) for i in ids if i in errors])
     with create_store(out_path, attrs, written, [lengths[i] for i in written], missing) as writer:
         for path in part_paths:

@@ -15,9 +15,10 @@ from common.cli import help_from_source
 
 help_from_source(__name__, __file__)  # --help from this file, before the imports below
 
-import hashlib
 import json
 from pathlib import Path
+
+from features.weights import checkpoint_sha256
 
 FOLDER = Path(__file__).resolve().parent / "checkpoints"
 MAP_TOLERANCE = 0.02
@@ -36,14 +37,6 @@ SHIPPED: dict[str, dict] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pretrained_encoder(name: str) -> Path:
     """The shipped file ``name`` (e.g. ``cnn10_synth.pt``), its SHA-256 checked; ValueError naming what is wrong."""
     if name not in SHIPPED:
@@ -51,7 +44,7 @@ def pretrained_encoder(name: str) -> Path:
     path = FOLDER / name
     if not path.is_file():
         raise ValueError(f"{path}: missing from this installation")
-    if _sha256(path) != SHIPPED[name]["sha256"]:
+    if checkpoint_sha256(path) != SHIPPED[name]["sha256"]:
         raise ValueError(f"{path}: SHA-256 differs from the shipped {SHIPPED[name]['sha256']} (changed or damaged)")
     return path
 
@@ -61,7 +54,7 @@ def matches(path: str | Path, like: str) -> str:
     if like not in SHIPPED:
         raise KeyError(f"no pretrained encoder {like!r} (shipped: {', '.join(sorted(SHIPPED))})")
     path, card = Path(path), SHIPPED[like]
-    if _sha256(path) == card["sha256"]:
+    if checkpoint_sha256(path) == card["sha256"]:
         return f"{path}: identical to the shipped {like} (SHA-256 {card['sha256']})"
     history = path.parent / "history.jsonl"
     if not history.is_file():
