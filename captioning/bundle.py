@@ -1,7 +1,8 @@
 """The captioning pipeline (frozen audio encoder + captioner ensemble), from separate checkpoints or one bundle.
 
     python -m captioning.bundle --audio-encoder exp/retrieval/audio_encoder.pt \
-        --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt --out model/caption_bundle.pt [--beam-size 3]
+        --captioners exp/cap_a/averaged.pt,exp/cap_b/averaged.pt --out model/caption_bundle.pt [--beam-size 3] \
+        [--rerank exp/retrieval/best.pt --rerank_weight 2]
 
 A bundle is one plain-data checkpoint (``torch.load(..., weights_only=True)``) holding everything
 ``python -m captioning.infer --bundle`` needs::
@@ -13,8 +14,10 @@ A bundle is one plain-data checkpoint (``torch.load(..., weights_only=True)``) h
     feature_attrs         what made the features the captioners were trained on (encoder, checkpoint_sha256,
                           frame_dim)
     audio_encoder_sha256  SHA-256 of the audio-encoder checkpoint file the bundle was made from
-    decoding              {"beam_size", "max_len", "min_len", "length_norm"} defaults for inference
+    decoding              {"beam_size", "max_len", "min_len", "length_norm", "rerank_weight"} defaults for inference
     sources               file names of the checkpoints it was made from
+    reranker              (optional) the retrieval model that re-ranks the final beams by audio-text similarity,
+                          all but its audio encoder, which must be the bundle's (``retrieval.rerank``)
 
 A bundle of prefix-LM captioners holds their mapping networks and LoRA weights, not the LM: the LM folder each names
 (an alias such as ``smollm2`` travels best) must be on the machine, and is checked by its fingerprint.
@@ -43,10 +46,11 @@ from captioning.vocab import Vocabulary
 from common import checkpoint_paths, load_checkpoint, load_state_dict_checked, save_checkpoint
 from common.cli import run
 from features.encoders import AudioEncoder
-from features.weights import CHUNK_SECONDS, checkpoint_sha256, chunked_spec, encoder_from_state, load_audio_encoder
+from features.weights import (CHUNK_SECONDS, checkpoint_sha256, chunked_spec, encoder_from_state, load_audio_encoder,
+                              weights_sha256)
 
 KIND = "caption_bundle"
-DECODING: dict[str, Any] = {"beam_size": 3, "max_len": 30, "min_len": 1, "length_norm": 0.0}
+DECODING: dict[str, Any] = {"beam_size": 3, "max_len": 30, "min_len": 1, "length_norm": 0.0, "rerank_weight": 0.0}
 ENCODER_PREFIX, CAPTIONER_PREFIX = "audio_encoder.", "captioners."
 RUNTIMES = ("torch", "onnx")
 
@@ -61,6 +65,7 @@ class Pipeline:
     encoder_sha256: str
     feature_attrs: dict[str, Any]
     decoding: dict[str, Any] = field(default_factory=lambda: dict(DECODING))
+    reranker: Any = None  # retrieval.rerank.Reranker over this encoder's clip vectors, or None
 
 
 def check_decoding(decoding: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,7 +80,10 @@ def check_decoding(decoding: Mapping[str, Any]) -> dict[str, Any]:
     if out["beam_size"] < 1 or out["max_len"] < 1 or not 0 <= out["min_len"] <= out["max_len"]:
         raise ValueError(f"Invalid decoding settings. (expected beam_size >= 1, max_len >= 1 and "
                          f"0 <= min_len <= max_len, found {out})")
-    out["length_norm"] = float(out["length_norm"])
+    for key in ("length_norm", "rerank_weight"):
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or not 0 <= out[key] < float("inf"):
+            raise ValueError(f"Invalid {key}. (expected a number >= 0, found {out[key]!r})")
+        out[key] = float(out[key])
     return out
 
 
@@ -96,17 +104,29 @@ def check_compatible(captioner_args: Mapping[str, Any], feature_attrs: Mapping[s
 
 
 def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *, encoder: str | None = None,
-                  chunk_seconds: float | None = CHUNK_SECONDS) -> Pipeline:
+                  chunk_seconds: float | None = CHUNK_SECONDS, rerank: str | Path | None = None) -> Pipeline:
     """Load an audio-encoder checkpoint (``audio_encoder.pt`` or official PANNs format; ``encoder`` names the
     architecture of an official one), windowing long audio every ``chunk_seconds`` (0/None: whole clips), and
-    captioner checkpoints (comma-separated or a list: an ensemble)."""
+    captioner checkpoints (comma-separated or a list: an ensemble); with ``rerank``, the retrieval checkpoint whose
+    audio encoder this is, as the re-ranker of the final beams."""
     paths = checkpoint_paths(captioners, "captioners")
     model = load_audio_encoder(audio_encoder, encoder, chunk_seconds=chunk_seconds).requires_grad_(False)
     sha = checkpoint_sha256(audio_encoder)
     scorer, vocab, attrs = load_ensemble(paths)
     for path, captioner in zip(paths, scorer.models):
         check_compatible(captioner.model_args, attrs, model, sha, str(path), str(audio_encoder))
-    return Pipeline(model, scorer, vocab, sha, dict(attrs))
+    return Pipeline(model, scorer, vocab, sha, dict(attrs), reranker=_reranker(rerank, model, str(audio_encoder)))
+
+
+def _reranker(rerank: str | Path | None, encoder: AudioEncoder, encoder_source: str) -> Any:
+    """The retrieval checkpoint ``rerank`` as a re-ranker, refused unless ``encoder`` is its audio encoder."""
+    if rerank is None:
+        return None
+    from retrieval.rerank import Reranker  # decoding that uses both stages: loaded only when asked for
+
+    reranker = Reranker.load(rerank)
+    reranker.check_encoder(weights_sha256(encoder.state_dict()), f"audio encoder {encoder_source}")
+    return reranker
 
 
 # ---- the bundle -----------------------------------------------------------------------------------------------
@@ -122,7 +142,8 @@ def bundle_checkpoint(pipeline: Pipeline, sources: Mapping[str, Any] | None = No
             "model_args": {"audio_encoder": spec, "captioners": [dict(m.model_args) for m in pipeline.scorer.models]},
             "state_dict": state, "vocab": list(pipeline.vocab.words), "feature_attrs": dict(pipeline.feature_attrs),
             "audio_encoder_sha256": pipeline.encoder_sha256, "decoding": check_decoding(pipeline.decoding),
-            "sources": dict(sources or {})}
+            "sources": dict(sources or {}),
+            **({"reranker": pipeline.reranker.bundle_part()} if pipeline.reranker is not None else {})}
 
 
 def load_bundle(path: str | Path, *, chunk_seconds: float | None = None, runtime: str = "torch",
@@ -156,7 +177,23 @@ def load_bundle(path: str | Path, *, chunk_seconds: float | None = None, runtime
         load_state_dict_checked(captioner, _under(state, f"{CAPTIONER_PREFIX}{i}."), f"{path} (captioner {i})")
         check_compatible(margs, attrs, model, sha, f"{path} (captioner {i})", f"{path} (audio encoder)")
         models.append(captioner.eval())
-    return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding)
+    return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding, bundle_reranker(ckpt, path, model))
+
+
+def bundle_reranker(ckpt: Mapping[str, Any], path: str | Path, encoder: nn.Module | None = None) -> Any:
+    """The re-ranker a bundle holds, around its audio encoder (``encoder``, else rebuilt from the bundle), or None;
+    a bundle whose decoding re-ranks without one is refused."""
+    if check_decoding(ckpt["decoding"])["rerank_weight"] and "reranker" not in ckpt:
+        raise ValueError(f"{path}: its decoding re-ranks (rerank_weight {ckpt['decoding']['rerank_weight']}) but it "
+                         "holds no re-ranker")
+    if "reranker" not in ckpt:
+        return None
+    from retrieval.rerank import reranker_from_bundle  # decoding that uses both stages: loaded only when held
+
+    if encoder is None:
+        encoder = encoder_from_state(dict(ckpt["model_args"]["audio_encoder"]),
+                                     _under(ckpt["state_dict"], ENCODER_PREFIX), f"{path} (audio encoder)")
+    return reranker_from_bundle(ckpt["reranker"], encoder, f"{path} (re-ranker)")
 
 
 def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -165,7 +202,7 @@ def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
 
 def make_bundle(audio_encoder: str, captioners: str | Sequence[str], out: str, encoder: str | None = None,
                 chunk_seconds: float | None = CHUNK_SECONDS, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
-                length_norm: float = 0.0) -> Path:
+                length_norm: float = 0.0, rerank: str | None = None, rerank_weight: float = 0.0) -> Path:
     """Write one self-contained captioning checkpoint for ``python -m captioning.infer --bundle``.
 
     Args:
@@ -180,22 +217,30 @@ def make_bundle(audio_encoder: str, captioners: str | Sequence[str], out: str, e
         max_len: most words per caption, saved as the bundle's default.
         min_len: fewest words per caption, saved as the bundle's default.
         length_norm: alpha of ``score / length ** alpha`` among finished beams, saved as the bundle's default.
+        rerank: the retrieval checkpoint (``best.pt``) whose audio encoder is ``audio_encoder``: the bundle keeps it
+            to re-rank the final beams by audio-text similarity (its text encoder makes the bundle larger).
+        rerank_weight: weight of that similarity beside the normalised log-probability, saved as the bundle's
+            default (``captioning.decode --rerank_weight auto`` chooses one on the validation split).
     Returns the bundle's path.
     """
-    pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, chunk_seconds=chunk_seconds)
+    if rerank_weight and rerank is None:
+        raise ValueError("--rerank_weight weighs re-ranking: give --rerank (a retrieval checkpoint) too")
+    pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, chunk_seconds=chunk_seconds, rerank=rerank)
     pipeline.decoding = check_decoding({"beam_size": beam_size, "max_len": max_len, "min_len": min_len,
-                                        "length_norm": length_norm})
+                                        "length_norm": length_norm, "rerank_weight": rerank_weight})
     sources = {"audio_encoder": Path(audio_encoder).name,
-               "captioners": [Path(p).name for p in checkpoint_paths(captioners, "captioners")]}
+               "captioners": [Path(p).name for p in checkpoint_paths(captioners, "captioners")],
+               **({"reranker": Path(rerank).name} if rerank else {})}
     save_checkpoint(bundle_checkpoint(pipeline, sources), out)
     return Path(out)
 
 
 def main(audio_encoder: str, captioners: str, out: str, encoder: str | None = None,
          chunk_seconds: float | None = CHUNK_SECONDS, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
-         length_norm: float = 0.0) -> None:
+         length_norm: float = 0.0, rerank: str | None = None, rerank_weight: float = 0.0) -> None:
     path = make_bundle(audio_encoder, captioners, out, encoder=encoder, chunk_seconds=chunk_seconds,
-                       beam_size=beam_size, max_len=max_len, min_len=min_len, length_norm=length_norm)
+                       beam_size=beam_size, max_len=max_len, min_len=min_len, length_norm=length_norm,
+                       rerank=rerank, rerank_weight=rerank_weight)
     print(f"{path}: caption bundle written ({path.stat().st_size / 2**20:.1f} MB)")
 
 

@@ -108,7 +108,9 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Invalid batch_size. (expected a positive integer, found {batch_size!r})")
-    options = check_decoding({**pipeline.decoding, **decoding})
+    options = check_decoding({**pipeline.decoding, **{k: v for k, v in decoding.items() if v is not None}})
+    if options["rerank_weight"] and pipeline.reranker is None:
+        raise ValueError("rerank_weight: this pipeline has no re-ranker (give --rerank, or a bundle made with one)")
     encoder, rate = pipeline.encoder, int(pipeline.encoder.sample_rate)
     encoder.eval()
     for model in pipeline.scorer.models:
@@ -146,7 +148,7 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
             if waves:
                 out = encode_waveforms(encoder, waves)
                 texts = caption_frames(pipeline.scorer, out["frames"], out["frame_lengths"], pipeline.vocab,
-                                       **options)
+                                       clips=out["clip"], reranker=pipeline.reranker, **options)
                 captions.update(zip(names, texts))
             bar.update(len(batch))
     bar.close()
@@ -165,7 +167,8 @@ def _silence(wave: np.ndarray) -> str:
 def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequence[str] | None = None,
           bundle: str | None = None, encoder: str | None = None, out: str | None = None, csv: str | None = None,
           beam_size: int | None = None, max_len: int | None = None, min_len: int | None = None,
-          length_norm: float | None = None, batch_size: int = 8, chunk_seconds: float | None = None,
+          length_norm: float | None = None, rerank: str | None = None, rerank_weight: float | None = None,
+          batch_size: int = 8, chunk_seconds: float | None = None,
           runtime: str = "torch", onnx_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Caption audio files and folders with an audio encoder and captioner(s), or with one bundle.
 
@@ -187,6 +190,9 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
         max_len: at most this many words per caption (default: the bundle's, else 30).
         min_len: at least this many words per caption (default: the bundle's, else 1).
         length_norm: alpha of ``score / length ** alpha`` among finished beams (default: the bundle's, else 0).
+        rerank: the retrieval checkpoint (``best.pt``) whose audio encoder is ``audio_encoder``: the final beams are
+            re-ranked by audio-text similarity (with --audio-encoder and --captioners; a bundle may hold one).
+        rerank_weight: weight of that similarity (default: the bundle's, else 1 with --rerank, else 0).
         batch_size: clips per encoder and beam-search batch.
         chunk_seconds: window for long audio (default: the bundle's, else ``features.weights.CHUNK_SECONDS``;
             0 = whole clips).
@@ -198,8 +204,9 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     """
     if not inputs:
         raise ValueError("No inputs. (expected audio files or folders)")
-    if bundle is not None and (audio_encoder is not None or captioners is not None or encoder is not None):
-        raise ValueError("Give either --bundle or --audio-encoder with --captioners, not both")
+    if bundle is not None and (audio_encoder is not None or captioners is not None or encoder is not None
+                               or rerank is not None):
+        raise ValueError("Give either --bundle or --audio-encoder with --captioners (and --rerank), not both")
     if bundle is None and (runtime != "torch" or onnx_dir is not None):
         raise ValueError("--runtime onnx runs a bundle: give --bundle and --onnx-dir")
     if bundle is None and (audio_encoder is None or captioners is None):
@@ -211,11 +218,13 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     if bundle is not None:
         pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir)
     else:
-        pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder,
+        pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, rerank=rerank,
                                  chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
+        if rerank is not None and rerank_weight is None:
+            rerank_weight = 1.0
     by_path, errors, silent_paths = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
                                                   beam_size=beam_size, max_len=max_len, min_len=min_len,
-                                                  length_norm=length_norm)
+                                                  length_norm=length_norm, rerank_weight=rerank_weight)
     captions = {Path(p).name: c for p, c in by_path.items()}
     paths = {Path(p).name: p for p in by_path}
     silent = [Path(p).name for p in silent_paths]

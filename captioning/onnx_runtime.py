@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from captioning.bundle import KIND, Pipeline, check_decoding
+from captioning.bundle import KIND, Pipeline, bundle_reranker, check_decoding
 from captioning.export import FORMAT, MANIFEST, VERSION
 from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
@@ -204,4 +204,5 @@ def load_onnx_pipeline(bundle: str | Path, onnx_dir: str | Path, *, chunk_second
         raise ValueError(f"{folder / MANIFEST}: holds {len(models)} captioner(s), the bundle "
                          f"{len(ckpt['model_args']['captioners'])}")
     return Pipeline(encoder, Ensemble(models), Vocabulary(list(ckpt["vocab"])), str(ckpt["audio_encoder_sha256"]),
-                    dict(ckpt["feature_attrs"]), check_decoding(ckpt["decoding"]))
+                    dict(ckpt["feature_attrs"]), check_decoding(ckpt["decoding"]),
+                    bundle_reranker(ckpt, bundle))  # its text side runs in torch

@@ -6,6 +6,7 @@ log-probabilities are averaged inside one beam.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -50,28 +51,58 @@ class Ensemble:
         return logp, states
 
 
+@dataclass
+class Hypotheses:
+    """The K final hypotheses of a beam search over B clips: ``words[b][k]`` (word ids without ``<bos>``/``<eos>``),
+    ``scores`` [B, K] (sums of log-probabilities) and ``lengths`` [B, K] (words, counting ``<eos>``)."""
+
+    words: list[list[list[int]]]
+    scores: torch.Tensor
+    lengths: torch.Tensor
+
+    @staticmethod
+    def concat(parts: Sequence["Hypotheses"]) -> "Hypotheses":
+        """The hypotheses of several batches as one, in order."""
+        if not parts:
+            return Hypotheses([], torch.zeros(0, 0), torch.zeros(0, 0))
+        return Hypotheses([w for part in parts for w in part.words], torch.cat([p.scores for p in parts]),
+                          torch.cat([p.lengths for p in parts]))
+
+    def ranking(self, length_norm: float = 0.0, bonus: torch.Tensor | None = None) -> torch.Tensor:
+        """Each hypothesis's rank score [B, K]: ``score / length ** length_norm``, plus ``bonus`` [B, K] if given (a
+        re-ranker's weighted audio-text similarity)."""
+        ranked = self.scores / self.lengths.pow(length_norm)
+        return ranked if bonus is None else ranked + bonus.to(ranked)
+
+    def best(self, length_norm: float = 0.0, bonus: torch.Tensor | None = None) -> list[list[int]]:
+        """Each clip's hypothesis of highest :meth:`ranking`."""
+        if not self.words:
+            return []
+        return [self.words[b][k] for b, k in enumerate(self.ranking(length_norm, bonus).argmax(dim=1).tolist())]
+
+
 @torch.no_grad()
 def beam_search(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, *, bos: int,
                 eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
                 length_norm: float = 0.0) -> list[list[int]]:
-    """Beam search over a batch of clips at once; returns each clip's best word ids (without ``<bos>``/``<eos>``).
-    See :func:`beam_search_by_length_norm`, of which this is one ``length_norm``."""
-    return beam_search_by_length_norm(model, frames, frame_lengths, bos=bos, eos=eos, pad=pad, beam_size=beam_size,
-                                      max_len=max_len, min_len=min_len, length_norms=[length_norm])[0]
+    """Beam search over a batch of clips at once; returns each clip's best word ids (without ``<bos>``/``<eos>``),
+    chosen among the final hypotheses of :func:`beam_hypotheses` by ``score / length ** length_norm`` (length counts
+    ``<eos>``; 0 = plain sum of log-probabilities). ``beam_size=1`` is greedy decoding."""
+    return beam_hypotheses(model, frames, frame_lengths, bos=bos, eos=eos, pad=pad, beam_size=beam_size,
+                           max_len=max_len, min_len=min_len).best(length_norm)
 
 
-def beam_search_by_length_norm(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, *,
-                               bos: int, eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30,
-                               min_len: int = 1, length_norms: Sequence[float] = (0.0,)) -> list[list[list[int]]]:
-    """Beam search over a batch of clips at once; for each of ``length_norms``, each clip's best word ids.
+@torch.no_grad()
+def beam_hypotheses(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, *, bos: int,
+                    eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30, min_len: int = 1) -> Hypotheses:
+    """Beam search over a batch of clips at once; returns every clip's ``beam_size`` final hypotheses.
 
     ``frames`` [B, T, D], ``frame_lengths`` [B]. The B*K hypotheses are decoded as one batch of rows
     ``b*K + k``. A hypothesis that wrote ``<eos>`` stays in its beam with a fixed score and competes with the
     live ones; search stops when every beam has finished or after ``max_len`` words (then ``<eos>`` is forced).
-    ``<eos>`` is barred before ``min_len`` words. The best of the K final hypotheses is chosen by
-    ``score / length ** length_norm`` (length counts ``<eos>``; 0 = plain sum of log-probabilities): the norm does
-    not steer the search, so one search serves every ``length_norm`` of ``length_norms``.
-    ``beam_size=1`` is greedy decoding. Each clip's result does not depend on the other clips of the batch.
+    ``<eos>`` is barred before ``min_len`` words. How the best is chosen (length normalisation, re-ranking) does not
+    steer the search, so one search serves every choice (:meth:`Hypotheses.best`). Each clip's result does not
+    depend on the other clips of the batch.
     """
     scorer = model if isinstance(model, Ensemble) else Ensemble([model])
     B, K = frames.shape[0], beam_size
@@ -106,10 +137,6 @@ def beam_search_by_length_norm(model: Captioner | Ensemble, frames: torch.Tensor
         finished = finished.index_select(0, rows) | (tokens == eos)
         if bool(finished.all()):
             break
-    picks = []
-    for length_norm in length_norms:
-        normalized = scores / lengths.view(B, K).pow(length_norm)
-        best = (torch.arange(B, device=device) * K + normalized.argmax(dim=1)).tolist()
-        rows = [history[row].tolist() for row in best]
-        picks.append([words[: words.index(eos)] if eos in words else words for words in rows])
-    return picks
+    rows = [history[row].tolist() for row in range(N)]
+    words = [words[: words.index(eos)] if eos in words else words for words in rows]
+    return Hypotheses([words[b * K:(b + 1) * K] for b in range(B)], scores, lengths.view(B, K))

@@ -25,7 +25,8 @@ import numpy as np
 
 from common.io import write_text_atomic
 
-MEAN_METRICS = ("cider_d", "rouge_l", "spice", "spider", "top1", "top5")  # top-k: eval.classification
+MEAN_METRICS = ("cider_d", "rouge_l", "spice", "spider", "sbert_sim", "fense", "spider_fl", "top1",
+                "top5")  # top-k: eval.classification
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 10000, seed: int = 0,
@@ -80,7 +81,7 @@ def compare(baseline: str, system: str, metrics: str | tuple[str, ...] = "cider_
 
     Args:
         baseline, system: score files (``--out`` of ``python -m eval.captions``).
-        metrics: comma-separated, among cider_d, rouge_l, spice, spider.
+        metrics: comma-separated, among cider_d, rouge_l, spice, spider, sbert_sim, fense, spider_fl.
         samples: bootstrap resamples. seed: their random seed.
         out: also write the result as JSON.
     Returns:

@@ -52,7 +52,7 @@ from features.manifest import AudioEntry, read_manifest
 from features.parts import (StoreLock, assemble, digest, manifest_digest, merge, open_plan, part_done, part_path,
                             parts_dir_of, remove_stale_part, write_part)
 from features.store import DTYPES, NON_FINITE, check_attrs, read_attrs
-from features.weights import CHUNK_SECONDS, checkpoint_sha256, load_audio_encoder
+from features.weights import CHUNK_SECONDS, checkpoint_sha256, load_audio_encoder, weights_sha256
 
 
 # ---- reading audio in the background --------------------------------------------------------------------------
@@ -149,7 +149,8 @@ def extract(manifest: str, checkpoint: str, out: str, encoder: str | None = None
         model.eval().requires_grad_(False)
         spec = model.spec
         fingerprint = {"encoder": spec["name"], "encoder_spec": json.dumps(spec, sort_keys=True),
-                       "checkpoint_sha256": checkpoint_hash.result(), "sample_rate": int(model.sample_rate),
+                       "checkpoint_sha256": checkpoint_hash.result(),
+                       "encoder_weights_sha256": weights_sha256(model.state_dict()), "sample_rate": int(model.sample_rate),
                        "frame_hop": int(model.frame_hop), "frame_dim": int(model.frame_dim),
                        "clip_dim": int(model.clip_dim), "dtype": dtype, "batch_size": int(batch_size),
                        "manifest_sha256": manifest_digest(split.audio)}

@@ -33,8 +33,8 @@ from features.store import check_attrs, create_store, read_attrs
 PLAN_JSON = "plan.json"
 ERRORS_COLUMNS = ("audio_id", "path", "reason")
 # What must agree between a store (or its parts) and the run that would finish it.
-FINGERPRINT_KEYS = ("encoder", "encoder_spec", "checkpoint_sha256", "sample_rate", "frame_hop", "frame_dim",
-                    "clip_dim", "dtype", "batch_size", "manifest_sha256")
+FINGERPRINT_KEYS = ("encoder", "encoder_spec", "checkpoint_sha256", "encoder_weights_sha256", "sample_rate",
+                    "frame_hop", "frame_dim", "clip_dim", "dtype", "batch_size", "manifest_sha256")
 
 
 def parts_dir_of(out: str | os.PathLike) -> Path:

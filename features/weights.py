@@ -143,6 +143,19 @@ def save_audio_encoder(encoder: nn.Module, path: str | os.PathLike) -> None:
         torch.save(ckpt, f)
 
 
+def weights_sha256(state: Mapping[str, Tensor]) -> str:
+    """Hex SHA-256 of a state dict's contents (names, dtypes, shapes, values), however it was saved: the same
+    encoder weights give the same digest in an ``audio_encoder.pt``, inside a retrieval checkpoint or a bundle. A
+    feature store records its encoder's (``encoder_weights_sha256``), so a re-ranker can check that its own audio
+    encoder made the store's clip vectors."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def checkpoint_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
     path = Path(path)

@@ -139,23 +139,39 @@ results_table() {  # $exp/results.md; with the main job's evaluation split, its 
   if [ -f "$data/$eval_split/wav.csv" ]; then refs=(--references "$data/$eval_split"); fi
   python recipes/local/results.py --exp "$exp" --out "$exp/results.md" "${refs[@]}"
 }
-score() {  # score <name>...: caption metrics of $exp/decode/<name>/predictions.json on the evaluation split, all
-  # systems in one process (METEOR's Java and the sentence model started once, the references embedded once)
-  local name predictions=() outs=()
+score() {  # score <name>[.<variant>]...: caption metrics of $exp/decode/<name>/predictions[.<variant>].json on the
+  # evaluation split, all systems in one process (METEOR's Java and the sentence model started once, the references
+  # embedded once)
+  local name variant predictions=() outs=()
   for name in "$@"; do
-    predictions+=("$exp/decode/$name/predictions.json")
-    outs+=("$exp/decode/$name/scores.json")
+    variant=
+    [[ $name == *.* ]] && variant=.${name#*.} name=${name%%.*}
+    predictions+=("$exp/decode/$name/predictions$variant.json")
+    outs+=("$exp/decode/$name/scores$variant.json")
   done
   step "score_$(IFS=+; echo "$*")" python -m eval.captions --predictions "$(IFS=,; echo "${predictions[*]}")" \
     --references "$data/$eval_split/captions.json" --out "$(IFS=,; echo "${outs[*]}")" \
     ${score_metrics:+--metrics "$score_metrics"}
 }
 decode() {  # decode <name> <checkpoints> [features folder]: beam search predictions (JSON, DCASE CSV), evaluation split,
-  # the length normalisation chosen on the validation split (recorded in predictions.decoding.json)
-  local features=${3:-$exp/features}
+  # the length normalisation chosen on the validation split (recorded in predictions.decoding.json); on the stage-1
+  # encoder's features, the final beams re-ranked by the stage-1 retrieval model's audio-text similarity, its weight
+  # chosen with the norm; the variants from the same beams (plain beam search, no re-ranking) beside them
+  local features=${3:-$exp/features} rerank=()
+  [ -z "${3:-}" ] && rerank=(--rerank "$exp/retrieval_$feature_model/best.pt")
   step "decode_$1" python -m captioning.decode --checkpoints "$2" --features "$features/$eval_split.h5" \
     --out "$exp/decode/$1/predictions.json" --csv "$exp/decode/$1/submission.csv" --beam_size "$beam_size" \
-    --length_norm auto --val_features "$features/$val_split.h5" --val_references "$data/$val_split"
+    --length_norm auto --val_features "$features/$val_split.h5" --val_references "$data/$val_split" \
+    "${rerank[@]}" --variants true
+}
+variants() {  # variants <name>...: each name and the decoding variants written beside it, for score
+  local name variant
+  for name in "$@"; do
+    echo "$name"
+    for variant in plain no_rerank; do
+      if [ -f "$exp/decode/$name/predictions.$variant.json" ]; then echo "$name.$variant"; fi
+    done
+  done
 }
 nearest_neighbour() {  # the baseline: each evaluation clip gets a caption of its nearest training clip
   step decode_nearest_neighbour python -m captioning.baseline --features "$exp/features/$eval_split.h5" \
@@ -172,7 +188,7 @@ if begin_stage 7 "decode and score single models and the nearest-neighbour basel
     done
   done
   wait_background
-  score "${systems[@]}"
+  score $(variants "${systems[@]}")
   end_stage
 fi
 
@@ -184,7 +200,7 @@ if begin_stage 8 "decode and score the ensemble(s): $exp/caption_*_scst -> $exp/
     systems+=("${system%%=*}")
   done
   wait_background
-  score "${systems[@]}"
+  score $(variants "${systems[@]}")
   end_stage
 fi
 
@@ -404,11 +420,13 @@ if begin_stage 23 "for the server: the SCST ensemble as one bundle, the evaluati
   # the folder of the evaluation clips (the index holds a folder's files), from the split's manifest
   eval_audio=$(python -c 'import csv, os, sys; print(os.path.dirname(next(csv.DictReader(open(sys.argv[1])))["path"]))' \
     "$data/$eval_split/wav.csv")
-  length_norm=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["length_norm"])' \
-    "$exp/decode/ensemble_scst/predictions.decoding.json")  # chosen on the validation split in stage 8
+  # the ensemble's decoding as stage 8 chose it on the validation split: its length norm and re-ranking weight
+  read -r length_norm rerank_weight < <(python -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print(r["length_norm"], r.get("rerank_weight", 0.0))' "$exp/decode/ensemble_scst/predictions.decoding.json")
   step serve_bundle python -m captioning.bundle --audio-encoder "$encoder_ckpt" \
     --captioners "$(checkpoints_of caption "${caption_models// /,}")" --out "$exp/serve/caption_bundle.pt" \
-    --beam_size "$beam_size" --length_norm "$length_norm"
+    --beam_size "$beam_size" --length_norm "$length_norm" --rerank "$exp/retrieval_$feature_model/best.pt" \
+    --rerank_weight "$rerank_weight"
   step serve_index python -m retrieval.index build --folder "$eval_audio" --checkpoints "$retrieval_ckpts" \
     --out "$exp/serve/index.h5"
   echo "serve them: python -m serve --bundle $exp/serve/caption_bundle.pt --index $exp/serve/index.h5"

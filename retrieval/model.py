@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +152,12 @@ def load_model(path: str | os.PathLike, chunk_seconds: float | None = None) -> B
     """Rebuild the model of a retrieval checkpoint file and load its weights strictly (eval mode); a weight that
     does not fit is a ValueError naming the file and the keys. ``chunk_seconds`` (0/None: whole clips, as training
     validates) makes the audio encoder window long audio as feature extraction does (same weights)."""
-    checkpoint = load_checkpoint(path, kind="retrieval")
+    return model_from_checkpoint(load_checkpoint(path, kind="retrieval"), path, chunk_seconds)
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike,
+                          chunk_seconds: float | None = None) -> BiEncoder:
+    """:func:`load_model` of a retrieval checkpoint already read from ``path``."""
     args = dict(checkpoint["model_args"])
     if chunk_seconds:
         args["audio_encoder"] = chunked_spec(args["audio_encoder"], chunk_seconds)

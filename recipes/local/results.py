@@ -27,7 +27,9 @@ from eval.compare import compare, paired_bootstrap
 
 RETRIEVAL_KEYS = ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10")
 CAPTION_KEYS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "fense", "words",
-                "length_norm")
+                "length_norm", "rerank_weight")
+# what captioning.decode --variants writes beside a system's predictions, from the same beams: name -> row label
+VARIANTS = {"plain": "plain beam search", "no_rerank": "no re-ranking"}
 
 
 def _table(title: str, rows: dict[str, dict[str, float]], keys: tuple[str, ...], notes: dict[str, str]) -> list[str]:
@@ -51,16 +53,22 @@ def collect(exp: str | Path) -> tuple[dict, dict, dict]:
         if "members" in result:
             retrieval["retrieval_ensemble"] = result["metrics"]
     captioning, notes = {}, {}
-    for path in sorted(exp.glob("decode/*/scores.json")):
+    for path in sorted(exp.glob("decode/*/scores*.json")):
+        variant = path.name.removeprefix("scores").removesuffix(".json").lstrip(".")
+        if variant and variant not in VARIANTS:
+            continue
+        name = system_name(path.parent.name, variant)
         scores = json.loads(path.read_text())
-        captioning[path.parent.name] = dict(scores["corpus"])
-        predictions = path.parent / "predictions.json"
+        captioning[name] = dict(scores["corpus"])
+        predictions = path.parent / f"predictions{'.' + variant if variant else ''}.json"
         if predictions.is_file():  # mean caption length, against the references' (see the notes)
             captions = [row["caption"] for row in json.loads(predictions.read_text(encoding="utf-8"))]
-            captioning[path.parent.name]["words"] = sum(len(c.split()) for c in captions) / max(len(captions), 1)
+            captioning[name]["words"] = sum(len(c.split()) for c in captions) / max(len(captions), 1)
         record = path.parent / "predictions.decoding.json"
-        if record.is_file():  # alpha of the length normalisation, chosen on the validation split
-            captioning[path.parent.name]["length_norm"] = json.loads(record.read_text())["length_norm"]
+        if record.is_file():  # the length normalisation and re-ranking weight, chosen on the validation split
+            record = json.loads(record.read_text())
+            settings = record.get("variants", {}).get(variant, record) if variant else record
+            captioning[name].update({k: settings[k] for k in ("length_norm", "rerank_weight") if k in settings})
         notes.update({m: f"computed with {model}" for m, model in scores.get("models", {}).items()})
         notes.update({m: f"not available: {reason}" for m, reason in scores.get("unavailable", {}).items()})
     return retrieval, captioning, notes
@@ -87,6 +95,8 @@ def results(exp: str, out: str | None = None, references: str | None = None) -> 
         refs = [c for caps in read_manifest(references).captions.values() for c in caps]
         notes["words"] = f"mean words per caption; the references: {sum(len(c.split()) for c in refs) / len(refs):.1f}"
     notes["length_norm"] = "alpha of score / length ** alpha among finished beams, chosen on the validation split"
+    notes["rerank_weight"] = ("weight of the retrieval model's audio-text similarity added to that score (SLAM-AAC's "
+                              "CLAP-Refine), chosen with alpha on the validation split")
     lines = [f"# Results: {exp}", "", precision_note(Path(exp)), ""]
     lines += _table("Retrieval (evaluation split)", retrieval, RETRIEVAL_KEYS, {})
     lines += _table("Captioning (evaluation split)", captioning, CAPTION_KEYS, notes)
@@ -107,10 +117,11 @@ def results(exp: str, out: str | None = None, references: str | None = None) -> 
 
 
 def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str]:
-    """Lines comparing SCST with its XE start and the SCST ensemble with its best member (CIDEr-D, bootstrap)."""
+    """Lines comparing SCST with its XE start, the SCST ensemble with its best member (chosen on the validation
+    split), and each decoding with its variants from the same beams (CIDEr-D and SBERT-sim, bootstrap)."""
     pairs = [(name.removesuffix("_scst") + "_xe", name) for name in captioning
              if name.endswith("_scst") and name.removesuffix("_scst") + "_xe" in captioning]
-    best = lambda names: max(names, key=lambda n: captioning[n].get("cider_d", 0.0))  # noqa: E731
+    best = lambda names: max(names, key=lambda n: validation_cider_d(exp, n))  # noqa: E731
     members = [s for _, s in pairs]
     if "ensemble_scst" in captioning and members:
         pairs.append((best(members), "ensemble_scst"))
@@ -119,13 +130,42 @@ def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str
     lora_members = [n for n in captioning if n == "lm_lora" or n.startswith("lm_member")]
     if "lm_merged" in captioning and lora_members:
         pairs.append((best(lora_members), "lm_merged"))
+    pairs += [(system_name(name, variant), name) for name in captioning for variant in VARIANTS
+              if system_name(name, variant) in captioning]
     lines = []
     for base, system in pairs:
-        if captioning[base].get("cider_d") is None or captioning[system].get("cider_d") is None:
-            continue
-        scores = [exp / "decode" / name / "scores.json" for name in (base, system)]
-        lines.append(_difference(system, base, "CIDEr-D", compare(*scores, "cider_d")["cider_d"]))
+        for metric, what in (("cider_d", "CIDEr-D"), ("sbert_sim", "SBERT-sim")):
+            if captioning[base].get(metric) is None or captioning[system].get(metric) is None:
+                continue
+            scores = [score_file(exp, name) for name in (base, system)]
+            lines.append(_difference(system, base, what, compare(*scores, metric)[metric]))
     return lines + [""] if lines else []
+
+
+def system_name(folder: str, variant: str = "") -> str:
+    """A decoding's row name: its folder under ``decode/``, with a variant's label."""
+    return f"{folder} ({VARIANTS[variant]})" if variant else folder
+
+
+def score_file(exp: Path, name: str) -> Path:
+    """The score file of the row ``name`` (:func:`system_name`)."""
+    for variant, label in VARIANTS.items():
+        if name.endswith(f" ({label})"):
+            return exp / "decode" / name.removesuffix(f" ({label})") / f"scores.{variant}.json"
+    return exp / "decode" / name / "scores.json"
+
+
+def validation_cider_d(exp: Path, name: str) -> float:
+    """The validation CIDEr-D of a system's chosen decoding (``captioning.decode`` records it when it chooses on the
+    validation split; otherwise the best validation CIDEr-D in its training history): how a best member is chosen
+    without looking at the evaluation split."""
+    record = exp / "decode" / name / "predictions.decoding.json"
+    tried = json.loads(record.read_text()).get("validation_cider_d") if record.is_file() else None
+    if tried:
+        return max(row["cider_d"] for row in tried)
+    history = exp / f"caption_{name}" / "history.jsonl"
+    rows = [json.loads(line) for line in history.read_text().splitlines()] if history.is_file() else []
+    return max((row["val_cider_d"] for row in rows if row.get("val_cider_d") is not None), default=float("-inf"))
 
 
 def _difference(system: str, base: str, what: str, r: dict, unit: str = "clips") -> str:

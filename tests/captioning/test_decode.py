@@ -21,7 +21,8 @@ def test_auto_length_norm_is_chosen_on_validation_and_recorded(tmp_path):
     result = decode(str(model), str(test), str(out), beam_size=3, max_len=8, length_norm="auto",
                     val_features=str(val), val_references=str(val_caps), references=str(test_caps))
     record = json.loads(decoding_record_path(out).read_text())
-    tried = {float(a): c for a, c in record["length_norm_validation_cider_d"].items()}
+    tried = {row["length_norm"]: row["cider_d"] for row in record["validation_cider_d"]}
+    assert {row["rerank_weight"] for row in record["validation_cider_d"]} == {0.0}  # no re-ranker: no weight
     assert sorted(tried) == sorted(LENGTH_NORMS) and record["chosen_on"] == str(val)
     best = max(tried.values())
     assert record["length_norm"] == result["length_norm"] == min(a for a, c in tried.items() if c == best)

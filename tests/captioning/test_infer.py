@@ -146,6 +146,8 @@ def test_bundle_loads_with_its_own_decoding(models, tmp_path):
                        max_len=5, chunk_seconds=5.0)
     pipeline = load_bundle(path)
     assert pipeline.decoding["beam_size"] == 1 and pipeline.encoder.spec["chunk_seconds"] == 5.0
+    captions = infer(str(models["audio"]), bundle=str(path), progress=False)["captions"]  # its settings, unless given
+    assert captions and all(len(c.split()) <= 5 for c in captions.values())
     assert load_bundle(path, chunk_seconds=CHUNK_SECONDS).encoder.spec["chunk_seconds"] == CHUNK_SECONDS
     whole = load_bundle(path, chunk_seconds=0).encoder
     assert whole.chunk_samples is None and "chunk_seconds" not in whole.spec

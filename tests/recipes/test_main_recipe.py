@@ -46,6 +46,11 @@ def tiny_lm_folder(recipe_run) -> Path:
                         seed=0)
 
 
+def record_of(exp: Path) -> dict:
+    """How stage 8 decoded the ensemble (chosen on the validation split)."""
+    return json.loads((exp / "decode/ensemble_scst/predictions.decoding.json").read_text())
+
+
 @pytest.mark.slow
 def test_default_recipe_runs_after_a_kill_and_writes_every_result(recipe_run):
     exp = recipe_run / "exp"
@@ -62,7 +67,12 @@ def test_default_recipe_runs_after_a_kill_and_writes_every_result(recipe_run):
     assert (exp / "results.png").stat().st_size > 0
     assert "Training arithmetic: fp32 (" in results and "bf16" not in results, results  # the configs choose fp32
     record = json.loads((exp / "decode/ensemble_scst/predictions.decoding.json").read_text())
-    assert record["length_norm"] in (0.0, 0.5, 1.0, 1.5, 2.0) and len(record["length_norm_validation_cider_d"]) == 5
+    assert record["length_norm"] in (0.0, 0.5, 1.0, 1.5, 2.0) and len(record["validation_cider_d"]) == 5 * 7
+    assert record["rerank"].endswith("retrieval_cnn10/best.pt") and record["rerank_weight"] >= 0
+    for variant, label in (("plain", "plain beam search"), ("no_rerank", "no re-ranking")):  # from the same beams
+        assert (exp / f"decode/ensemble_scst/scores.{variant}.json").is_file()
+        assert f"| ensemble_scst ({label}) |" in results and f"- ensemble_scst vs ensemble_scst ({label}): CIDEr-D " \
+            in results and f"- ensemble_scst vs ensemble_scst ({label}): SBERT-sim " in results, results
     assert "- words: mean words per caption; the references: " in results, results
 
 
@@ -80,7 +90,9 @@ def test_rerun_skips_every_step_and_serving_stage_bundles_and_indexes(recipe_run
     from retrieval.index import read_index
 
     evaluation = yaml.safe_load((recipe_run / "data/evaluation/captions.json").read_text())
-    assert len(load_bundle(exp / "serve/caption_bundle.pt").scorer.models) == 2
+    bundle = load_bundle(exp / "serve/caption_bundle.pt")
+    assert len(bundle.scorer.models) == 2 and bundle.reranker is not None  # re-ranking as stage 8 chose it
+    assert bundle.decoding["rerank_weight"] == record_of(exp)["rerank_weight"]
     index = read_index(exp / "serve/index.h5")
     assert sorted(Path(p).name for p in index["paths"]) == sorted(evaluation) and len(index["embeddings"]) == 2
 
