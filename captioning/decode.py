@@ -144,9 +144,6 @@ def choose_decoding(ids: Sequence[str], hyps: Hypotheses, vocab: Vocabulary, ref
     smallest settings among ties), and every pair's score. Plain sums of log-probabilities favour short captions:
     an unsure model ends early (captions about half the references' length), which normalisation by length undoes;
     the weight adds the retrieval model's audio-text ``similarity`` [N, K]."""
-    absent = [i for i in ids if i not in references]
-    if absent:
-        raise ValueError(f"no validation references for {len(absent)} clip(s), e.g. {absent[:3]}")
     scores = {(alpha, weight): score_cider(captions_of(ids, hyps, vocab, alpha, weight * similarity
                                                        if weight else None), references)
               for alpha in length_norms for weight in weights}
@@ -218,6 +215,10 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
             grid = {name: (grid if settings[name] == "auto" else (float(settings[name]),))
                     for name, grid in (("length_norm", LENGTH_NORMS), ("rerank_weight", RERANK_WEIGHTS))}
             references_val = load_captions(val_references)
+            absent = [i for i in ids if i not in references_val]
+            if absent:
+                raise ValueError(f"{val_references}: no references for {len(absent)} clip(s) of {val_features}, "
+                                 f"e.g. {absent[:3]}")
             (alpha, weight), tried = choose_decoding(ids, hyps, vocab, references_val, length_norms=grid["length_norm"],
                                                      weights=grid["rerank_weight"], similarity=similarity)
             settings = {"length_norm": alpha, "rerank_weight": weight}

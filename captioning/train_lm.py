@@ -110,7 +110,7 @@ def collate_examples(items: list[dict[str, Any]], pad: int) -> dict[str, Any]:
 
 def answer_loss(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens (``<eos>`` included), padding ignored."""
-    targets = tokens.masked_fill(torch.arange(tokens.shape[1])[None] >= lengths[:, None], -100)
+    targets = tokens.masked_fill(torch.arange(tokens.shape[1], device=tokens.device)[None] >= lengths[:, None], -100)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 

@@ -16,8 +16,8 @@
 # Long audio (synth): 17 a corpus of 30-90-s clips, 18 retrieval trained on random 10-s crops and with CLAP's feature
 # fusion, 19 each evaluated (the crop model on a central crop, on window averages, whole) and compared.
 # The SJTU report's claims (bash recipes/run.sh --corpus synth_claims: stages 0-9 on a larger corpus, then 20-22):
-# 20 a tagger (binary cross-entropy on the labels) and an untrained encoder as the other feature extractors, a
-# captioner on each, 21 retrieval pre-trained on a second corpus of another character and fine-tuned on this one,
+# 20 claim 1: captioning features of the shipped pretrained tagger (frozen), of the retrieval model fine-tuned from
+# it and of an untrained encoder, two seeds each, a GRU captioner on each, 21 retrieval pre-trained on a second corpus of another character and fine-tuned on this one,
 # 22 claims.md: every claim's figures, 95% paired intervals and verdict.
 # Serving: 23 the SCST ensemble as one caption bundle and an index of the evaluation audio, for python -m serve.
 # Pre-training: 24 the audio encoders shipped in tagging/checkpoints, reproduced from generated scenes and checked
@@ -344,30 +344,45 @@ if begin_stage 19 "long clips seen as a crop, as windows, whole, or fused: -> $e
   end_stage
 fi
 # --- the SJTU report's claims (synth_claims: stages 20-22) ------------------------------------------------------------
-other_encoder() {  # other_encoder tagger|untrained: that encoder, its features, a Transformer captioner on them
-  local encoder=$1 split
-  if [ "$encoder" = tagger ]; then
-    step tagger_train python -m tagging.train --config "$conf/tagger_$feature_model.yaml" \
-      --data.train_manifest "$data/$train_split" --data.val_manifest "$data/$val_split" \
-      --exp_dir "$exp/tagger_$feature_model"
-  else
-    step untrained python -m features.untrained --like "$encoder_ckpt" --manifest "$data/$train_split" \
-      --out "$exp/untrained_$feature_model/audio_encoder.pt"
+claim1_encoder() {  # claim1_encoder pretrained|retrieval_seed<N>|untrained_seed<N>: that audio encoder's checkpoint
+  case $1 in
+    pretrained) echo "tagging/checkpoints/${feature_model}_synth.pt" ;;  # stage 0's tagger, frozen
+    retrieval_seed0) echo "$encoder_ckpt" ;;                                 # stage 2's model: fine-tuned from it
+    retrieval_seed*) echo "$exp/retrieval_${feature_model}_$1/audio_encoder.pt" ;;
+    untrained_seed*) echo "$exp/${feature_model}_$1/audio_encoder.pt" ;;
+  esac
+}
+claim1_run() {  # claim1_run <encoder> <captioner seed>: the encoder's features, a GRU captioner (XE) on them, decoded
+  # without re-ranking (the re-ranker is the retrieval model: it would favour its own features)
+  local encoder=$1 seed=$2 split name=gru_xe_${1}_cap$2 features=$exp/features_$1
+  if [ "$encoder" = retrieval_seed0 ] && [ "$seed" = "$(sed -n 's/^seed: *//p' "$conf/caption_gru_xe.yaml")" ]; then
+    decode "$name" "$exp/caption_gru_xe/averaged.pt" "$exp/features"  # stage 5's captioner: the same run
+    return
+  fi
+  if [[ $encoder == untrained_seed* ]]; then
+    step "untrained_${encoder#untrained_}" python -m features.untrained --like "$encoder_ckpt" \
+      --seed "${encoder#untrained_seed}" --manifest "$data/$train_split" --out "$(claim1_encoder "$encoder")"
   fi
   for split in $train_split $val_split $eval_split; do
     step "extract_${encoder}_$split" python -m features.extract --manifest "$data/$split" \
-      --checkpoint "$exp/${encoder}_$feature_model/audio_encoder.pt" --out "$exp/features_$encoder/$split.h5"
+      --checkpoint "$(claim1_encoder "$encoder")" --out "$features/$split.h5"
   done
-  step "caption_xe_transformer_$encoder" python -m captioning.train --config "$conf/caption_transformer_xe.yaml" \
-    --data.train_features "$exp/features_$encoder/$train_split.h5" --data.train_captions "$data/$train_split" \
-    --data.val_features "$exp/features_$encoder/$val_split.h5" --data.val_captions "$data/$val_split" \
-    --exp_dir "$exp/caption_transformer_xe_$encoder"
-  decode "transformer_xe_$encoder" "$exp/caption_transformer_xe_$encoder/averaged.pt" "$exp/features_$encoder"
-  score "transformer_xe_$encoder"
+  step "caption_$name" python -m captioning.train --config "$conf/caption_gru_xe.yaml" --seed "$seed" \
+    --data.train_features "$features/$train_split.h5" --data.train_captions "$data/$train_split" \
+    --data.val_features "$features/$val_split.h5" --data.val_captions "$data/$val_split" --exp_dir "$exp/caption_$name"
+  decode "$name" "$exp/caption_$name/averaged.pt" "$features"
 }
-if begin_stage 20 "a tagger and an untrained encoder as feature extractors, a captioner on each -> $exp/decode/*"; then
-  background other_encoder tagger
-  background other_encoder untrained
+if begin_stage 20 "claim 1: captioning features of the pretrained tagger (frozen), the retrieval model fine-tuned from it, an untrained encoder; two seeds each -> $exp/decode/gru_xe_*"; then
+  # every run pairs an encoder draw with a captioner seed; the queue runs two at a time, a condition's features
+  # extracted by its first run
+  runs=(pretrained:1 retrieval_seed1:2 pretrained:2 untrained_seed0:1 untrained_seed1:2 retrieval_seed0:1)
+  names=()
+  for run in "${runs[@]}"; do
+    background claim1_run "${run%%:*}" "${run#*:}"
+    names+=("gru_xe_${run%%:*}_cap${run#*:}")
+  done
+  wait_background
+  score "${names[@]}"
   end_stage
 fi
 

@@ -7,12 +7,14 @@ paired-bootstrap interval (:func:`eval.compare.paired_bootstrap`), and a verdict
 lies above zero, **contradicted** when below, **not shown** when it holds zero (with its width: a narrow interval
 around zero says the effect is small or absent at this scale, a wide one that the split cannot tell).
 
-1. Retrieval pre-training makes better captioning features than an audio tagger trained on the same clips' labels
-   with the same budget, and than an untrained encoder: CIDEr-D of the same Transformer captioner (cross-entropy)
-   on each encoder's features (``decode/transformer_xe``, ``decode/transformer_xe_tagger``,
-   ``decode/transformer_xe_untrained``).
+1. Retrieval training of a tagging-pretrained audio encoder makes better captioning features than the pretrained
+   tagger alone (frozen), and than an untrained encoder: CIDEr-D of the same GRU captioner (cross-entropy, decoded
+   without re-ranking) on each encoder's features. Every condition is two runs, each an encoder draw (the retrieval
+   model and the untrained encoder from two seeds; the shipped tagger is one file) with a captioner seed
+   (``decode/gru_xe_<encoder>_cap<seed>``); a condition's figure is its runs' mean with their spread, and a clip's
+   score its mean over the runs, so the interval pools the seeds.
 2. SCST raises CIDEr-D over its cross-entropy start, for each decoder (``decode/<name>_scst`` vs ``<name>_xe``).
-3. Ensembles: the captioning ensemble beats its best member (CIDEr-D); retrieval ensembles of different
+3. Ensembles: the captioning ensemble beats its best member, chosen on the validation split (CIDEr-D); retrieval ensembles of different
    architectures beat ensembles of the same architecture from different seeds. Each side is a group of two-model
    ensembles (``retrieval_systems/same_*.json`` and ``mixed_*.json``) in which every model appears once, so neither
    side gets the luckier seeds; a caption's score is its mean AP over the group's ensembles (t2a mAP@10, paired by
@@ -34,6 +36,7 @@ import numpy as np
 
 from common.io import write_text_atomic
 from eval.compare import compare, paired_bootstrap
+from results import validation_cider_d  # recipes/local/results.py, beside this script
 
 
 def verdict(r: dict) -> str:
@@ -73,9 +76,28 @@ def _retrieval_row(what: str, base: list[Path], system: list[Path], key: str = "
 
 
 def _best_member(exp: Path, members: list[str]) -> str | None:
-    scores = {m: json.loads((exp / "decode" / m / "scores.json").read_text())["corpus"]["cider_d"]
-              for m in members if (exp / "decode" / m / "scores.json").is_file()}
-    return max(scores, key=scores.get) if scores else None
+    """The member of highest validation CIDEr-D: choosing on the evaluation split would favour the member."""
+    return max(members, key=lambda m: validation_cider_d(exp, m)) if members else None
+
+
+CLAIM1 = {"pretrained tagger, frozen": ("pretrained_cap1", "pretrained_cap2"),
+          "retrieval model fine-tuned from it": ("retrieval_seed0_cap1", "retrieval_seed1_cap2"),
+          "untrained encoder": ("untrained_seed0_cap1", "untrained_seed1_cap2")}
+
+
+def _group_row(exp: Path, what: str, base: str, system: str) -> str | None:
+    """Claim 1: ``system`` minus ``base``, two conditions of :data:`CLAIM1`, each a group of runs whose per-clip
+    CIDEr-D is averaged (the interval pools the seeds); the figures give each group's mean and its runs."""
+    files = {name: [exp / "decode" / f"gru_xe_{run}" / "scores.json" for run in CLAIM1[name]] for name in (base, system)}
+    if not all(f.is_file() for group in files.values() for f in group):
+        return None
+    runs = {name: [json.loads(f.read_text()) for f in group] for name, group in files.items()}
+    clips = sorted(runs[base][0]["per_clip"])
+    per_clip = [np.mean([[r["per_clip"][c]["cider_d"] for c in clips] for r in runs[name]], axis=0)
+                for name in (base, system)]
+    spread = {name: " / ".join(f"{r['corpus']['cider_d']:.3f}" for r in runs[name]) for name in runs}
+    return _row(what, f"{base} ({spread[base]})", float(per_clip[0].mean()), f"{system} ({spread[system]})",
+                float(per_clip[1].mean()), paired_bootstrap(*per_clip), "clips")
 
 
 def claims(exp: str, feature_model: str = "cnn10", out: str | None = None) -> str:
@@ -86,19 +108,20 @@ def claims(exp: str, feature_model: str = "cnn10", out: str | None = None) -> st
     caption_members = sorted(p.parent.name for p in exp_path.glob("decode/*_scst/scores.json")
                              if p.parent.name != "ensemble_scst")
     sections = {
-        "1. Retrieval pre-training makes better captioning features (Transformer captioner, cross-entropy, CIDEr-D)": [
-            _caption_row(exp_path, "retrieval encoder vs tagger (BCE on the labels, same clips and steps)",
-                         "transformer_xe_tagger", "transformer_xe"),
-            _caption_row(exp_path, "retrieval encoder vs untrained encoder", "transformer_xe_untrained",
-                         "transformer_xe"),
-            _caption_row(exp_path, "tagger vs untrained encoder", "transformer_xe_untrained",
-                         "transformer_xe_tagger"),
+        "1. Retrieval training of the pretrained encoder makes better captioning features (GRU captioner, "
+        "cross-entropy, CIDEr-D; two runs each, their mean and each run)": [
+            _group_row(exp_path, "retrieval-refined vs pretrained tagger (frozen)", "pretrained tagger, frozen",
+                       "retrieval model fine-tuned from it"),
+            _group_row(exp_path, "retrieval-refined vs untrained encoder", "untrained encoder",
+                       "retrieval model fine-tuned from it"),
+            _group_row(exp_path, "pretrained tagger (frozen) vs untrained encoder", "untrained encoder",
+                       "pretrained tagger, frozen"),
         ],
         "2. SCST raises CIDEr-D over its cross-entropy start": [
             _caption_row(exp_path, f"{name.removesuffix('_scst')}: SCST vs XE", name.replace("_scst", "_xe"), name)
             for name in caption_members],
         "3. Ensembles beat single models; for retrieval, different architectures beat different seeds": [
-            _caption_row(exp_path, "captioning ensemble vs its best member (CIDEr-D)",
+            _caption_row(exp_path, "captioning ensemble vs its best member on validation (CIDEr-D)",
                          _best_member(exp_path, caption_members) or "none", "ensemble_scst"),
             *(_retrieval_row(f"different architectures vs same architecture from two seeds ({len(same)} two-model "
                              "ensembles each, every model once per side)", same, mixed, key,

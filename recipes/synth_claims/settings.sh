@@ -1,7 +1,8 @@
 # The SJTU report's claims on the built-in corpus: bash recipes/run.sh --corpus synth_claims (stages 0-9, then 20-22;
 # about an hour on 2 CPU cores). The main job's recipe (synth's configs) on a corpus whose evaluation split is large
-# enough to rank systems, plus what the claims compare: a second retrieval CNN10 from another seed, a tagger and an
-# untrained encoder as feature extractors, and a second corpus of another character to pre-train retrieval on.
+# enough to rank systems, plus what the claims compare: retrieval CNN10s and CNN6s from two seeds, the shipped
+# pretrained tagger and untrained encoders from two seeds as feature extractors (claim 1: GRU captioners from two
+# seeds on each), and a second corpus of another character to pre-train retrieval on.
 # Writes $exp/claims.md (recipes/local/claims.py) beside the usual results.md.
 . recipes/synth/settings.sh
 recipe_conf=recipes/synth/conf

@@ -35,3 +35,16 @@ def test_auto_length_norm_is_chosen_on_validation_and_recorded(tmp_path):
 def test_auto_length_norm_needs_a_validation_split(tmp_path):
     with pytest.raises(ValueError, match="--length_norm auto chooses on the validation split"):
         decode("model.pt", "test.h5", str(tmp_path / "p.json"), length_norm="auto")
+
+
+def test_validation_references_must_cover_the_validation_store(tmp_path):
+    val, val_caps = write_split(tmp_path, "val", 4, seed=2)
+    vocab = Vocabulary.build(c for caps in json.loads(val_caps.read_text()).values() for c in caps)
+    attrs = {"encoder": "toy", "checkpoint_sha256": "", "frame_dim": FRAME_DIM}
+    model = save_random_captioner(tmp_path / "model.pt", vocab, "gru", FRAME_DIM, attrs, seed=0)
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(dict(list(json.loads(val_caps.read_text()).items())[:3])))
+    with pytest.raises(ValueError, match=r"partial\.json: no references for 1 clip\(s\) of .*val\.h5"):
+        decode(str(model), str(val), str(tmp_path / "p.json"), length_norm="auto", val_features=str(val),
+               val_references=str(partial))
+    assert not (tmp_path / "p.json").exists()

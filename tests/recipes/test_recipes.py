@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from common import load_config
+from features.store import read_attrs
+from tagging.pretrained import SHIPPED
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(REPO.glob("recipes/*/conf/*.yaml"))
@@ -156,8 +158,9 @@ def test_claims_recipe_writes_every_claim(tmp_path):
     exp = tmp_path / "exp"
     claims = (exp / "claims.md").read_text()
     assert "Not run" not in claims, claims
-    for row in ("| retrieval encoder vs tagger", "| retrieval encoder vs untrained encoder",
-                "| transformer: SCST vs XE", "| gru: SCST vs XE", "| captioning ensemble vs its best member",
+    for row in ("| retrieval-refined vs pretrained tagger (frozen)", "| retrieval-refined vs untrained encoder",
+                "| pretrained tagger (frozen) vs untrained encoder", "| transformer: SCST vs XE", "| gru: SCST vs XE",
+                "| captioning ensemble vs its best member on validation",
                 "| different architectures vs same architecture from two seeds (2 two-model ensembles each",
                 "| fine-tuned vs target only for as many steps as pre-training and fine-tuning, t2a mAP@10",
                 "| fine-tuned vs target only, the same epochs as fine-tuning, t2a mAP@10"):
@@ -173,6 +176,11 @@ def test_claims_recipe_writes_every_claim(tmp_path):
     epochs = [yaml.safe_load((exp / f"retrieval_{m}_cnn10/config.yaml").read_text())["train"]["epochs"]
               for m in ("target_long", "finetuned")]
     assert epochs[0] > epochs[1], epochs
+    # claim 1: the shipped tagger's features, and two seeds of each trained condition (encoder and captioner)
+    assert read_attrs(exp / "features_pretrained/evaluation.h5")["checkpoint_sha256"] == SHIPPED["cnn10_synth.pt"]["sha256"]
+    seeds = {run: yaml.safe_load((exp / f"caption_gru_xe_{run}/config.yaml").read_text())["seed"]
+             for run in ("pretrained_cap1", "pretrained_cap2", "retrieval_seed1_cap2", "untrained_seed1_cap2")}
+    assert seeds == {"pretrained_cap1": 1, "pretrained_cap2": 2, "retrieval_seed1_cap2": 2, "untrained_seed1_cap2": 2}
     finetuned = yaml.safe_load((exp / "retrieval_finetuned_cnn10/config.yaml").read_text())
     assert finetuned["train"]["init"].endswith("retrieval_source_cnn10/best.pt")
 
