@@ -348,8 +348,8 @@ claim1_encoder() {  # claim1_encoder pretrained|retrieval_seed<N>|untrained_seed
   case $1 in
     pretrained) echo "tagging/checkpoints/${feature_model}_synth.pt" ;;  # stage 0's tagger, frozen
     retrieval_seed0) echo "$encoder_ckpt" ;;                                 # stage 2's model: fine-tuned from it
-    retrieval_seed*) echo "$exp/retrieval_${feature_model}_$1/audio_encoder.pt" ;;
-    untrained_seed*) echo "$exp/${feature_model}_$1/audio_encoder.pt" ;;
+    retrieval_seed*) echo "$exp/retrieval_${feature_model}_${1#retrieval_}/audio_encoder.pt" ;;  # stage 2's other seed
+    untrained_seed*) echo "$exp/untrained_${feature_model}_${1#untrained_}/audio_encoder.pt" ;;
   esac
 }
 claim1_run() {  # claim1_run <encoder> <captioner seed>: the encoder's features, a GRU captioner (XE) on them, decoded
