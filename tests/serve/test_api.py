@@ -93,3 +93,27 @@ def test_captions_with_onnx_runtime_equal_torch(client, library, bundle_file, mo
         clip = clip_of(library, kind)
         assert (onnx.post("/api/caption", files=upload(clip)).json()["caption"]
                 == client.post("/api/caption", files=upload(clip)).json()["caption"])
+
+
+def test_a_bundle_with_a_reranker_reranks_on_the_server_and_with_onnx(trained, library, bundle_file, tmp_path):
+    """A bundle made with --rerank keeps the retrieval model: the server's captions (torch or ONNX Runtime) are the
+    re-ranked ones captioning.infer gives with that bundle."""
+    from fastapi.testclient import TestClient
+
+    from captioning.bundle import load_bundle, make_bundle
+    from captioning.export import export_bundle
+    from captioning.infer import infer
+    from serve import create_app
+
+    reranked = make_bundle(str(trained / "audio_encoder.pt"), str(bundle_file.parent / "captioner.pt"),
+                           str(tmp_path / "reranked.pt"), beam_size=4, max_len=12, rerank=str(trained / "best.pt"),
+                           rerank_weight=1e6)
+    clips = [clip_of(library, kind) for kind in ("low", "chirp", "noise", "pulse")]
+    expected = infer(*map(str, clips), bundle=str(reranked), progress=False)["captions"]
+    plain = infer(*map(str, clips), bundle=str(bundle_file), beam_size=4, progress=False)["captions"]
+    assert expected != plain  # the similarity changes some choice
+    export_bundle(reranked, tmp_path / "onnx")
+    for pipeline in (load_bundle(reranked), load_bundle(reranked, runtime="onnx", onnx_dir=tmp_path / "onnx")):
+        assert pipeline.reranker is not None
+        client = TestClient(create_app(pipeline))
+        assert {c.name: client.post("/api/caption", files=upload(c)).json()["caption"] for c in clips} == expected
