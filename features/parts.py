@@ -319,7 +319,8 @@ def assemble(out: str | os.PathLike, *parts_dirs: str | os.PathLike, keep_parts:
     written = [i for i in ids if i in lengths]  # manifest order
     missing = {i: errors[i][1] for i in ids if i in errors}
 
-    attrs = {k: fingerprint[k] for k in FINGERPRINT_KEYS}
+    # parts planned before stores recorded their encoder's weights merge without that record (re-ranking refuses them)
+    attrs = {k: fingerprint[k] for k in FINGERPRINT_KEYS if k in fingerprint}
     attrs["num_clips"], attrs["num_missing"] = len(written), len(missing)
     errors_csv = errors_csv_of(out_path)
     write_csv(errors_csv, ERRORS_COLUMNS, [(i, *errors[i]) for i in ids if i in errors])

@@ -10,7 +10,8 @@ import pytest
 
 from features.parts import PLAN_JSON, digest, merge, part_done, part_path, write_part
 
-FINGERPRINT = {"encoder": "cnn10", "encoder_spec": "{}", "checkpoint_sha256": "0" * 64, "sample_rate": 32000,
+FINGERPRINT = {"encoder": "cnn10", "encoder_spec": "{}", "checkpoint_sha256": "0" * 64,
+               "encoder_weights_sha256": "2" * 64, "sample_rate": 32000,
                "frame_hop": 320, "frame_dim": 2, "clip_dim": 2, "dtype": "float32", "batch_size": 1,
                "manifest_sha256": "1" * 64}
 
