@@ -171,16 +171,20 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
             ``auto`` every setting's validation CIDEr-D) goes to ``<out stem>.decoding.json`` beside it.
         csv: optional DCASE submission CSV ``file_name,caption_predicted``.
         beam_size: beams per clip (1 = greedy); the final beams are the candidates the choice below ranks.
-            max_len/min_len: words per caption.
+        max_len: at most this many words per caption.
+        min_len: at least this many words per caption.
         length_norm: alpha of ``score / length ** alpha`` when choosing among finished beams (0 = none), or
-            ``auto``: the alpha of 0, 0.5, 1, 1.5, 2 with the best CIDEr-D on ``val_features`` against
-            ``val_references`` (a split folder or ``captions.json``), never on the evaluation split.
+            ``auto``, the alpha of 0, 0.5, 1, 1.5, 2 with the best CIDEr-D on ``val_features`` against
+            ``val_references``, never on the evaluation split.
         rerank: a retrieval checkpoint whose audio encoder made ``features`` (its ``best.pt``): each finished beam
             is also ranked by its audio-text similarity with the clip (SLAM-AAC's CLAP-Refine), plus
             ``rerank_weight`` x similarity.
         rerank_weight: the weight, or ``auto`` (the default with ``rerank``): the one of 0, 0.5, 1, 2, 4, 8, 16
             with the best validation CIDEr-D, chosen together with an ``auto`` length_norm.
+        batch_size: clips per beam-search batch.
         references: optional ``captions.json`` or split folder; when given, CIDEr-D is computed and returned.
+        val_features: the validation split's feature store, for ``auto``.
+        val_references: the validation split's folder or ``captions.json``, for ``auto``.
         variants: also write, from the same beams, ``<out stem>.plain.json`` (no length normalisation, no
             re-ranking) and with ``rerank`` ``<out stem>.no_rerank.json`` (the length norm chosen without
             re-ranking), for comparisons with the chosen decoding.
