@@ -123,8 +123,9 @@ def beam_hypotheses(model: Captioner | Ensemble, frames: torch.Tensor, frame_len
         logp[:, [bos, pad]] = float("-inf")  # never written inside a caption
         if t < min_len:
             logp[:, eos] = float("-inf")
-        if t == max_len:  # out of room: only <eos> may follow
-            logp = torch.full_like(logp, float("-inf")).index_fill_(1, torch.tensor([eos], device=device), 0.0)
+        if t == max_len:  # out of room: only <eos> may follow, at its own log-probability (not free of cost)
+            logp = torch.full_like(logp, float("-inf")).index_copy_(1, torch.tensor([eos], device=device),
+                                                                     logp[:, [eos]])
         logp[finished] = float("-inf")
         logp[finished, pad] = 0.0  # a finished hypothesis continues (once) with free padding
         candidates = (scores.view(N, 1) + logp).view(B, K * V)

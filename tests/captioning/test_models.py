@@ -68,3 +68,13 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="unknown argument"):
         build_captioner({"encoder": "bigru", "decoder": "gru", "decoder_args": {"heads": 4}, "frame_dim": 8,
                          "vocab_size": VOCAB})
+
+
+def test_transformer_word_embeddings_as_large_as_the_positions():
+    """Scaled by sqrt(d_model), the word embeddings start at unit variance, the positions' own scale: with
+    nn.Embedding's N(0, 1) they were sqrt(d_model) times larger and the word order was all but lost."""
+    torch.manual_seed(0)
+    model = build_captioner({"vocab_size": 500, "frame_dim": 8, "encoder": "bigru", "decoder": "transformer",
+                             "decoder_args": {"d_model": 128, "n_heads": 4, "n_layers": 1, "d_ff": 64}})
+    scaled = model.decoder.embed.weight * model.decoder.d_model ** 0.5
+    assert 0.9 < scaled.std().item() < 1.1

@@ -42,7 +42,7 @@ def test_one_teacher_forced_pass_gives_the_sampling_loops_log_probs(make, decode
     model = make(decoder).eval()
     g = torch.Generator().manual_seed(0)
     frames, lengths = torch.randn(3, 9, 8, generator=g), torch.tensor([9, 4, 7])
-    torch.manual_seed(2)
+    torch.manual_seed(3)  # a draw where some captions stop early and some run to the end
     tokens, looped, mask = sample_captions(model, frames, lengths, vocab, num_samples=4, max_len=5)
     assert tokens.shape[1] == 5 and not mask.all()  # some captions ran to the end, some stopped earlier
     once = caption_log_probs(model, frames, lengths, tokens, vocab, num_samples=4, max_len=5)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from captioning.search import Ensemble, beam_search
@@ -25,21 +26,27 @@ def test_batched_beam_equals_one_clip_at_a_time(make):
             assert all(len(words) <= kw["max_len"] and EOS not in words and BOS not in words for words in batched)
 
 
-def test_beam_finds_at_least_greedy_score(make):
-    """Beam search must never return a caption less likely than greedy's (no length normalisation)."""
-    model = make("transformer", seed=3)
-    frames, lengths = clips()
+@pytest.mark.parametrize("decoder", ["transformer", "gru"])
+def test_an_exhaustive_beam_finds_the_most_likely_caption(make, decoder):
+    """With as many beams as captions of up to 2 words, beam search (no length normalisation) must return the
+    caption of highest log-probability, found here by scoring every one of them teacher forced."""
+    model = make(decoder, seed=3)
+    frames, lengths = clips(n=3)
+    words = [w for w in range(30) if w not in (0, BOS, EOS)]  # what a caption may hold: not pad, bos or eos
+    captions = [[a] for a in words] + [[a, b] for a in words for b in words]
 
-    def logprob(words, i):
-        tokens = torch.tensor([[BOS] + words])
+    def logprob(caption, i):
+        tokens = torch.tensor([[BOS] + caption])
         with torch.no_grad():
             logp = model(frames[i:i + 1, : lengths[i]], lengths[i:i + 1], tokens)["logits"].log_softmax(-1)[0]
-        return float(logp.gather(1, torch.tensor(words + [EOS])[:, None]).sum())
+        return float(logp.gather(1, torch.tensor(caption + [EOS])[:, None]).sum())
 
-    greedy = beam_search(model, frames, lengths, bos=BOS, eos=EOS, beam_size=1, max_len=10)
-    beam = beam_search(model, frames, lengths, bos=BOS, eos=EOS, beam_size=5, max_len=10)
+    beam = beam_search(model, frames, lengths, bos=BOS, eos=EOS, beam_size=len(captions), max_len=2)
     for i in range(len(lengths)):
-        assert logprob(beam[i], i) >= logprob(greedy[i], i) - 1e-4
+        best = max(captions, key=lambda c: logprob(c, i))
+        assert beam[i] == best
+        assert logprob(beam[i], i) > logprob(beam_search(model, frames[i:i + 1], lengths[i:i + 1], bos=BOS, eos=EOS,
+                                                         beam_size=1, max_len=2)[0], i) - 1e-4  # greedy: no better
 
 
 def test_min_len_is_respected(make):
