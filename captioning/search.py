@@ -35,9 +35,12 @@ class Ensemble:
             raise ValueError("an ensemble needs at least one model")
         self.models = list(models)
 
-    def start(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[list[Tree], list[Tree]]:
-        """``frames`` [B, T, D] -> per-member clip context (fixed while decoding) and initial state."""
-        ctx = [m.decoder.prepare(m.encode(frames, frame_lengths)) for m in self.models]
+    def start(self, frames: torch.Tensor, frame_lengths: torch.Tensor, prompts: Sequence[str] | None = None
+              ) -> tuple[list[Tree], list[Tree]]:
+        """``frames`` [B, T, D] -> per-member clip context (fixed while decoding) and initial state; ``prompts``,
+        one per clip, are for prefix-LM members (e.g. questions; default: each member's own)."""
+        given = {} if prompts is None else {"prompts": list(prompts)}
+        ctx = [m.decoder.prepare(m.encode(frames, frame_lengths, **given)) for m in self.models]
         return ctx, [m.decoder.init_state(c) for m, c in zip(self.models, ctx)]
 
     def step(self, ctx: list[Tree], state: list[Tree], tokens: torch.Tensor) -> tuple[torch.Tensor, list[Tree]]:
@@ -84,30 +87,32 @@ class Hypotheses:
 @torch.no_grad()
 def beam_search(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, *, bos: int,
                 eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
-                length_norm: float = 0.0) -> list[list[int]]:
+                length_norm: float = 0.0, prompts: Sequence[str] | None = None) -> list[list[int]]:
     """Beam search over a batch of clips at once; returns each clip's best word ids (without ``<bos>``/``<eos>``),
     chosen among the final hypotheses of :func:`beam_hypotheses` by ``score / length ** length_norm`` (length counts
     ``<eos>``; 0 = plain sum of log-probabilities). ``beam_size=1`` is greedy decoding."""
     return beam_hypotheses(model, frames, frame_lengths, bos=bos, eos=eos, pad=pad, beam_size=beam_size,
-                           max_len=max_len, min_len=min_len).best(length_norm)
+                           max_len=max_len, min_len=min_len, prompts=prompts).best(length_norm)
 
 
 @torch.no_grad()
 def beam_hypotheses(model: Captioner | Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, *, bos: int,
-                    eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30, min_len: int = 1) -> Hypotheses:
+                    eos: int, pad: int = 0, beam_size: int = 3, max_len: int = 30, min_len: int = 1,
+                    prompts: Sequence[str] | None = None) -> Hypotheses:
     """Beam search over a batch of clips at once; returns every clip's ``beam_size`` final hypotheses.
 
     ``frames`` [B, T, D], ``frame_lengths`` [B]. The B*K hypotheses are decoded as one batch of rows
     ``b*K + k``. A hypothesis that wrote ``<eos>`` stays in its beam with a fixed score and competes with the
     live ones; search stops when every beam has finished or after ``max_len`` words (then ``<eos>`` is forced).
-    ``<eos>`` is barred before ``min_len`` words. How the best is chosen (length normalisation, re-ranking) does not
+    ``<eos>`` is barred before ``min_len`` words. ``prompts`` (one per clip) go to prefix-LM captioners (questions
+    answered by generation; :meth:`Ensemble.start`). How the best is chosen (length normalisation, re-ranking) does not
     steer the search, so one search serves every choice (:meth:`Hypotheses.best`). Each clip's result does not
     depend on the other clips of the batch.
     """
     scorer = model if isinstance(model, Ensemble) else Ensemble([model])
     B, K = frames.shape[0], beam_size
     N = B * K
-    ctx, state = scorer.start(frames, frame_lengths)
+    ctx, state = scorer.start(frames, frame_lengths, prompts)
     ctx = tree_map(lambda x: x.repeat_interleave(K, dim=0), ctx)  # (B*K, ...)
     state = tree_map(lambda x: x.repeat_interleave(K, dim=0), state)
     device = frames.device

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "features": {"expect_encoder": None, "expect_checkpoint_sha256": None},
     "model": {"lm": "smollm2", "mapping": "mlp", "prefix_length": 1, "mapping_args": None,
               "prompt": "Describe the following audio clip " + AUDIO_MARK, "chat_template": True,
+              "system_prompt": None,  # the chat's system turn (None: the LM's default; SmolLM2 introduces itself)
               "qa_prompt": QA_PROMPT,  # questions: [audio] first, as the caption prompt (one shared text before it)
               "prompt_encoder": None,  # Pengi: a text encoder name (minilm) for the prompt's own prefix slots
               "lora": dict(LORA_DEFAULTS)},  # lora.r: 0 freezes the LM (Pengi)
@@ -115,7 +116,7 @@ def answer_loss(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tenso
 
 
 SAME_MODEL_KEYS = ("lm_fingerprint", "frame_dim", "mapping", "prefix_length", "mapping_args", "prompt_encoder",
-                   "lora", "chat_template")
+                   "lora", "chat_template", "system_prompt")
 
 
 def start_from(model: torch.nn.Module, model_args: Mapping[str, Any], path: str) -> None:

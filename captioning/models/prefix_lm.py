@@ -15,8 +15,9 @@ Mapping networks (``mapping``):
 
 - ``mlp``: a 2-layer MLP on every frame (GELU between), then mean pooling over the valid frames into ``prefix_length``
   slots (1: global mean pooling, as the DCASE 2024 report);
-- ``transformer``: Pengi's / ClipCap's mapper: the clip's mean frame is projected to ``prefix_length`` vectors,
-  which attend, with as many learnt constants, through a small transformer; the constants' outputs are the prefix.
+- ``transformer``: Pengi's / ClipCap's mapper: the clip's mean frame is projected to ``prefix_length`` vectors
+  (or, with ``mapping_args: {per_frame: true}``, every frame is projected and given its position), which attend,
+  with as many learnt constants, through a small transformer; the constants' outputs are the prefix.
 
 Decoding follows the step contract of :mod:`captioning.search` (``prepare`` / ``init_state`` / ``step``), with the
 LM's key/value cache as the state, so beam search, ensembles and every decoding command take this model as they
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captioning.models.transformer import sinusoid_positions
 from common.tensor import lengths_to_mask, masked_mean
 
 AUDIO_MARK = "[audio]"
@@ -60,22 +62,32 @@ class MlpMapping(nn.Module):
 
 
 class TransformerMapping(nn.Module):
+    """Pengi's / ClipCap's mapper: learnt constants attend, through a small transformer, to the audio, and their
+    outputs are the prefix. The audio is the clip's mean frame projected to ``prefix_length`` vectors (ClipCap), or
+    with ``per_frame`` every valid frame projected (so the order of events within the clip reaches the LM)."""
+
     def __init__(self, frame_dim: int, width: int, prefix_length: int, layers: int = 2, heads: int = 8,
-                 hidden: int | None = None) -> None:
+                 hidden: int | None = None, per_frame: bool = False) -> None:
         super().__init__()
         hidden = hidden or width
-        self.prefix_length = prefix_length
-        self.project = nn.Linear(frame_dim, prefix_length * hidden)
+        self.prefix_length, self.per_frame = prefix_length, per_frame
+        self.project = nn.Linear(frame_dim, hidden if per_frame else prefix_length * hidden)
         self.constants = nn.Parameter(torch.randn(prefix_length, hidden) * 0.02)
         layer = nn.TransformerEncoderLayer(hidden, heads, 4 * hidden, dropout=0.0, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(hidden, width)
 
     def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
-        clip = masked_mean(frames, lengths_to_mask(lengths, frames.shape[1]), dim=1)  # (B, D)
-        x = self.project(clip).view(clip.shape[0], self.prefix_length, -1)
-        x = torch.cat([x, self.constants.expand(clip.shape[0], -1, -1)], dim=1)
-        return self.out(self.transformer(x)[:, self.prefix_length:])
+        valid = lengths_to_mask(lengths, frames.shape[1])  # (B, T)
+        if self.per_frame:
+            x = self.project(frames)  # (B, T, hidden): padded frames are masked out of the attention below
+            x = x + sinusoid_positions(x.shape[1], x.shape[2], device=x.device).to(x.dtype)
+            ignore = torch.cat([~valid, valid.new_zeros(valid.shape[0], self.prefix_length)], dim=1)
+        else:
+            x = self.project(masked_mean(frames, valid, dim=1)).view(frames.shape[0], self.prefix_length, -1)
+            ignore = None
+        x = torch.cat([x, self.constants.expand(frames.shape[0], -1, -1).to(x.dtype)], dim=1)
+        return self.out(self.transformer(x, src_key_padding_mask=ignore)[:, -self.prefix_length:])
 
 
 class PromptEncoder(nn.Module):
@@ -106,14 +118,17 @@ class PromptEncoder(nn.Module):
         return self.mapping(pooled, torch.ones(len(prompts), dtype=torch.long, device=pooled.device))
 
 
-def prompt_pieces(tokenizer: Any, prompt: str, chat_template: bool) -> tuple[list[int], list[int]]:
-    """Token ids before and after the audio prefix for ``prompt`` (chat template where asked and available)."""
+def prompt_pieces(tokenizer: Any, prompt: str, chat_template: bool, system_prompt: str | None = None
+                  ) -> tuple[list[int], list[int]]:
+    """Token ids before and after the audio prefix for ``prompt`` (chat template where asked and available), after
+    ``system_prompt`` where given (None: the template's own, e.g. SmolLM2's 15-token introduction of itself)."""
     text = prompt if AUDIO_MARK in prompt else AUDIO_MARK + prompt
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
     if chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(system + [{"role": "user", "content": text}],
+                                             add_generation_prompt=True, tokenize=False)
     else:
-        text = (tokenizer.bos_token or "") + text + "\n"
+        text = (tokenizer.bos_token or "") + (f"{system_prompt}\n" if system_prompt else "") + text + "\n"
     before, after = text.split(AUDIO_MARK, 1)
     encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
     return encode(before), encode(after)
@@ -131,6 +146,7 @@ class PrefixLMCaptioner(nn.Module):
         prefix_length: audio prefix slots.
         prompt: the instruction, with ``[audio]`` where the audio goes.
         chat_template: render the prompt with the LM's chat template where it has one.
+        system_prompt: the system turn before it (None: the template's default).
         lora: None (frozen LM) or LoRA settings (``r``, ``alpha``, ``dropout``, ``targets``).
         prompt_encoder: None, or a text encoder name (``minilm``) for Pengi's prompt prefix: ``prefix_length`` more
             slots after the audio's, from the prompt through the frozen encoder and a trained mapper (m2); the
@@ -140,7 +156,7 @@ class PrefixLMCaptioner(nn.Module):
     def __init__(self, lm: nn.Module, tokenizer: Any, frame_dim: int, mapping: str = "mlp", prefix_length: int = 1,
                  prompt: str = "Describe the following audio clip " + AUDIO_MARK, chat_template: bool = True,
                  lora: Mapping[str, Any] | None = None, mapping_args: Mapping[str, Any] | None = None,
-                 prompt_encoder: str | None = None) -> None:
+                 prompt_encoder: str | None = None, system_prompt: str | None = None) -> None:
         super().__init__()
         if mapping not in MAPPINGS:
             raise ValueError(f"Invalid mapping. (expected one of {MAPPINGS}, found {mapping!r})")
@@ -161,7 +177,8 @@ class PrefixLMCaptioner(nn.Module):
                                                lora_dropout=settings["dropout"],
                                                target_modules=list(settings["targets"])))
         self.lm, self.tokenizer, self.chat_template = lm, tokenizer, chat_template
-        before, after = prompt_pieces(tokenizer, prompt, chat_template)
+        self.system_prompt = system_prompt
+        before, after = prompt_pieces(tokenizer, prompt, chat_template, system_prompt)
         if not after:
             raise ValueError(f"Invalid prompt {prompt!r}: nothing follows the audio, so nothing starts the answer")
         self._pieces = {prompt: (before, after)}  # prompt -> token ids before and after the audio
@@ -206,7 +223,7 @@ class PrefixLMCaptioner(nn.Module):
         model's, which every row shares (so put ``[audio]`` first in per-example prompts, e.g. questions)."""
         prompt = self.prompt if prompt is None else prompt
         if prompt not in self._pieces:
-            before, after = prompt_pieces(self.tokenizer, prompt, self.chat_template)
+            before, after = prompt_pieces(self.tokenizer, prompt, self.chat_template, self.system_prompt)
             if before != self.before_ids.tolist() or not after:
                 raise ValueError(f"Invalid prompt {prompt!r}: the text before {AUDIO_MARK} must be the model's "
                                  f"prompt's ({self.prompt!r}), and some text must follow it")
@@ -327,7 +344,7 @@ class LMVocabulary:
 
 def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, LMVocabulary]:
     """A prefix-LM captioner from ``model_args`` (``lm``, ``frame_dim``, ``mapping``, ``prefix_length``, ``prompt``,
-    ``chat_template``, ``lora``, ``mapping_args`` and, once trained, ``lm_fingerprint``): the LM is loaded from its
+    ``chat_template``, ``system_prompt``, ``lora``, ``mapping_args`` and, once trained, ``lm_fingerprint``): the LM is loaded from its
     folder and refused if it is not the one the fingerprint names."""
     from common.lm import fingerprint, load_lm
 
@@ -337,7 +354,7 @@ def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, L
         raise ValueError(f"LM '{model_args['lm']}' ({folder}, fingerprint {found[:12]}) is not the LM this captioner "
                          f"was trained with (fingerprint {str(expected)[:12]}); give that LM's folder")
     args = {k: model_args[k] for k in ("mapping", "prefix_length", "prompt", "chat_template", "lora", "mapping_args",
-                                       "prompt_encoder") if k in model_args}
+                                       "prompt_encoder", "system_prompt") if k in model_args}
     model = PrefixLMCaptioner(lm, tokenizer, int(model_args["frame_dim"]), **args)
     return model, LMVocabulary(model, found)
 

@@ -14,7 +14,7 @@ from captioning.checkpoint import load_captioner
 from captioning.classify import classify
 from captioning.decode import decode
 from common.lm import PACKAGED_LMS, fingerprint, load_lm, resolve_lm
-from captioning.models.prefix_lm import build_prefix_lm, pooled_slots
+from captioning.models.prefix_lm import TransformerMapping, build_prefix_lm, pooled_slots
 from captioning.search import Ensemble, beam_search
 from common.checkpoint import save_checkpoint
 from features.encoders import build_audio_encoder
@@ -43,11 +43,13 @@ def batch(b: int = 3):
     return frames, lengths, answers, torch.tensor([4, 2, 3][:b])
 
 
-@pytest.mark.parametrize("mapping,lora,prompt_encoder", [("mlp", {"r": 4}, None), ("transformer", None, "minilm")])
-def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora, prompt_encoder):
+@pytest.mark.parametrize("mapping,lora,prompt_encoder,per_frame", [("mlp", {"r": 4}, None, False),
+                                                                  ("transformer", None, "minilm", False),
+                                                                  ("transformer", None, None, True)])
+def test_stepwise_decoding_equals_teacher_forcing(tiny_lm, mapping, lora, prompt_encoder, per_frame):
+    mapping_args = {"heads": 2, "per_frame": per_frame} if mapping == "transformer" else None
     model, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "mapping": mapping, "prefix_length": 2,
-                                "lora": lora, "mapping_args": {"heads": 2} if mapping == "transformer" else None,
-                                "prompt_encoder": prompt_encoder})
+                                "lora": lora, "mapping_args": mapping_args, "prompt_encoder": prompt_encoder})
     for name, p in model.named_parameters():
         if "lora_B" in name:  # LoRA starts as a no-op: make it matter
             p.data.normal_(0, 0.5)
@@ -92,6 +94,29 @@ def test_prompt_is_rendered_with_the_chat_template(tiny_lm):
     assert after == "<|im_end|>\n<|im_start|>assistant\n" and model.bos == model.after_ids()[-1]
     assert model.eos == model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert len({model.bos, model.eos, model.pad}) == 3 and vocab.eos == model.eos
+
+
+def test_a_system_prompt_of_our_own_replaces_the_templates(tiny_lm):
+    """SmolLM2's template opens with its own 15-token system turn unless one is given: a short one saves positions."""
+    default, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM})
+    short, _ = build_prefix_lm({"lm": str(tiny_lm), "frame_dim": FRAME_DIM, "system_prompt": "Caption audio."})
+    assert "named SmolLM" in default.tokenizer.decode(default.before_ids)
+    assert short.tokenizer.decode(short.before_ids).startswith("<|im_start|>system\nCaption audio.<|im_end|>")
+    assert len(default.before_ids) - len(short.before_ids) >= 10 and short.after_ids() == default.after_ids()
+
+
+def test_per_frame_mapping_sees_the_order_of_frames_and_ignores_padding():
+    torch.manual_seed(0)
+    mapping = TransformerMapping(FRAME_DIM, 32, 3, heads=2, per_frame=True).eval()
+    frames, lengths = torch.randn(1, 6, FRAME_DIM), torch.tensor([6])
+    padded = torch.cat([frames, torch.randn(1, 4, FRAME_DIM)], dim=1)  # 4 padding frames of noise
+    with torch.no_grad():
+        out = mapping(frames, lengths)
+        assert out.shape == (1, 3, 32)
+        torch.testing.assert_close(mapping(padded, lengths), out, atol=1e-5, rtol=1e-5)
+        assert (mapping(frames.flip(1), lengths) - out).abs().max() > 1e-3  # reversed in time: another prefix
+        pooled = TransformerMapping(FRAME_DIM, 32, 3, heads=2).eval()
+        torch.testing.assert_close(pooled(frames.flip(1), lengths), pooled(frames, lengths))  # the mean frame only
 
 
 def test_pooled_slots_average_valid_frames_in_time_segments():
@@ -176,6 +201,17 @@ def test_questions_as_a_second_task(toy_data, tiny_lm, tmp_path):
     assert all(r["answer"] in ({"yes", "no"} if r["question"] == "Is there a dog?" else {"dog", "falls", "car",
                                                                                        "chirp"}) for r in rows)
     assert out["baseline"]["by_type"]["presence"]["accuracy"] == 0.75  # 'no' for the 6 of 8 clips without a dog
+    # open ended: the LM writes each answer, as decoding that question's prompt would
+    model, vocab, _ = load_captioner(tmp_path / "qa" / "best.pt")
+    written = answer_main(str(tmp_path / "qa" / "best.pt"), str(toy_data["val_features"]), str(val_qa),
+                          str(tmp_path / "open.json"), train_qa=str(train_qa), generate=True)
+    rows = json.loads((tmp_path / "open.json").read_text(encoding="utf-8"))
+    assert len(rows) == written["scores"]["n"] == 16 and 0.0 <= written["scores"]["accuracy"] <= 1.0
+    with open_store(toy_data["val_features"]) as store:
+        frames = torch.from_numpy(store.frames(rows[0]["audio_id"]))[None]
+    words = beam_search(model, frames, torch.tensor([frames.shape[1]]), bos=vocab.bos, eos=vocab.eos, pad=vocab.pad,
+                        beam_size=3, max_len=8, prompts=["[audio] " + rows[0]["question"]])
+    assert vocab.decode(words[0]) == rows[0]["answer"]
     with pytest.raises(ValueError, match="model.qa_prompt and model.prompt"):  # questions need [audio] first too
         train(None, lm_overrides(toy_data, tmp_path / "bad", tiny_lm, **{**extra, "model.prompt": "Describe [audio]"}))
 
