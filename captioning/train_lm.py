@@ -206,7 +206,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
             predictions = caption_clips(Ensemble([model]), val_store, vocab, val_ids, beam_size=cfg["val"]["beam_size"],
                                         max_len=cfg["val"]["max_len"], batch_size=cfg["val"]["batch_size"])
             record = {"loss": loss_sum / max(1, n_batches), "val_cider_d": score_cider(predictions, val_caps),
-                      "lr": trainer.lr}
+                      "lr": trainer.lr, "step": trainer.step_count}  # learning curves by step
             if val_qa:  # closed-set answers, candidates from the training questions
                 answers = answer_qa(model, val_store, val_qa, candidates, cfg["model"]["qa_prompt"],
                                     cfg["val"]["batch_size"])

@@ -240,18 +240,20 @@ if begin_stage 12 "LoRA members on $exp/caption_lm_lora's mapping, merged: -> $e
   end_stage
 fi
 
-answer() {  # answer <name> <checkpoint>: closed-set answers to the evaluation questions, scored by type
-  step "answer_$1" python -m captioning.answer --checkpoint "$2" --features "$exp/features/$eval_split.h5" \
-    --qa "$data/$eval_split" --train_qa "$data/$train_split" --out "$exp/qa/$1/answers.json"
-  step "score_qa_$1" python -m eval.qa --predictions "$exp/qa/$1/answers.json" --qa "$data/$eval_split" \
-    --train_qa "$data/$train_split" --out "$exp/qa/$1/scores.json"
+answer() {  # answer <name> <checkpoint> [true]: answers to the evaluation questions, scored by type: chosen among the
+  # training answers (closed set), or with true written by the LM (open ended, Pengi's framing) into qa/<name>_open
+  local generate=${3:-false} name=$1${3:+_open}
+  step "answer_$name" python -m captioning.answer --checkpoint "$2" --features "$exp/features/$eval_split.h5" \
+    --qa "$data/$eval_split" --train_qa "$data/$train_split" --out "$exp/qa/$name/answers.json" --generate "$generate"
+  step "score_qa_$name" python -m eval.qa --predictions "$exp/qa/$name/answers.json" --qa "$data/$eval_split" \
+    --train_qa "$data/$train_split" --out "$exp/qa/$name/scores.json"
 }
 classify() {  # classify <name> <checkpoint>: each clip's labels ranked by the LM's likelihood after a prompt
   step "classify_$1" python -m captioning.classify --checkpoint "$2" --features "$exp/features/$eval_split.h5" \
     --truth "$data/$eval_split" --out "$exp/classify/$1"
 }
-tasks() {  # tasks <name> <checkpoint>: the closed-ended tasks the evaluation split has (questions, labels)
-  if [ -f "$data/$eval_split/qa.json" ]; then answer "$1" "$2"; fi
+tasks() {  # tasks <name> <checkpoint>: the other tasks the evaluation split has (questions, closed and open; labels)
+  if [ -f "$data/$eval_split/qa.json" ]; then answer "$1" "$2"; answer "$1" "$2" true; fi
   if [ -f "$data/$eval_split/labels.json" ]; then classify "$1" "$2"; fi
 }
 if begin_stage 13 "decode, score, answer and classify with the LM captioners: -> $exp/{decode,qa,classify}/lm_*"; then

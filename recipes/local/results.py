@@ -7,9 +7,10 @@ several; a model is named by its folder) and ``<exp>/decode/*/scores.json``; wri
 Markdown table (printed too) and ``results.png``, a bar chart of CIDEr-D per captioning system. Under the table,
 each SCST system is compared with the cross-entropy model it started from (``<name>_scst`` against ``<name>_xe``),
 and the SCST ensemble with its best member: CIDEr-D difference with a 95% paired-bootstrap interval over the clips.
-With the prefix-LM captioners (``run.sh`` stages 10-13): the LoRA captioner against the Transformer SCST model, the
-frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best member; a table of question-answering
-accuracy by type (``<exp>/qa/*/scores.json``) beside the majority-answer baseline, each system's difference from
+With the prefix-LM captioners (``run.sh`` stages 10-13): the LoRA captioner and the merged one against the best SCST
+model (chosen on the validation split), the frozen-LM (Pengi) against the LoRA one, the merged LoRA against its best
+member; a table of question-answering accuracy by type (``<exp>/qa/*/scores.json``: closed-set answers, and
+``*_open`` for answers the LM writes) beside the majority-answer baseline, each system's difference from
 that baseline with its interval (paired by question); and a table of classification accuracy
 (``<exp>/classify/*/scores.json``): classification by prompt against zero-shot retrieval, paired by clip; and CLAP's
 keyword-to-caption comparison (``<exp>/keywords/*``, stages 14-16); and long audio (``<exp>/long_audio/*.json``,
@@ -125,8 +126,10 @@ def _comparisons(exp: Path, captioning: dict[str, dict[str, float]]) -> list[str
     members = [s for _, s in pairs]
     if "ensemble_scst" in captioning and members:
         pairs.append((best(members), "ensemble_scst"))
-    lm_pairs = [("transformer_scst", "lm_lora"), ("lm_lora", "lm_pengi")]
-    pairs += [(base, system) for base, system in lm_pairs if base in captioning and system in captioning]
+    if members:  # the DCASE 2024 system's premise: the LLM captioner at least as good as the best seq2seq one
+        pairs += [(best(members), system) for system in ("lm_lora", "lm_merged") if system in captioning]
+    if "lm_lora" in captioning and "lm_pengi" in captioning:
+        pairs.append(("lm_lora", "lm_pengi"))
     lora_members = [n for n in captioning if n == "lm_lora" or n.startswith("lm_member")]
     if "lm_merged" in captioning and lora_members:
         pairs.append((best(lora_members), "lm_merged"))

@@ -17,7 +17,8 @@ caption_models="transformer gru" # conf/caption_<name>_xe.yaml; their SCST model
 beam_size=3
 lm=${SYNTH_LM:-smollm2}           # the LLM captioners' LM (stages 10-13): an alias, a model folder or a .gguf file
 lm_models="lora pengi"           # conf/caption_lm_<name>.yaml
-lm_member_seeds=${SYNTH_LM_MEMBER_SEEDS:-2 3}  # LoRA members trained on caption_lm_lora's mapping, merged with it
+lm_member_seeds=${SYNTH_LM_MEMBER_SEEDS:-2}  # LoRA members on caption_lm_lora's mapping, merged with it (one
+# member, so that stages 10-13 take about 45 min on 2 cores)
 lm_member_epochs=1
 
 # Stage 0 of the paper's pipeline: each retrieval CNN starts from its tagger pre-trained on generated scenes and
