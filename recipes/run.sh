@@ -10,8 +10,8 @@
 # scoring, 9 results table. The LLM captioners, beside the main job (which stops at 9): 10 the LM ready offline
 # (converted once), 11 prefix-LM captioners (LoRA, and Pengi's frozen LM) on captions and, where the corpus has them
 # (qa.json), its questions, 12 LoRA members on the LoRA model's mapping merged by concatenation, 13 decoding, scoring,
-# question answering, classification by prompt (labels.json; beside zero-shot retrieval) and the results table
-# again: bash recipes/run.sh --stage 10 --stop_stage 13. CLAP's keyword-to-caption (synth): 14 a label-only corpus
+# question answering (closed set, and open: answers the LM writes), classification by prompt (labels.json; beside
+# zero-shot retrieval) and the results table again: bash recipes/run.sh --stage 10 --stop_stage 13 (about 45 min). CLAP's keyword-to-caption (synth): 14 a label-only corpus
 # and its captions from labels (template, LM), 15 retrieval trained with them, 16 zero-shot and retrieval compared.
 # Long audio (synth): 17 a corpus of 30-90-s clips, 18 retrieval trained on random 10-s crops and with CLAP's feature
 # fusion, 19 each evaluated (the crop model on a central crop, on window averages, whole) and compared.
