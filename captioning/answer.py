@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 from captioning.checkpoint import load_captioner
 from captioning.data import open_checked_store
 from captioning.models.prefix_lm import AUDIO_MARK, LMVocabulary, PrefixLMCaptioner
-from captioning.search import beam_hypotheses
+from captioning.search import beam_search
 from common.cli import run
 from common.tensor import module_device
 from common.io import write_text_atomic
@@ -35,7 +35,7 @@ from eval.qa import QA, format_scores, majority_baseline, normalise_answer, read
 from features.store import FeatureStore
 
 QA_PROMPT = AUDIO_MARK + " {question}"
-GENERATED_WORDS = 8  # tokens an open answer may take: the synthetic corpus's longest answers take 4
+GENERATED_TOKENS = 8  # tokens an open answer may take: the synthetic corpus's longest answers take 4
 
 
 def prompt_batches(model: PrefixLMCaptioner, store: FeatureStore, prompted: Sequence[tuple[str, str]],
@@ -67,15 +67,15 @@ def score_candidates(model: PrefixLMCaptioner, store: FeatureStore, prompted: Se
 
 @torch.no_grad()
 def generate_answers(model: PrefixLMCaptioner, store: FeatureStore, prompted: Sequence[tuple[str, str]],
-                     batch_size: int = 32, beam_size: int = 3, max_len: int = GENERATED_WORDS) -> list[str]:
+                     batch_size: int = 32, beam_size: int = 3, max_len: int = GENERATED_TOKENS) -> list[str]:
     """For each (audio_id, prompt), the answer the LM writes (beam search, the most likely finished beam): open
     ended, as Pengi answers, so it may be no answer any training question had."""
     answers: dict[int, str] = {}
-    vocab = LMVocabulary(model, "")
+    vocab = LMVocabulary(model, "")  # for its decode only: no fingerprint is compared here
     for chunk, frames, lengths, prompts in prompt_batches(model, store, prompted, batch_size):
-        hyps = beam_hypotheses(model, frames, lengths, bos=model.bos, eos=model.eos, pad=model.pad,
-                               beam_size=beam_size, max_len=max_len, prompts=prompts)
-        answers.update(zip(chunk, (vocab.decode(w) for w in hyps.best())))
+        found = beam_search(model, frames, lengths, bos=model.bos, eos=model.eos, pad=model.pad, beam_size=beam_size,
+                            max_len=max_len, prompts=prompts)
+        answers.update(zip(chunk, map(vocab.decode, found)))
     return [answers[k] for k in range(len(prompted))]
 
 

@@ -344,8 +344,8 @@ class LMVocabulary:
 
 def build_prefix_lm(model_args: Mapping[str, Any]) -> tuple[PrefixLMCaptioner, LMVocabulary]:
     """A prefix-LM captioner from ``model_args`` (``lm``, ``frame_dim``, ``mapping``, ``prefix_length``, ``prompt``,
-    ``chat_template``, ``system_prompt``, ``lora``, ``mapping_args`` and, once trained, ``lm_fingerprint``): the LM is loaded from its
-    folder and refused if it is not the one the fingerprint names."""
+    ``chat_template``, ``system_prompt``, ``lora``, ``mapping_args`` and, once trained, ``lm_fingerprint``): the LM is
+    loaded from its folder and refused if it is not the one the fingerprint names."""
     from common.lm import fingerprint, load_lm
 
     lm, tokenizer, folder = load_lm(str(model_args["lm"]))
