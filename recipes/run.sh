@@ -211,6 +211,9 @@ fi
 
 # --- the LLM captioners (stages 10-13) ----------------------------------------------------------------------------
 lm_tasks=(--model.lm "${lm:-smollm2}")
+# The LM captioners are used as their training ends (the cosine schedule's last step, last.pt): their per-epoch
+# validation decodes 20 clips, a learning curve too noisy to choose an epoch by (a recipe's settings may say best.pt)
+lm_checkpoint=${lm_checkpoint:-last.pt}
 if [ -f "$data/$train_split/qa.json" ]; then  # questions as a second task (the synthetic corpus writes them)
   lm_tasks+=(--data.train_qa "$data/$train_split" --data.val_qa "$data/$val_split")
 fi
@@ -228,12 +231,12 @@ if begin_stage 11 "prefix-LM captioners: $exp/features -> $exp/caption_lm_{${lm_
 fi
 
 if begin_stage 12 "LoRA members on $exp/caption_lm_lora's mapping, merged: -> $exp/caption_lm_merged/merged.pt"; then
-  members=$exp/caption_lm_lora/best.pt
+  members=$exp/caption_lm_lora/$lm_checkpoint
   for seed in $lm_member_seeds; do
     step "caption_lm_member$seed" python -m captioning.train_lm --config "$conf/caption_lm_lora.yaml" \
-      "${caption_data[@]}" "${lm_tasks[@]}" --seed "$seed" --train.init "$exp/caption_lm_lora/best.pt" \
+      "${caption_data[@]}" "${lm_tasks[@]}" --seed "$seed" --train.init "$exp/caption_lm_lora/$lm_checkpoint" \
       --train.freeze_mapping True --train.epochs "$lm_member_epochs" --exp_dir "$exp/caption_lm_member$seed"
-    members+=,$exp/caption_lm_member$seed/best.pt
+    members+=,$exp/caption_lm_member$seed/$lm_checkpoint
   done
   step caption_lm_merge python -m captioning.merge_lora --checkpoints "$members" \
     --out "$exp/caption_lm_merged/merged.pt"
@@ -252,23 +255,26 @@ classify() {  # classify <name> <checkpoint>: each clip's labels ranked by the L
   step "classify_$1" python -m captioning.classify --checkpoint "$2" --features "$exp/features/$eval_split.h5" \
     --truth "$data/$eval_split" --out "$exp/classify/$1"
 }
-tasks() {  # tasks <name> <checkpoint>: the other tasks the evaluation split has (questions, closed and open; labels)
-  if [ -f "$data/$eval_split/qa.json" ]; then answer "$1" "$2"; answer "$1" "$2" true; fi
+tasks() {  # tasks <name> <checkpoint>: the other tasks the evaluation split has (closed-set questions; labels)
+  if [ -f "$data/$eval_split/qa.json" ]; then answer "$1" "$2"; fi
   if [ -f "$data/$eval_split/labels.json" ]; then classify "$1" "$2"; fi
 }
 if begin_stage 13 "decode, score, answer and classify with the LM captioners: -> $exp/{decode,qa,classify}/lm_*"; then
   systems=()
   for name in $lm_models; do
-    background decode "lm_$name" "$exp/caption_lm_$name/best.pt"
-    background tasks "lm_$name" "$exp/caption_lm_$name/best.pt"
+    background decode "lm_$name" "$exp/caption_lm_$name/$lm_checkpoint"
+    background tasks "lm_$name" "$exp/caption_lm_$name/$lm_checkpoint"
     systems+=("lm_$name")
   done
   for seed in $lm_member_seeds; do
-    background decode "lm_member$seed" "$exp/caption_lm_member$seed/best.pt"
+    background decode "lm_member$seed" "$exp/caption_lm_member$seed/$lm_checkpoint"
     systems+=("lm_member$seed")
   done
   background decode lm_merged "$exp/caption_lm_merged/merged.pt"
   background tasks lm_merged "$exp/caption_lm_merged/merged.pt"
+  if [ -f "$data/$eval_split/qa.json" ]; then  # open answers (Pengi's framing) from the merged model alone: as long
+    background answer lm_merged "$exp/caption_lm_merged/merged.pt" true  # as its closed answers and labels together
+  fi
   if [ -f "$data/$eval_split/labels.json" ]; then  # the same labels by zero-shot retrieval, for comparison
     background step classify_zero_shot python -m retrieval.zeroshot --checkpoints "$retrieval_ckpts" \
       --audio "$data/$eval_split" --out "$exp/classify/zero_shot_retrieval"
