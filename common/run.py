@@ -80,12 +80,14 @@ def write_history(exp_dir: str | Path, history: Sequence[Mapping[str, Any]],
                                                      type(err).__name__, err)
 
 
-def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path, x_key: str = "epoch") -> None:
-    """One panel per numeric metric of the history, against ``x_key``. Drawn on a bare ``Figure`` with fixed margins:
-    it is redrawn after every epoch, and pyplot's start-up and ``tight_layout`` cost more than the drawing."""
+def plot_curves(history: Sequence[Mapping[str, Any]], out_png: str | Path) -> None:
+    """One panel per numeric metric of the history, against the optimiser step where every record has it (learning
+    curves of runs with different epoch lengths then line up), else the epoch. Drawn on a bare ``Figure`` with fixed
+    margins: it is redrawn after every epoch, and pyplot's start-up and ``tight_layout`` cost more than the drawing."""
     from matplotlib.figure import Figure
 
-    keys = [k for k in (history[0] if history else {}) if k != x_key
+    x_key = "step" if history and all("step" in record for record in history) else "epoch"
+    keys = [k for k in (history[0] if history else {}) if k not in ("epoch", "step")
             and isinstance(history[0][k], (int, float)) and not isinstance(history[0][k], bool)]
     if not keys:
         return

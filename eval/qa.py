@@ -126,24 +126,21 @@ def _check_coverage(predictions: Predictions, qa: QA) -> list[tuple[tuple[str, s
 def score_answers(predictions: Predictions, qa: QA) -> dict:
     """Exact-match accuracy of ``predictions`` ({(audio_id, question): answer}, one per question of ``qa``).
 
-    Returns ``{"accuracy", "n", "by_type": {type: {"accuracy", "n"}}, "confusion": {type: {truth: {predicted:
-    count}}}, "correct": [0 or 1 per question, in qa order]}``, answers normalised (:func:`normalise_answer`);
-    types sorted by name. Two systems' ``correct`` lists pair up question by question (a paired bootstrap:
-    :func:`eval.compare.paired_bootstrap`).
+    Returns ``{"accuracy", "n", "by_type": {type: {"accuracy", "n", "correct"}}, "confusion": {type: {truth:
+    {predicted: count}}}, "correct": [0 or 1 per question, in qa order]}``, answers normalised
+    (:func:`normalise_answer`); types sorted by name. Two systems' ``correct`` lists (overall, or of one type) pair
+    up question by question (a paired bootstrap: :func:`eval.compare.paired_bootstrap`).
     """
     right: list[int] = []
-    correct: Counter[str] = Counter()
-    total: Counter[str] = Counter()
+    by_type: dict[str, list[int]] = {}
     confusion: dict[str, dict[str, Counter[str]]] = {}
     for key, q in _check_coverage(predictions, qa):
         truth, predicted = normalise_answer(q["answer"]), normalise_answer(predictions[key])
-        total[q["type"]] += 1
-        correct[q["type"]] += truth == predicted
         right.append(int(truth == predicted))
+        by_type.setdefault(q["type"], []).append(right[-1])
         confusion.setdefault(q["type"], {}).setdefault(truth, Counter())[predicted] += 1
-    n = sum(total.values())
-    return {"accuracy": sum(correct.values()) / n, "n": n,
-            "by_type": {t: {"accuracy": correct[t] / total[t], "n": total[t]} for t in sorted(total)},
+    return {"accuracy": sum(right) / len(right), "n": len(right),
+            "by_type": {t: {"accuracy": sum(c) / len(c), "n": len(c), "correct": c} for t, c in sorted(by_type.items())},
             "confusion": {t: {truth: dict(sorted(row.items())) for truth, row in sorted(confusion[t].items())}
                           for t in sorted(confusion)}, "correct": right}
 

@@ -176,6 +176,14 @@ def _difference(system: str, base: str, what: str, r: dict, unit: str = "clips")
             f"paired bootstrap over {r['clips']} {unit})")
 
 
+def _interval(base: dict, system: dict) -> str:
+    """``system``'s accuracy minus ``base``'s with its 95% interval, from their per-question ``correct`` lists."""
+    if "correct" not in system:
+        return "n/a"
+    r = paired_bootstrap(base["correct"], system["correct"])
+    return f"{r['difference']:+.3f} ({r['low']:+.3f} to {r['high']:+.3f})"
+
+
 def _qa_table(exp: Path) -> list[str]:
     """Question answering accuracy per system and type (``eval.qa`` score files), beside the majority baseline."""
     files = sorted(exp.glob("qa/*/scores.json"))
@@ -194,8 +202,16 @@ def _qa_table(exp: Path) -> list[str]:
         lines.append(f"| {name} | {scores['accuracy']:.3f} | " + " | ".join(cells) + " |")
     lines.append("")
     if baseline and "correct" in baseline:
-        lines += [_difference(name, "majority answer", "accuracy", paired_bootstrap(baseline["correct"], s["correct"]),
-                              "questions") for name, s in rows.items() if name != "majority answer"]
+        systems = [name for name in rows if name != "majority answer"]
+        lines += [_difference(name, "majority answer", "accuracy", paired_bootstrap(baseline["correct"],
+                                                                                    rows[name]["correct"]),
+                              "questions") for name in systems]
+        typed = [t for t in types if "correct" in baseline["by_type"].get(t, {})]
+        if typed:  # the same by type: where a system beats ignoring the audio, and where not
+            lines += ["", "Accuracy minus the majority answer's, by type (95% interval, paired bootstrap over the "
+                      "type's questions):", "", "| system | " + " | ".join(typed) + " |", "|---" * (len(typed) + 1) + "|"]
+            lines += [f"| {name} | " + " | ".join(_interval(baseline["by_type"][t], rows[name]["by_type"].get(t, {}))
+                                                  for t in typed) + " |" for name in systems]
     return lines + [""]
 
 

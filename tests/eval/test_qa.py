@@ -38,8 +38,10 @@ def test_score_answers_by_type_with_confusion():
                    ("b.wav", PITCH): "High"}
     scores = score_answers(predictions, TEST_QA)
     assert scores["n"] == 5 and scores["accuracy"] == pytest.approx(3 / 5)
-    assert scores["by_type"] == {"count": {"accuracy": 1.0, "n": 1}, "order": {"accuracy": 0.0, "n": 1},
-                                 "pitch": {"accuracy": 1.0, "n": 1}, "presence": {"accuracy": 0.5, "n": 2}}
+    assert scores["by_type"] == {"count": {"accuracy": 1.0, "n": 1, "correct": [1]},
+                                 "order": {"accuracy": 0.0, "n": 1, "correct": [0]},
+                                 "pitch": {"accuracy": 1.0, "n": 1, "correct": [1]},
+                                 "presence": {"accuracy": 0.5, "n": 2, "correct": [1, 0]}}  # each in qa order
     assert scores["confusion"]["presence"] == {"no": {"yes": 1}, "yes": {"yes": 1}}
     assert scores["confusion"]["order"] == {"siren": {"dog": 1}}
     assert scores["correct"] == [1, 1, 0, 0, 1]  # question by question, in qa order
@@ -60,8 +62,8 @@ def test_majority_baseline_answers_each_type_with_its_most_frequent_training_ans
     base = majority_baseline(TRAIN_QA, TEST_QA)
     # count: "two" and "three" tie, the alphabetically first wins; pitch is not in training: overall majority "yes"
     assert base["answers"] == {"count": "three", "order": "dog", "pitch": "yes", "presence": "yes"}
-    assert base["by_type"]["presence"] == {"accuracy": 0.5, "n": 2}
-    assert base["by_type"]["count"] == {"accuracy": 1.0, "n": 1}
+    assert base["by_type"]["presence"] == {"accuracy": 0.5, "n": 2, "correct": [1, 0]}
+    assert base["by_type"]["count"] == {"accuracy": 1.0, "n": 1, "correct": [1]}
     assert base["accuracy"] == pytest.approx(2 / 5) and base["confusion"]["pitch"] == {"high": {"yes": 1}}
     with pytest.raises(ValueError, match="train_qa"):
         majority_baseline({}, TEST_QA)

@@ -110,6 +110,8 @@ def test_llm_captioner_stages(recipe_run, tiny_lm_folder):
     assert "- lm_lora vs transformer_scst: CIDEr-D " in results and "- lm_pengi vs lm_lora: CIDEr-D " in results
     assert "## Audio question answering" in results and "| majority answer |" in results, results
     assert "- lm_pengi vs majority answer: accuracy " in results, results
+    by_type = results.split("Accuracy minus the majority answer's, by type")[1].split("##")[0]
+    assert "| lm_merged_open | " in by_type and "| lm_lora | " in by_type and "| lm_lora_open" not in by_type, results
     for system in ("lm_lora", "lm_pengi", "lm_merged", "zero_shot_retrieval"):
         assert f"| {system} | " in results.split("## Classification")[1], results
     assert "- lm_merged vs zero_shot_retrieval: top-1 " in results, results
