@@ -106,9 +106,8 @@ def child(way: str, bundle: str, clips_path: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     from captioning.bundle import load_bundle
-    from captioning.decode import caption_frames
+    from captioning.infer import caption_waveforms
     from captioning.onnx_runtime import load_onnx_pipeline  # every way imports the same: load times models only
-    from features.encode import encode_waveforms
 
     waves = list(np.load(clips_path))
     base = _status_mib("VmRSS")  # after the imports: what every way pays before any model
@@ -125,10 +124,7 @@ def child(way: str, bundle: str, clips_path: str, threads: int) -> None:
     load = time.perf_counter() - start
 
     def caption(batch: list[np.ndarray]) -> list[str]:
-        with torch.inference_mode():
-            out = encode_waveforms(pipeline.encoder, batch)
-            return caption_frames(pipeline.scorer, out["frames"], out["frame_lengths"], pipeline.vocab,
-                                  **pipeline.decoding)
+        return [text for text, _ in caption_waveforms(pipeline, batch, **pipeline.decoding)]
 
     caption(waves[:1])  # warm-up (first-call allocations, ONNX Runtime's first run)
     one = statistics.median(_seconds(lambda: caption(waves[:1])) for _ in range(3))

@@ -69,16 +69,18 @@ def candidate_captions(hyps: Hypotheses, vocab: Vocabulary) -> list[list[str]]:
 
 def caption_frames(scorer: Ensemble, frames: torch.Tensor, frame_lengths: torch.Tensor, vocab: Vocabulary, *,
                    beam_size: int = 3, max_len: int = 30, min_len: int = 1, length_norm: float = 0.0,
-                   clips: torch.Tensor | None = None, reranker: Any = None, rerank_weight: float = 0.0) -> list[str]:
-    """One caption per clip of a padded batch: ``frames`` [B, T, D], ``frame_lengths`` [B] -> B captions. With a
-    ``reranker`` (``retrieval.rerank.Reranker``) and ``rerank_weight`` > 0, ``clips`` [B, D_clip] are the clip
-    vectors of the reranker's own audio encoder, and each caption is chosen with its audio-text similarity."""
+                   clips: torch.Tensor | None = None, reranker: Any = None, rerank_weight: float = 0.0
+                   ) -> list[tuple[str, float]]:
+    """One caption per clip of a padded batch, with its mean log-probability per word (:meth:`Hypotheses.chosen`):
+    ``frames`` [B, T, D], ``frame_lengths`` [B] -> B pairs. With a ``reranker`` (``retrieval.rerank.Reranker``) and
+    ``rerank_weight`` > 0, ``clips`` [B, D_clip] are the clip vectors of the reranker's own audio encoder, and each
+    caption is chosen with its audio-text similarity."""
     hyps = beam_hypotheses(scorer, frames, frame_lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad,
                            beam_size=beam_size, max_len=max_len, min_len=min_len)
     bonus = None
     if reranker is not None and rerank_weight:
         bonus = rerank_weight * reranker.similarities(clips, candidate_captions(hyps, vocab))
-    return [vocab.decode(w) for w in hyps.best(length_norm, bonus)]
+    return [(vocab.decode(w), score) for w, score in hyps.chosen(length_norm, bonus)]
 
 
 def score_cider(predictions: dict[str, str], references: dict[str, list[str]]) -> float:

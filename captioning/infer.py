@@ -36,7 +36,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -99,22 +99,44 @@ def check_outputs(**outputs: str | None) -> None:
         seen[real] = option
 
 
-def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
-                  progress: bool = False, **decoding: Any) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """Caption audio files with a pipeline; ``decoding`` overrides ``pipeline.decoding`` (beam_size, max_len, ...).
+class Captioned(NamedTuple):
+    """What :func:`caption_files` returns: ``{path: caption}`` for the files captioned, in the order given,
+    ``{path: reason}`` for the files skipped, the captioned files whose audio is silent (both printed on stderr), and
+    ``{path: score}``, each caption's mean log-probability per word (:meth:`Hypotheses.chosen`)."""
 
-    Returns ``(captions, errors, silent)``: ``{path: caption}`` for the files captioned, in the order given,
-    ``{path: reason}`` for the files skipped, and the captioned files whose audio is silent (both printed on stderr).
-    """
+    captions: dict[str, str]
+    errors: dict[str, str]
+    silent: list[str]
+    scores: dict[str, float]
+
+
+def decoding_options(pipeline: Pipeline, batch_size: int, decoding: dict[str, Any]) -> dict[str, Any]:
+    """``pipeline.decoding`` with the settings given (None: the pipeline's), checked; the pipeline set to eval."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Invalid batch_size. (expected a positive integer, found {batch_size!r})")
     options = check_decoding({**pipeline.decoding, **{k: v for k, v in decoding.items() if v is not None}})
     if options["rerank_weight"] and pipeline.reranker is None:
         raise ValueError("rerank_weight: this pipeline has no re-ranker (give --rerank, or a bundle made with one)")
-    encoder, rate = pipeline.encoder, int(pipeline.encoder.sample_rate)
-    encoder.eval()
+    pipeline.encoder.eval()
     for model in pipeline.scorer.models:
         model.eval()
+    return options
+
+
+def caption_waveforms(pipeline: Pipeline, waves: Sequence[np.ndarray], **options: Any) -> list[tuple[str, float]]:
+    """One batch of waveforms at the encoder's rate -> (caption, score) each; ``options`` from
+    :func:`decoding_options`."""
+    with torch.inference_mode():
+        out = encode_waveforms(pipeline.encoder, list(waves))
+        return caption_frames(pipeline.scorer, out["frames"], out["frame_lengths"], pipeline.vocab, clips=out["clip"],
+                              reranker=pipeline.reranker, **options)
+
+
+def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
+                  progress: bool = False, **decoding: Any) -> Captioned:
+    """Caption audio files with a pipeline; ``decoding`` overrides ``pipeline.decoding`` (beam_size, max_len, ...)."""
+    options = decoding_options(pipeline, batch_size, decoding)
+    rate = int(pipeline.encoder.sample_rate)
     paths = [str(f) for f in files]
     errors: dict[str, str] = {}
     durations: dict[str, float] = {}
@@ -124,39 +146,36 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
         except AudioError as err:
             errors[path] = err.reason
     readable = [p for p in paths if p in durations]
-    captions: dict[str, str] = {}
+    captioned: dict[str, tuple[str, float]] = {}
     silent: set[str] = set()
     bar = tqdm(total=len(paths), unit="clip", desc="caption", disable=not progress, file=sys.stderr)
     for path in errors:
         bar.write(f"skipping {path}: {errors[path]}", file=sys.stderr)
     bar.update(len(errors))
-    with torch.inference_mode():
-        for batch in plan_batches([durations[p] for p in readable], batch_size):
-            names, waves = [], []
-            for i in batch:
-                try:
-                    waves.append(load_audio(readable[i], rate))  # (N,) at least MIN_SECONDS, zero-padded
-                    names.append(readable[i])
-                except AudioError as err:
-                    errors[readable[i]] = err.reason
-                    bar.write(f"skipping {readable[i]}: {err.reason}", file=sys.stderr)
-                    continue
-                if is_silent(waves[-1]):
-                    silent.add(readable[i])
-                    bar.write(f"note: {readable[i]}: {_silence(waves[-1])}; captioned anyway, flagged silent",
-                              file=sys.stderr)
-            if waves:
-                out = encode_waveforms(encoder, waves)
-                texts = caption_frames(pipeline.scorer, out["frames"], out["frame_lengths"], pipeline.vocab,
-                                       clips=out["clip"], reranker=pipeline.reranker, **options)
-                captions.update(zip(names, texts))
-            bar.update(len(batch))
+    for batch in plan_batches([durations[p] for p in readable], batch_size):
+        names, waves = [], []
+        for i in batch:
+            try:
+                waves.append(load_audio(readable[i], rate))  # (N,) at least MIN_SECONDS, zero-padded
+                names.append(readable[i])
+            except AudioError as err:
+                errors[readable[i]] = err.reason
+                bar.write(f"skipping {readable[i]}: {err.reason}", file=sys.stderr)
+                continue
+            if is_silent(waves[-1]):
+                silent.add(readable[i])
+                bar.write(f"note: {readable[i]}: {silence_note(waves[-1])}; captioned anyway, flagged silent",
+                          file=sys.stderr)
+        if waves:
+            captioned.update(zip(names, caption_waveforms(pipeline, waves, **options)))
+        bar.update(len(batch))
     bar.close()
-    return ({p: captions[p] for p in paths if p in captions}, {p: errors[p] for p in paths if p in errors},
-            [p for p in paths if p in silent])
+    done = [p for p in paths if p in captioned]
+    return Captioned({p: captioned[p][0] for p in done}, {p: errors[p] for p in paths if p in errors},
+                     [p for p in done if p in silent], {p: captioned[p][1] for p in done})
 
 
-def _silence(wave: np.ndarray) -> str:
+def silence_note(wave: np.ndarray) -> str:
     """How silent a silent waveform is, for a note."""
     peak = float(np.abs(wave).max())
     if peak == 0.0:
@@ -222,7 +241,7 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
                                  chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
         if rerank is not None and rerank_weight is None:
             rerank_weight = 1.0
-    by_path, errors, silent_paths = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
+    by_path, errors, silent_paths, _ = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
                                                   beam_size=beam_size, max_len=max_len, min_len=min_len,
                                                   length_norm=length_norm, rerank_weight=rerank_weight)
     captions = {Path(p).name: c for p, c in by_path.items()}

@@ -79,9 +79,16 @@ class Hypotheses:
 
     def best(self, length_norm: float = 0.0, bonus: torch.Tensor | None = None) -> list[list[int]]:
         """Each clip's hypothesis of highest :meth:`ranking`."""
+        return [words for words, _ in self.chosen(length_norm, bonus)]
+
+    def chosen(self, length_norm: float = 0.0, bonus: torch.Tensor | None = None) -> list[tuple[list[int], float]]:
+        """Each clip's hypothesis of highest :meth:`ranking`, with its mean log-probability per word (``<eos>``
+        counted): a confidence that does not fall with the caption's length."""
         if not self.words:
             return []
-        return [self.words[b][k] for b, k in enumerate(self.ranking(length_norm, bonus).argmax(dim=1).tolist())]
+        per_word = (self.scores / self.lengths).tolist()
+        return [(self.words[b][k], per_word[b][k])
+                for b, k in enumerate(self.ranking(length_norm, bonus).argmax(dim=1).tolist())]
 
 
 @torch.no_grad()

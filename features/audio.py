@@ -254,12 +254,19 @@ def _load(path: Path, sample_rate: int, max_duration: float | None, pad_to: floa
             mono = _read_through(path, file_rate, max_duration)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"corrupt data ({err})") from None
+    return prepare_waveform(mono, file_rate, sample_rate, path, pad_to)
+
+
+def prepare_waveform(mono: np.ndarray, rate: int, sample_rate: int, name: str | os.PathLike,
+                     pad_to: float = MIN_SECONDS) -> np.ndarray:
+    """Mono samples at ``rate`` Hz -> float32 at ``sample_rate`` Hz, zero-padded at the end to ``pad_to`` seconds, as
+    :func:`load_audio` returns a file's; AudioError naming ``name`` for no samples or non-finite ones."""
     if mono.shape[0] == 0:
-        raise AudioError(path, "no samples could be read")
+        raise AudioError(name, "no samples could be read")
     if not np.isfinite(mono).all():
-        raise AudioError(path, "non-finite samples (NaN or inf)")
-    if file_rate != sample_rate:
-        mono = soxr.resample(mono, file_rate, int(sample_rate), quality="VHQ")
+        raise AudioError(name, "non-finite samples (NaN or inf)")
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, int(sample_rate), quality="VHQ")
     wave = np.ascontiguousarray(mono, dtype=np.float32)
     target = round(max(pad_to, 0.0) * sample_rate)
     if len(wave) < target:

@@ -148,7 +148,7 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
                          "beam_size")
 
         def run(path: Path) -> tuple[str, bool]:
-            captions, errors, silent = caption_files(pipeline, [path], beam_size=beam)
+            captions, errors, silent, _ = caption_files(pipeline, [path], beam_size=beam)
             if errors:
                 raise ApiError(422, f"could not read the audio: {next(iter(errors.values()))}")
             return captions[str(path)], bool(silent)

@@ -136,7 +136,7 @@ def test_batched_equals_one_at_a_time(models, reference):
             n = int(alone["frame_lengths"][0])
             assert int(batch["frame_lengths"][row]) == n
             torch.testing.assert_close(batch["frames"][row, :n], alone["frames"][0, :n], atol=1e-4, rtol=1e-4)
-    one_by_one, errors, silent = caption_files(pipeline, files, batch_size=1)
+    one_by_one, errors, silent, _ = caption_files(pipeline, files, batch_size=1)
     assert errors == {} and silent == []
     assert {Path(p).name: c for p, c in one_by_one.items()} == reference["captions"]
 
