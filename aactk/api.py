@@ -216,10 +216,12 @@ def open_index(path: str | os.PathLike, approximate: bool | None = None):
     return AudioIndex(path, approximate)
 
 
-def build_index(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str | os.PathLike,
+def build_index(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str | os.PathLike, *,
+                captions: str | os.PathLike | None = None, bundle: str | os.PathLike | None = None,
                 chunk_files: int = 256) -> dict[str, Any]:
     """Embed every audio file under ``folder`` into the index ``out`` (run again to resume or bring it up to
-    date), as ``python -m retrieval.index build`` does."""
+    date), as ``python -m retrieval.index build`` does; each file captioned from the prepared split ``captions``,
+    or by the caption ``bundle`` as it is indexed."""
     from retrieval.index import sync
 
-    return sync(folder, checkpoints, out, chunk_files)
+    return sync(folder, checkpoints, out, chunk_files, captions=captions, bundle=bundle)

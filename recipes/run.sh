@@ -451,7 +451,7 @@ print(r["length_norm"], r.get("rerank_weight", 0.0))' "$exp/decode/ensemble_scst
     --beam_size "$beam_size" --length_norm "$length_norm" --rerank "$exp/retrieval_$feature_model/best.pt" \
     --rerank_weight "$rerank_weight"
   step serve_index python -m retrieval.index build --folder "$eval_audio" --checkpoints "$retrieval_ckpts" \
-    --out "$exp/serve/index.h5"
+    --captions "$data/$eval_split" --out "$exp/serve/index.h5"  # each file shown with its first caption
   echo "serve them: python -m serve --bundle $exp/serve/caption_bundle.pt --index $exp/serve/index.h5"
   end_stage
 fi

@@ -1,16 +1,20 @@
 """An audio index: every audio file under a folder embedded by one or more retrieval models, in one HDF5 file that
 is kept up to date and searched by text or by a clip.
 
-    python -m retrieval.index build --folder DIR --checkpoints A.pt[,B.pt] --out INDEX.h5
+    python -m retrieval.index build --folder DIR --checkpoints A.pt[,B.pt] --out INDEX.h5 [--captions SPLIT |
+        --bundle caption_bundle.pt]
     python -m retrieval.index update --index INDEX.h5
     python -m retrieval.index search --index INDEX.h5 --query "a dog barks" [--top 10]
     python -m retrieval.index similar --index INDEX.h5 --file clip.wav [--top 10]
 
 - **Provenance.** The file records the folder, each checkpoint's path and SHA-256, and per audio file its path
-  (relative to the folder), size and modification time. Searching or updating with a checkpoint that changed since
+  (relative to the folder), size, modification time and duration. Searching or updating with a checkpoint that changed since
   is refused: its embeddings would not be comparable.
 - **Update** re-scans the folder: files gone or changed (size or time) are dropped, new and changed ones embedded,
   the rest kept as they are. Rows are sorted by path, so an update equals a fresh build of the same folder.
+- **Captions**, for a person to see what was found: with ``--captions``, each file's first caption in a prepared
+  split (the file matched by its path, else its name); with ``--bundle``, the caption the bundle writes, once, when
+  the file is indexed. Recorded in the provenance, so an update captions new files the same way.
 - **Bad files** (not audio, empty, corrupt) are listed with their reason and skipped; an unchanged bad file is not
   read again by an update.
 - **Resume.** Work is saved every ``chunk_files`` files in ``INDEX.parts/``; a killed build or update, run again
@@ -43,6 +47,7 @@ from common import checkpoint_paths
 from common.cli import run
 from common.io import atomic_output, atomic_write, read_arrays, write_text_atomic
 from features.audio import AudioError, load_audio
+from features.manifest import read_manifest
 from features.weights import checkpoint_sha256
 from retrieval.ann import IVF, cluster, side_by_side
 from retrieval.embed import audio_embeddings, text_embeddings
@@ -54,6 +59,7 @@ KIND = "aactk.audio_index"
 VERSION = 1
 SEARCH_BLOCK = 1 << 16  # rows of embeddings read and scored at once
 APPROX_MIN_ROWS = 100_000  # from here on, the index stores an IVF clustering and searches approximately
+CAPTION_BATCH = 8  # clips captioned at once by a bundle while indexing
 
 
 def scan(folder: Path) -> dict[str, tuple[int, int]]:
@@ -68,13 +74,58 @@ def scan(folder: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _provenance(folder: Path, checkpoints: list[str]) -> dict[str, Any]:
-    return {"kind": KIND, "version": VERSION, "folder": str(folder.resolve()),
-            "checkpoints": [{"path": str(Path(c).resolve()), "sha256": checkpoint_sha256(c)} for c in checkpoints]}
+def _provenance(folder: Path, checkpoints: list[str], captions: str | os.PathLike | None = None,
+                bundle: str | os.PathLike | None = None) -> dict[str, Any]:
+    provenance = {"kind": KIND, "version": VERSION, "folder": str(folder.resolve()),
+                  "checkpoints": [{"path": str(Path(c).resolve()), "sha256": checkpoint_sha256(c)} for c in checkpoints]}
+    if captions is not None and bundle is not None:
+        raise ValueError("Give captions (a prepared split) or a bundle to caption the files, not both")
+    if captions is not None:
+        provenance["captions"] = {"split": str(Path(captions).resolve())}
+    if bundle is not None:
+        provenance["captions"] = {"bundle": str(Path(bundle).resolve()), "sha256": checkpoint_sha256(bundle)}
+    return provenance
+
+
+class Captions:
+    """Where an index's captions come from (its provenance's ``captions``): a prepared split's first caption per
+    file, or a caption bundle run on the audio; none otherwise."""
+
+    def __init__(self, source: dict[str, Any] | None, folder: Path):
+        self.folder, self.by_path, self.by_name, self.pipeline = folder, {}, {}, None
+        if source and "split" in source:
+            manifest = read_manifest(source["split"])
+            for entry in manifest.audio:
+                caption = (manifest.captions.get(entry.audio_id) or [""])[0]
+                self.by_path[str(Path(entry.path).resolve())] = self.by_name[Path(entry.path).name] = caption
+        elif source and "bundle" in source:
+            from captioning.bundle import load_bundle
+
+            self.pipeline = load_bundle(source["bundle"])
+
+    @property
+    def rate(self) -> int | None:
+        """The sample rate the bundle's encoder reads, or None."""
+        return int(self.pipeline.encoder.sample_rate) if self.pipeline is not None else None
+
+    def of(self, names: list[str], waves: dict[str, np.ndarray]) -> dict[str, str]:
+        """Captions of ``names`` (``waves``: each at :attr:`rate`, for a bundle); "" where there is none."""
+        if self.pipeline is None:
+            return {n: self.by_path.get(str((self.folder / n).resolve())) or self.by_name.get(Path(n).name, "")
+                    for n in names}
+        from captioning.infer import caption_waveforms, decoding_options
+        from features.encode import plan_batches
+
+        options, out = decoding_options(self.pipeline, CAPTION_BATCH, {}), {}
+        for batch in plan_batches([len(waves[n]) / self.rate for n in names], CAPTION_BATCH):
+            texts = caption_waveforms(self.pipeline, [waves[names[i]] for i in batch], **options)
+            out.update((names[i], text) for i, (text, _) in zip(batch, texts))
+        return out
 
 
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
-    """The whole index: ``provenance``, ``paths``, ``sizes``, ``mtimes``, ``embeddings`` (one [N, E] per model),
+    """The whole index: ``provenance``, ``paths``, ``sizes``, ``mtimes``, ``durations`` (seconds; NaN in an index
+    made before they were recorded), ``captions`` ("" where none), ``embeddings`` (one [N, E] per model),
     ``skipped`` ({path: [size, mtime, reason]}), ``centroids`` and ``lists`` (the IVF clustering, None below
     ``APPROX_MIN_ROWS`` rows). Indexes are shared between people: its structure is checked before anything large is
     read (shapes that agree, the data actually stored), its paths must stay inside its folder, its embeddings must be
@@ -90,8 +141,11 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
                 raise ValueError(f"{path}: its provenance lacks the folder or the checkpoints (path, sha256) it was "
                                  "built from")
             _check_structure(f, path, len(checkpoints))
+            rows = f["paths"].shape[0]
             data = {"provenance": provenance, "paths": [p.decode() for p in f["paths"][:]],
                     "sizes": f["sizes"][:], "mtimes": f["mtimes"][:],
+                    "durations": f["durations"][:] if "durations" in f else np.full(rows, np.nan),
+                    "captions": [c.decode() for c in f["captions"][:]] if "captions" in f else [""] * rows,
                     "embeddings": [f[f"embeddings/{i}"][:] for i in range(len(checkpoints))],
                     "skipped": _json_attr(f, "skipped", dict, path),
                     **{k: f[f"approximate/{k}"][:] if "approximate" in f else None for k in ("centroids", "lists")}}
@@ -121,9 +175,9 @@ def _check_structure(f: h5py.File, path: str | os.PathLike, models: int) -> None
     """Every dataset has one row per path and holds the bytes its shape declares (a small file declaring millions of
     rows would otherwise be read into memory as fill values)."""
     rows = f["paths"].shape[0] if f["paths"].ndim == 1 else -1
-    expected = {"paths": (rows,), "sizes": (rows,), "mtimes": (rows,)}
+    expected = {"paths": (rows,), "sizes": (rows,), "mtimes": (rows,), "durations": (rows,), "captions": (rows,)}
     for name, shape in expected.items():
-        if f[name].shape != shape:
+        if name in f and f[name].shape != shape:
             raise ValueError(f"{path}: '{name}' has shape {f[name].shape}, expected {shape} (one per path)")
     for i in range(models):
         dset = f[f"embeddings/{i}"]
@@ -135,20 +189,22 @@ def _check_structure(f: h5py.File, path: str | os.PathLike, models: int) -> None
                              f"{dset.id.get_storage_size()} bytes: a damaged or forged index")
 
 
-def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple[int, int, list[np.ndarray]]],
-                 skipped: dict[str, list], centroids: np.ndarray | None = None) -> None:
+def _write_index(path: Path, provenance: dict[str, Any], rows: dict[str, tuple], skipped: dict[str, list],
+                 centroids: np.ndarray | None = None) -> None:
     """Write the index atomically, rows sorted by path; from ``APPROX_MIN_ROWS`` rows on with its IVF clustering
     (reusing ``centroids`` where they still suit)."""
     paths = sorted(rows)
     embeddings = [np.stack([rows[p][2][i] for p in paths]) if paths else np.zeros((0, 0), np.float32)
                   for i in range(len(provenance["checkpoints"]))]
-    need = sum(emb.nbytes for emb in embeddings) + sum(len(p.encode()) + 32 for p in paths)
+    need = sum(emb.nbytes for emb in embeddings) + sum(len(p.encode()) + len(rows[p][4].encode()) + 48 for p in paths)
     with atomic_output(path, need) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["kind"], f.attrs["provenance"] = KIND, json.dumps(provenance)
         f.attrs["skipped"] = json.dumps(dict(sorted(skipped.items())))
         f["paths"] = np.array([p.encode() for p in paths], dtype=h5py.string_dtype())
         f["sizes"] = np.array([rows[p][0] for p in paths], dtype=np.int64)
         f["mtimes"] = np.array([rows[p][1] for p in paths], dtype=np.int64)
+        f["durations"] = np.array([rows[p][3] for p in paths], dtype=np.float64)
+        f["captions"] = np.array([rows[p][4].encode() for p in paths], dtype=h5py.string_dtype())
         for i, emb in enumerate(embeddings):
             f.create_dataset(f"embeddings/{i}", data=emb)
         if len(paths) >= APPROX_MIN_ROWS:
@@ -173,6 +229,8 @@ def _save_part(path: Path, part: dict[str, Any], n_models: int) -> None:
     names = list(part["rows"])
     arrays = {"names": np.array(names, dtype=str), "skipped": np.array(json.dumps(part["skipped"]))}
     arrays["stats"] = np.array([part["rows"][n][:2] for n in names], dtype=np.int64).reshape(-1, 2)
+    arrays["durations"] = np.array([part["rows"][n][3] for n in names], dtype=np.float64)
+    arrays["captions"] = np.array([part["rows"][n][4] for n in names], dtype=str)
     for i in range(n_models):
         arrays[f"embeddings_{i}"] = np.stack([part["rows"][n][2][i] for n in names]) if names else np.zeros((0, 0))
     with atomic_write(path, "wb", need=sum(a.nbytes for a in arrays.values())) as f:
@@ -180,27 +238,31 @@ def _save_part(path: Path, part: dict[str, Any], n_models: int) -> None:
 
 
 def _load_part(path: Path, n_models: int) -> dict[str, Any]:
-    names, stats, skipped, *embeddings = read_arrays(
-        path, ["names", "stats", "skipped", *(f"embeddings_{i}" for i in range(n_models))],
+    names, stats, durations, captions, skipped, *embeddings = read_arrays(
+        path, ["names", "stats", "durations", "captions", "skipped", *(f"embeddings_{i}" for i in range(n_models))],
         "an index's part holds plain arrays only. Delete it and build the index again")
-    rows = {str(n): (int(s[0]), int(s[1]), [e[j] for e in embeddings]) for j, (n, s) in enumerate(zip(names, stats))}
+    rows = {str(n): (int(s[0]), int(s[1]), [e[j] for e in embeddings], float(durations[j]), str(captions[j]))
+            for j, (n, s) in enumerate(zip(names, stats))}
     return {"rows": rows, "skipped": json.loads(str(skipped))}
 
 
-def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: dict[str, tuple[int, int]]
-                ) -> dict[str, Any]:
-    """Embeddings of ``names`` by each model (rows in order), and the files that could not be read."""
+def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: dict[str, tuple[int, int]],
+                captions: Captions) -> dict[str, Any]:
+    """Embeddings of ``names`` by each model (rows in order) with their durations and captions, and the files that
+    could not be read."""
     part: dict[str, Any] = {"rows": {}, "skipped": {}}
-    per_model = []
-    for rate in sorted({model.sample_rate for model in models}):  # each file decoded once per rate
-        waves, kept = [], []
+    per_model, durations, texts = [], {}, captions.of(names, {}) if captions.rate is None else {}
+    for rate in sorted({model.sample_rate for model in models} | {captions.rate} - {None}):  # decoded once per rate
+        waves: dict[str, np.ndarray] = {}
         for name in names:
             try:
-                waves.append(load_audio(folder / name, rate))
-                kept.append(name)
+                waves[name] = load_audio(folder / name, rate)
+                durations.setdefault(name, len(waves[name]) / rate)
             except AudioError as err:
                 part["skipped"][name] = [*found[name], err.reason]
-        per_model += [(model, dict(zip(kept, audio_embeddings(model, waves).numpy())) if waves else {})
+        if rate == captions.rate and waves:
+            texts.update(captions.of(list(waves), waves))
+        per_model += [(model, dict(zip(waves, audio_embeddings(model, list(waves.values())).numpy())) if waves else {})
                       for model in models if model.sample_rate == rate]
     per_model = [emb for model in models for m, emb in per_model if m is model]  # back in the models' order
     for name in names:
@@ -208,19 +270,21 @@ def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: 
             continue
         row = [emb[name] for emb in per_model]
         if all(np.isfinite(e).all() for e in row):
-            part["rows"][name] = (*found[name], row)
+            part["rows"][name] = (*found[name], row, durations[name], texts[name])
         else:  # never index a NaN or inf: the file is reported instead
             part["skipped"][name] = [*found[name], "the model gave non-finite values (NaN or inf) for it"]
     return part
 
 
 def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str | os.PathLike,
-         chunk_files: int = 256, stop_after_parts: int | None = None) -> dict[str, Any]:
+         chunk_files: int = 256, stop_after_parts: int | None = None, captions: str | os.PathLike | None = None,
+         bundle: str | os.PathLike | None = None) -> dict[str, Any]:
     """Make ``out`` the index of ``folder`` under ``checkpoints``, reusing what ``out`` (if it exists) and a killed
-    run's parts already hold. ``stop_after_parts`` stops as if killed after that many new parts (tests)."""
+    run's parts already hold; files captioned from the split ``captions`` or by the caption ``bundle``.
+    ``stop_after_parts`` stops as if killed after that many new parts (tests)."""
     folder, out = Path(folder), Path(out)
     ckpts = checkpoint_paths(checkpoints)
-    provenance = _provenance(folder, ckpts)
+    provenance = _provenance(folder, ckpts, captions, bundle)
     found = scan(folder)
     rows: dict[str, Any] = {}
     skipped: dict[str, list] = {}
@@ -228,10 +292,12 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
     if out.exists():  # what an earlier build holds and still describes the folder
         old = read_index(out)
         if old["provenance"] != provenance:
-            raise ValueError(f"{out}: built from another folder or other checkpoints; give another --out")
+            raise ValueError(f"{out}: built from another folder, other checkpoints or other captions; give another "
+                             "--out")
         for i, name in enumerate(old["paths"]):
             if found.get(name) == (int(old["sizes"][i]), int(old["mtimes"][i])):
-                rows[name] = (*found[name], [emb[i] for emb in old["embeddings"]])
+                rows[name] = (*found[name], [emb[i] for emb in old["embeddings"]], float(old["durations"][i]),
+                              old["captions"][i])
         skipped = {k: v for k, v in old["skipped"].items() if found.get(k) == tuple(v[:2])}
         centroids = old["centroids"]
     parts = Path(f"{out}.parts")
@@ -246,12 +312,13 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
         skipped.update({k: v for k, v in part["skipped"].items() if found.get(k) == tuple(v[:2])})
     todo = [name for name in found if name not in rows and name not in skipped]
     models = _models(ckpts) if todo else []
+    captioner = Captions(provenance.get("captions"), folder) if todo else None
     start = len(list(parts.glob("part_*.npz")))
     with tqdm(total=len(todo), desc="index", unit="file") as bar:
         for n, i in enumerate(range(0, len(todo), chunk_files)):
             if stop_after_parts is not None and n >= stop_after_parts:
                 return {"stopped": True}
-            part = _embed_part(models, folder, todo[i:i + chunk_files], found)
+            part = _embed_part(models, folder, todo[i:i + chunk_files], found, captioner)
             _save_part(parts / f"part_{start + n:06d}.npz", part, len(ckpts))
             rows.update(part["rows"])
             skipped.update(part["skipped"])
@@ -264,16 +331,28 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
     return summary
 
 
-def build(folder: str, checkpoints: str, out: str, chunk_files: int = 256) -> dict[str, Any]:
+def build(folder: str, checkpoints: str, out: str, captions: str | None = None, bundle: str | None = None,
+          chunk_files: int = 256) -> dict[str, Any]:
     """Embed every audio file under ``folder`` with ``checkpoints`` (comma-separated: an ensemble) into ``out``;
-    run again after a kill to finish, or later to bring it up to date."""
-    return sync(folder, checkpoints, out, chunk_files)
+    run again after a kill to finish, or later to bring it up to date.
+
+    Args:
+        folder: the audio files (searched recursively).
+        checkpoints: retrieval checkpoints (``best.pt``), comma-separated: an ensemble.
+        out: the index file (HDF5).
+        captions: a prepared split holding these files: each one's first caption is shown beside it.
+        bundle: a caption bundle (``python -m captioning.bundle``) that captions each file once, as it is indexed.
+        chunk_files: files embedded between two saves (a killed run resumes from the last).
+    """
+    return sync(folder, checkpoints, out, chunk_files, captions=captions, bundle=bundle)
 
 
 def update(index: str, chunk_files: int = 256) -> dict[str, Any]:
     """Bring ``index`` up to date with its folder: new and changed files embedded, deleted ones dropped."""
     provenance = read_index(index)["provenance"]
-    return sync(provenance["folder"], _check_models(provenance, index), index, chunk_files)
+    source = provenance.get("captions") or {}
+    return sync(provenance["folder"], _check_models(provenance, index), index, chunk_files, captions=source.get("split"),
+                bundle=source.get("bundle"))
 
 
 def top_k(index: dict[str, Any], queries: list[np.ndarray], k: int) -> list[tuple[str, float]]:
@@ -308,6 +387,8 @@ class AudioIndex:
         self.data = read_index(path)
         self.folder = Path(self.data["provenance"]["folder"])
         self.paths: list[str] = self.data["paths"]
+        self.about = {p: {"caption": c, "duration": None if np.isnan(d) else round(float(d), 2)}
+                      for p, c, d in zip(self.paths, self.data["captions"], self.data["durations"])}
         self._rows = set(self.paths)
         self.models = _models(_check_models(self.data["provenance"], path))
         self.ivf = None

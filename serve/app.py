@@ -1,10 +1,12 @@
 """The web app: a JSON API over a caption bundle and an audio index, and the page that uses it.
 
-    POST /api/caption   multipart ``file`` [, ``beam_size``]        -> {"caption", "silent", "audio"}
-    POST /api/similar   multipart ``file`` [, ``top``]              -> {"results": [{"file", "score", "url"}]}
+    POST /api/caption   multipart ``file`` [, ``beam_size``]        -> {"caption", "silent", "audio", "spectrogram"}
+    POST /api/similar   multipart ``file`` [, ``top``]              -> {"results": [{"file", "score", "url",
+                                                                        "caption", "duration", "spectrogram"}]}
     POST /api/labels    multipart ``file``, ``labels`` (comma/line-separated) -> {"labels": [{"label", "score"}]}
     POST /api/search    JSON {"query", "top"}                       -> {"query", "results": [...]}
     GET  /audio/<file>  an indexed file (only those: any other name is a 404)
+    GET  /spectrogram/<file>  its log-mel spectrogram, a small PNG
     GET  /health        models loaded, index size, queue
     GET  /              the page
 
@@ -14,6 +16,8 @@ and are deleted with it after the request.
 """
 from __future__ import annotations
 
+import base64
+import functools
 import re
 import tempfile
 from contextlib import asynccontextmanager
@@ -23,7 +27,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
@@ -35,6 +39,7 @@ from features.audio import AudioError
 from retrieval.index import AudioIndex
 from serve.limits import ApiError, Limits, check_audio, check_int, check_query, save_upload
 from serve.middleware import BodyDeadline, BodyLimit, RequestLog
+from serve.spectrogram import file_spectrogram_png
 from serve.worker import Busy, Worker
 
 STATIC = Path(__file__).with_name("static")
@@ -66,8 +71,11 @@ def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
-def _results(rows: list[tuple[str, float]]) -> list[dict[str, Any]]:
-    return [{"file": name, "score": round(score, 4), "url": "/audio/" + quote(name)} for name, score in rows]
+def _results(rows: list[tuple[str, float]], index: AudioIndex) -> list[dict[str, Any]]:
+    """Each found file with what a person needs to judge it: its caption (the index's, "" if none), duration,
+    spectrogram and audio."""
+    return [{"file": name, "score": round(score, 4), "url": "/audio/" + quote(name), **index.about[name],
+             "spectrogram": "/spectrogram/" + quote(name)} for name, score in rows]
 
 
 def _audio_errors(fn):
@@ -147,21 +155,22 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
         beam = check_int(pipeline.decoding["beam_size"] if beam_size is None else beam_size, 1, limits.max_beam,
                          "beam_size")
 
-        def run(path: Path) -> tuple[str, bool]:
+        def run(path: Path) -> tuple[str, bool, str]:
             captions, errors, silent, _ = caption_files(pipeline, [path], beam_size=beam)
             if errors:
                 raise ApiError(422, f"could not read the audio: {next(iter(errors.values()))}")
-            return captions[str(path)], bool(silent)
+            picture = base64.b64encode(file_spectrogram_png(path)).decode()
+            return captions[str(path)], bool(silent), "data:image/png;base64," + picture
 
-        (text, silent), audio = await with_upload(file, run)
-        return {"caption": text, "silent": silent, "beam_size": beam, "audio": audio}
+        (text, silent, picture), audio = await with_upload(file, run)
+        return {"caption": text, "silent": silent, "beam_size": beam, "audio": audio, "spectrogram": picture}
 
     @app.post("/api/similar")
     async def similar(file: UploadFile, top: Annotated[FormInt, Form()] = 10) -> dict[str, Any]:
         need(index, "index")
         top = check_int(top, 1, limits.max_top, "top")
         rows, audio = await with_upload(file, index.similar, top)
-        return {"results": _results(rows), "audio": audio}
+        return {"results": _results(rows, index), "audio": audio}
 
     @app.post("/api/labels")
     async def labels(file: UploadFile, labels: Annotated[str, Form()]) -> dict[str, Any]:
@@ -180,10 +189,9 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
         query = check_query(body.query, limits)
         top = check_int(body.top, 1, limits.max_top, "top")
         rows = await worker.run(index.search, query, top)
-        return {"query": query, "results": _results(rows)}
+        return {"query": query, "results": _results(rows, index)}
 
-    @app.get("/audio/{name:path}", name="audio")
-    async def audio(name: str) -> FileResponse:
+    def indexed(name: str) -> Path:
         need(index, "index")
         try:
             path = index.file(name)  # only the index's own files: any other name, '../' ones too, is a KeyError
@@ -191,7 +199,21 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
             raise ApiError(404, f"no sound named {name!r} in the index") from None
         if not path.is_file():
             raise ApiError(404, f"{name!r} is in the index but gone from its folder")
-        return FileResponse(path)
+        return path
+
+    @app.get("/audio/{name:path}", name="audio")
+    async def audio(name: str) -> FileResponse:
+        return FileResponse(indexed(name))
+
+    @functools.lru_cache(maxsize=1024)  # a page shows the same results again and again; a changed file has a new key
+    def picture(path: Path, mtime_ns: int) -> bytes:
+        return file_spectrogram_png(path)
+
+    @app.get("/spectrogram/{name:path}")
+    async def spectrogram(name: str) -> Response:
+        path = indexed(name)
+        png = await worker.run(_audio_errors(picture), path, path.stat().st_mtime_ns)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -29,16 +29,31 @@ function showError(id, err) {
   $(id).hidden = !err;
 }
 
+function element(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// Each found sound as a person judges it: its spectrogram, its caption, its name, length and score, a player.
 function resultList(list, results) {
   list.replaceChildren(...results.map((r) => {
-    const li = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "name"; name.textContent = r.file;
-    const score = document.createElement("span");
-    score.className = "score"; score.textContent = r.score.toFixed(3);
-    const player = document.createElement("audio");
+    const li = element("li");
+    const picture = element("img", "spectrogram");
+    picture.src = r.spectrogram; picture.alt = `spectrogram of ${r.file}`;
+    const text = element("div", "about");
+    text.append(element("div", "found-caption", r.caption || "(no caption)"));
+    const meta = element("div", "meta");
+    meta.append(element("span", "name", r.file),
+                element("span", "duration", r.duration === null ? "" : `${r.duration.toFixed(1)} s`),
+                element("span", "score", r.score.toFixed(3)));
+    const player = element("audio");
     player.controls = true; player.preload = "none"; player.src = r.url;
-    li.append(name, score, player);
+    text.append(meta, player);
+    const row = element("div", "row");  // beside the list's number, which a flex <li> would lose
+    row.append(picture, text);
+    li.append(row);
     return li;
   }));
 }
@@ -60,6 +75,7 @@ async function describe(event) {
   event.preventDefault();
   showError("clip-error", null);
   for (const id of ["caption", "clip-info"]) $(id).textContent = "";
+  $("clip-spectrogram").hidden = true;
   for (const id of ["similar", "clip-labels"]) $(id).replaceChildren();
   const c = clip();
   if (!c) return showError("clip-error", new Error("Choose a sound file or record one first."));
@@ -74,6 +90,7 @@ async function describe(event) {
       $("caption").textContent = "Listening…";
       const answer = await call("/api/caption", form(c, { beam_size: $("beam").value }));
       $("caption").textContent = answer.caption + (answer.silent ? " (the clip is silent)" : "");
+      $("clip-spectrogram").src = answer.spectrogram; $("clip-spectrogram").hidden = false;
       const a = answer.audio;
       $("clip-info").textContent = `${a.format}, ${a.duration} s, ${a.sample_rate} Hz, ${a.channels} channel(s)`;
     }

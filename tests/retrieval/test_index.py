@@ -86,7 +86,7 @@ def test_changed_checkpoints_and_foreign_files_are_refused(trained, folder, tmp_
     shutil.copy(trained / "last.pt", ckpt)  # the same path, other weights
     with pytest.raises(ValueError, match="changed since the index was built"):
         search(str(index), "a beep")
-    with pytest.raises(ValueError, match="built from another folder or other checkpoints"):
+    with pytest.raises(ValueError, match="built from another folder, other checkpoints or other captions"):
         sync(folder, str(ckpt), index)
     for bad, content in (("empty.h5", b""), ("text.h5", b"not hdf5")):
         (tmp_path / bad).write_bytes(content)

@@ -72,6 +72,8 @@ def _replace_huge(f: h5py.File) -> None:
     _replace(f, "paths", np.array([b"x.wav"] * 2_000_000, dtype=h5py.string_dtype()))
     _replace(f, "sizes", np.zeros(2_000_000, np.int64))
     _replace(f, "mtimes", np.zeros(2_000_000, np.int64))
+    _replace(f, "durations", np.zeros(2_000_000))
+    _replace(f, "captions", np.array([b""] * 2_000_000, dtype=h5py.string_dtype()))
 
 
 def _set_nan(f: h5py.File) -> None:

@@ -43,9 +43,10 @@ def library(tiny_corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def index_file(trained, library, tmp_path_factory) -> Path:
+def index_file(trained, library, tiny_corpus, tmp_path_factory) -> Path:
+    """The library indexed, each file with its first caption in the split it was copied from (matched by name)."""
     out = tmp_path_factory.mktemp("index") / "library.h5"
-    sync(library, str(trained / "best.pt"), out)
+    sync(library, str(trained / "best.pt"), out, captions=tiny_corpus["val"])
     return out
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import soundfile as sf
+
+from features.manifest import read_manifest
 from tests.serve.conftest import clip_of
 
 
@@ -26,12 +29,13 @@ def test_caption(client, library, models):
         assert body["beam_size"] == 3 and body["silent"] is False
         assert body["audio"]["format"] == "WAV" and 1.0 <= body["audio"]["duration"] <= 2.0
         assert body["caption"] and set(body["caption"].split()) <= words
+        assert body["spectrogram"].startswith("data:image/png;base64,")  # a picture of the clip beside it
     assert _upload_folders() == before  # each upload's folder deleted after its request
     # the bundle's own beam size (2) when none is asked for
     assert client.post("/api/caption", files=upload(clip_of(library, "low"))).json()["beam_size"] == 2
 
 
-def test_search_ranks_the_library_and_links_each_result(client, library):
+def test_search_ranks_the_library_and_links_each_result(client, library, tiny_corpus):
     r = client.post("/api/search", json={"query": "a high pitched beep sounds", "top": 5})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
@@ -39,10 +43,18 @@ def test_search_ranks_the_library_and_links_each_result(client, library):
     scores = [x["score"] for x in results]
     assert scores == sorted(scores, reverse=True)
     assert results[0]["file"].startswith("tones/")
+    captions = read_manifest(tiny_corpus["val"]).captions
     for x in results[:2]:
         audio = client.get(x["url"])
         assert audio.status_code == 200 and audio.content == (library / x["file"]).read_bytes()
         assert audio.headers["content-type"].startswith("audio/")
+        # what a person sees of it: the split's first caption, its length, its spectrogram
+        assert x["caption"] == captions[Path(x["file"]).stem][0]
+        assert x["duration"] == round(sf.info(str(library / x["file"])).duration, 2)
+        picture = client.get(x["spectrogram"])
+        assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    assert client.get("/spectrogram/tones/none.wav").status_code == 404
+    assert client.get("/spectrogram/../../etc/passwd").status_code == 404
 
 
 def test_similar_finds_the_clip_itself(client, library):

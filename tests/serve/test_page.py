@@ -59,6 +59,7 @@ def test_upload_caption_and_search_in_chromium(chromium, server, library, tmp_pa
             assert caption and caption != "Listening…" and page.is_hidden("#clip-error")
             nearest = page.locator("#similar li .name").all_text_contents()
             assert nearest[0] == clip.relative_to(library).as_posix()  # the clip itself is in the library
+            assert page.is_visible("#clip-spectrogram")  # the clip's picture beside its caption
 
             # a phrase: ranked results with players
             page.fill("#query", "a high pitched beep sounds")
@@ -67,6 +68,12 @@ def test_upload_caption_and_search_in_chromium(chromium, server, library, tmp_pa
             scores = [float(s) for s in page.locator("#results li .score").all_text_contents()]
             assert len(scores) == 10 and scores == sorted(scores, reverse=True)
             assert page.locator("#results li audio").count() == 10
+            # what was found, without playing it: each sound's caption, length and spectrogram
+            found = page.locator("#results li .found-caption").all_text_contents()
+            assert len(found) == 10 and all(c.strip() and c != "(no caption)" for c in found), found
+            assert all(d.endswith(" s") for d in page.locator("#results li .duration").all_text_contents())
+            page.wait_for_function("[...document.querySelectorAll('#results img.spectrogram')]"
+                                   ".every((i) => i.complete && i.naturalWidth > 0)", timeout=30_000)
             first = page.locator("#results li audio").first.get_attribute("src")
             assert httpx.get(base + first).status_code == 200
 
