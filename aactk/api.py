@@ -32,6 +32,7 @@ from captioning.infer import caption_files, caption_waveforms, decoding_options,
 from features.audio import is_silent, load_audio, prepare_waveform
 from features.encode import plan_batches
 from features.weights import CHUNK_SECONDS
+from retrieval.zeroshot import DEFAULT_PROMPT
 
 Audio = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
@@ -62,8 +63,8 @@ def _array(samples: Any, sample_rate: int | None, target_rate: int, name: str) -
 
 class Captioner:
     """Captions audio with a frozen audio encoder and one or more captioners (an ensemble), as
-    ``captioning.infer`` does; load a bundle (``python -m captioning.bundle``, or a recipe's ``serve/caption_bundle.pt``)
-    or the separate checkpoints.
+    ``captioning.infer`` does; load a bundle (``python -m captioning.bundle``, or a recipe's
+    ``serve/caption_bundle.pt``) or the separate checkpoints.
 
     Example::
 
@@ -194,8 +195,8 @@ class Retriever:
         order = np.argsort(-sim[0], kind="stable")[:top]
         return [(ids[i], float(sim[0, i])) for i in order]
 
-    def classify(self, audio: str | os.PathLike | np.ndarray, labels: Sequence[str], *,
-                 sample_rate: int | None = None, prompt: str = "This is a sound of {label}.") -> list[tuple[str, float]]:
+    def classify(self, audio: str | os.PathLike | np.ndarray, labels: Sequence[str], *, sample_rate: int | None = None,
+                 prompt: str = DEFAULT_PROMPT) -> list[tuple[str, float]]:
         """Zero-shot: ``labels`` ranked for one clip by the similarity of its audio to ``prompt`` about each (CLAP's
         prompt by default), best first."""
         if isinstance(labels, str):

@@ -140,7 +140,8 @@ def score_answers(predictions: Predictions, qa: QA) -> dict:
         by_type.setdefault(q["type"], []).append(right[-1])
         confusion.setdefault(q["type"], {}).setdefault(truth, Counter())[predicted] += 1
     return {"accuracy": sum(right) / len(right), "n": len(right),
-            "by_type": {t: {"accuracy": sum(c) / len(c), "n": len(c), "correct": c} for t, c in sorted(by_type.items())},
+            "by_type": {t: {"accuracy": sum(c) / len(c), "n": len(c), "correct": c}
+                        for t, c in sorted(by_type.items())},
             "confusion": {t: {truth: dict(sorted(row.items())) for truth, row in sorted(confusion[t].items())}
                           for t in sorted(confusion)}, "correct": right}
 

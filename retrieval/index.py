@@ -8,8 +8,8 @@ is kept up to date and searched by text or by a clip.
     python -m retrieval.index similar --index INDEX.h5 --file clip.wav [--top 10]
 
 - **Provenance.** The file records the folder, each checkpoint's path and SHA-256, and per audio file its path
-  (relative to the folder), size, modification time and duration. Searching or updating with a checkpoint that changed since
-  is refused: its embeddings would not be comparable.
+  (relative to the folder), size, modification time and duration. Searching or updating with a checkpoint that
+  changed since is refused: its embeddings would not be comparable.
 - **Update** re-scans the folder: files gone or changed (size or time) are dropped, new and changed ones embedded,
   the rest kept as they are. Rows are sorted by path, so an update equals a fresh build of the same folder.
 - **Captions**, for a person to see what was found: with ``--captions``, each file's first caption in a prepared
@@ -76,8 +76,8 @@ def scan(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _provenance(folder: Path, checkpoints: list[str], captions: str | os.PathLike | None = None,
                 bundle: str | os.PathLike | None = None) -> dict[str, Any]:
-    provenance = {"kind": KIND, "version": VERSION, "folder": str(folder.resolve()),
-                  "checkpoints": [{"path": str(Path(c).resolve()), "sha256": checkpoint_sha256(c)} for c in checkpoints]}
+    provenance = {"kind": KIND, "version": VERSION, "folder": str(folder.resolve()), "checkpoints": [
+        {"path": str(Path(c).resolve()), "sha256": checkpoint_sha256(c)} for c in checkpoints]}
     if captions is not None and bundle is not None:
         raise ValueError("Give captions (a prepared split) or a bundle to caption the files, not both")
     if captions is not None:
@@ -351,8 +351,8 @@ def update(index: str, chunk_files: int = 256) -> dict[str, Any]:
     """Bring ``index`` up to date with its folder: new and changed files embedded, deleted ones dropped."""
     provenance = read_index(index)["provenance"]
     source = provenance.get("captions") or {}
-    return sync(provenance["folder"], _check_models(provenance, index), index, chunk_files, captions=source.get("split"),
-                bundle=source.get("bundle"))
+    return sync(provenance["folder"], _check_models(provenance, index), index, chunk_files,
+                captions=source.get("split"), bundle=source.get("bundle"))
 
 
 def top_k(index: dict[str, Any], queries: list[np.ndarray], k: int) -> list[tuple[str, float]]:

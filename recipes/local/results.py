@@ -209,7 +209,8 @@ def _qa_table(exp: Path) -> list[str]:
         typed = [t for t in types if "correct" in baseline["by_type"].get(t, {})]
         if typed:  # the same by type: where a system beats ignoring the audio, and where not
             lines += ["", "Accuracy minus the majority answer's, by type (95% interval, paired bootstrap over the "
-                      "type's questions):", "", "| system | " + " | ".join(typed) + " |", "|---" * (len(typed) + 1) + "|"]
+                      "type's questions):", "", "| system | " + " | ".join(typed) + " |",
+                      "|---" * (len(typed) + 1) + "|"]
             lines += [f"| {name} | " + " | ".join(_interval(baseline["by_type"][t], rows[name]["by_type"].get(t, {}))
                                                   for t in typed) + " |" for name in systems]
     return lines + [""]
