@@ -21,7 +21,7 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
           max_top: int = Limits.max_top, max_beam: int = Limits.max_beam,
           read_timeout: float = Limits.read_timeout, max_connections: int = Limits.max_connections,
           threads: int | None = None, log_level: str = "info") -> None:
-    """Serve captioning and sound search: a page at http://HOST:PORT/ and a JSON API (see the README).
+    """Serve captioning and sound search: a page at http://HOST:PORT/ and a JSON API (docs/serving.md).
 
     Models are loaded once, at start; one inference runs at a time, on its own thread.
 
