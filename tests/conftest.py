@@ -234,16 +234,40 @@ class SkipRule:
             terminalreporter.stats["disallowed skip(s)"] = list(self.offending)  # counted in the last line
 
 
+def gpu_selected(config: pytest.Config) -> bool:
+    """Whether ``-m`` asks for the GPU tests: an expression true for a test marked ``gpu`` and false for an unmarked
+    one (``-m gpu``, ``-m "gpu and not slow"``; not ``-m "not slow"``)."""
+    from _pytest.mark.expression import Expression
+
+    if not config.option.markexpr:
+        return False
+    expression = Expression.compile(config.option.markexpr)
+    return expression.evaluate(lambda name, **_: name == "gpu") and not expression.evaluate(lambda name, **_: False)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if gpu_selected(config):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.exit(f"-m gpu: no CUDA GPU here (torch {torch.__version__}, built for "
+                        f"{'CUDA ' + torch.version.cuda if torch.version.cuda else 'the CPU only'}): run the GPU tests "
+                        "on a machine with one, with a CUDA build of torch", returncode=pytest.ExitCode.USAGE_ERROR)
     config.pluginmanager.register(SkipRule(), "aactk-skip-rule")
     if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker (and per command a test runs): the
         os.environ["OMP_NUM_THREADS"] = "1"     # workers share the machine's cores, and small models gain nothing
         os.environ["MKL_NUM_THREADS"] = "1"     # from a second thread
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The slow tests first, the recipes' (minutes each) before them: with two workers, the longest start at once
-    instead of ending the run alone."""
+    instead of ending the run alone. The GPU tests (``tests/gpu``, marked ``gpu``) are left out of the run unless
+    ``-m`` selects them (``python -m pytest -m gpu``; :func:`pytest_configure` stops at once without a GPU)."""
+    if not gpu_selected(config):
+        gpu = [item for item in items if item.get_closest_marker("gpu")]
+        if gpu:
+            config.hook.pytest_deselected(items=gpu)
+            items[:] = [item for item in items if not item.get_closest_marker("gpu")]
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "tests/recipes/" not in item.nodeid))
 
 
