@@ -45,7 +45,7 @@ def audio_embeddings(model: BiEncoder, waves: Sequence[np.ndarray], batch_size: 
     model.eval()
     views = [audio_views(w, int(window_seconds * model.sample_rate), long_audio) for w in waves]
     flat = [v for parts in views for v in parts]
-    out = [torch.empty(0)] * len(flat)
+    out: list[Tensor | None] = [None] * len(flat)
     for rows in plan_batches([len(w) for w in flat], batch_size):
         clip = encode_waveforms(model.audio_encoder, [flat[i] for i in rows])["clip"]  # (B, D_clip)
         projected = model.audio_proj(clip.to(module_device(model))).float().cpu()

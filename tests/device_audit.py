@@ -25,8 +25,8 @@ FACTORIES = {torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, tor
 # collation build batches on the CPU on purpose (the trainer moves them), so they are not audited.
 AUDITED = ("captioning/models/", "captioning/search.py", "captioning/scst.py", "captioning/train_lm.py",
            "captioning/decode.py", "captioning/rerank.py", "retrieval/model.py", "retrieval/loss.py",
-           "retrieval/embed.py", "retrieval/rerank.py", "features/encoders/", "features/melbank.py", "features/encode.py",
-           "tagging/model.py", "common/text_encoder.py", "common/trainer.py")
+           "retrieval/embed.py", "retrieval/rerank.py", "features/encoders/", "features/melbank.py",
+           "features/encode.py", "tagging/model.py", "common/text_encoder.py", "common/trainer.py")
 
 
 class DeviceAudit(TorchFunctionMode):
@@ -38,17 +38,30 @@ class DeviceAudit(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in FACTORIES and "device" not in kwargs:
-            frame = sys._getframe(1)
-            while frame is not None:
-                path = Path(frame.f_code.co_filename)
-                if path.is_relative_to(REPO) and not path.is_relative_to(REPO / "tests"):
-                    where = path.relative_to(REPO).as_posix()
-                    if where.startswith(AUDITED):
-                        self.found.add((f"{where}:{frame.f_lineno}", func.__name__))
-                    break
-                frame = frame.f_back
+        if func in FACTORIES and "device" not in kwargs and not (args and isinstance(args[0], torch.Tensor)):
+            where = self._caller()
+            if where is not None:
+                self.found.add((where, func.__name__))
         return func(*args, **kwargs)
+
+    @staticmethod
+    def _caller() -> str | None:
+        """``file:line`` of the audited project code that called, or None: outside it, or while a model is built
+        (its parameters and buffers move with it) or a data item or batch is assembled (on the CPU on purpose)."""
+        frame, where = sys._getframe(2), None
+        while frame is not None:
+            path = Path(frame.f_code.co_filename)
+            if path.is_relative_to(REPO) and not path.is_relative_to(REPO / "tests"):
+                name = frame.f_code.co_name
+                if name in ("__init__", "__getitem__") or name.startswith("collate"):
+                    return None
+                if where is None:
+                    relative = path.relative_to(REPO).as_posix()
+                    if not relative.startswith(AUDITED):
+                        return None
+                    where = f"{relative}:{frame.f_lineno}"
+            frame = frame.f_back
+        return where
 
 
 _AUDIT = DeviceAudit()

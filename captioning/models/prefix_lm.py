@@ -290,8 +290,8 @@ class PrefixLMCaptioner(nn.Module):
         cache = self._prompt_cache(len(prompts))
         first = self._continue(enc["prefix"], cache)[:, -1].float().log_softmax(-1)  # (B, V): the first token
         owner = torch.tensor([b for b, options in enumerate(candidates) for _ in options], device=frames.device)
-        ids = [torch.tensor(self.tokenizer(c, add_special_tokens=False)["input_ids"] + [self.eos])
-               for options in candidates for c in options]
+        ids = [torch.tensor(self.tokenizer(c, add_special_tokens=False)["input_ids"] + [self.eos], device="cpu")
+               for options in candidates for c in options]  # host data: padded, then moved once
         tokens = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.pad).to(frames.device)
         logp = first[owner].gather(1, tokens[:, :1])  # (R, 1)
         if tokens.shape[1] > 1:  # the rest of each candidate, after its clip's prompt

@@ -226,8 +226,8 @@ class AstEncoder(nn.Module):
         lengths = check_input(waveform, lengths)
         x, fbank_frames = self.fbank(waveform, lengths)  # (B, F, M), (B,)
         b = x.shape[0]
-        counts = self.num_frames(lengths.cpu() if lengths is not None else
-                                 torch.full((b,), waveform.shape[1])).to(x.device)
+        counts = self.num_frames(lengths if lengths is not None else  # on the model's device: no sync with the host
+                                 torch.full((b,), waveform.shape[1], device=x.device)).to(x.device)
         pieces: dict[str, list[Tensor]] = {}
         weights = []
         for start in range(0, int(fbank_frames.max()), self.max_length):

@@ -60,7 +60,7 @@ def fusion_views(mel: Tensor, random: bool = False) -> tuple[Tensor, bool]:
         return mel.expand(4, -1, -1), False
     thirds = np.array_split(np.arange(total - MEL_FRAMES + 1), 3)
     if random:
-        starts = [int(t[int(torch.randint(len(t), ()))]) if len(t) else 0 for t in thirds]
+        starts = [int(t[int(torch.randint(len(t), (), device="cpu"))]) if len(t) else 0 for t in thirds]  # host
     else:
         starts = [int(t[len(t) // 2]) if len(t) else 0 for t in thirds]
     squeezed = F.interpolate(mel[None, None], size=(MEL_FRAMES, mel.shape[1]), mode="bilinear",
@@ -83,7 +83,7 @@ def fusion_inputs(mel: FusionMel, waveform: Tensor, lengths: Tensor, training: b
             longer.append(is_longer)
     longer_t = torch.tensor(longer, device=waveform.device)
     if training and not any(longer):
-        longer_t[torch.randint(len(longer), ())] = True
+        longer_t[torch.randint(len(longer), (), device=longer_t.device)] = True
     return torch.stack(views), longer_t
 
 
