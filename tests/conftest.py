@@ -234,6 +234,22 @@ class SkipRule:
             terminalreporter.stats["disallowed skip(s)"] = list(self.offending)  # counted in the last line
 
 
+@pytest.fixture(autouse=True)
+def _device_audit(request: pytest.FixtureRequest):
+    """For tests marked ``device_audit``: the model, loss and decoding code they run makes every tensor where the
+    model is (``device=``), the device mistakes a CPU-only machine would otherwise never see."""
+    if request.node.get_closest_marker("device_audit") is None:
+        yield
+        return
+    from tests.device_audit import DeviceAudit
+
+    audit = DeviceAudit()
+    with audit:
+        yield
+    assert not audit.found, "tensors made without device= (they land on the CPU whatever the model's device): " + \
+        ", ".join(f"torch.{factory} at {where}" for where, factory in sorted(audit.found))
+
+
 def gpu_selected(config: pytest.Config) -> bool:
     """Whether ``-m`` asks for the GPU tests: an expression true for a test marked ``gpu`` and false for an unmarked
     one (``-m gpu``, ``-m "gpu and not slow"``; not ``-m "not slow"``)."""

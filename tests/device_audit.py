@@ -6,8 +6,8 @@ model, loss and decoding code.
 
     python -m pytest -p tests.device_audit tests/captioning tests/retrieval -m "not slow" -n 0
 
-prints the places found after the run; ``tests/common/test_device_audit.py`` runs the main paths under it and fails on
-any.
+prints the places found after the run. The tests marked ``device_audit`` (the models, encoders, losses and searches)
+run under it in every run and fail on any place found (``tests/conftest.py``).
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ import torch
 from captioning.models import build_captioner
 from captioning.search import Ensemble
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 VOCAB = 30
 
 

@@ -24,7 +24,8 @@ from tests.conftest import save_tiny_lm
 
 FRAME_DIM = 16
 # peft asks transformers whether gradient checkpointing is on, through a name transformers has deprecated
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),
+              pytest.mark.device_audit]  # tests/device_audit.py
 
 
 def lm_overrides(data: dict[str, Path], exp_dir: Path, lm: Path, **extra) -> dict:

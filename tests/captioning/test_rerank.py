@@ -26,6 +26,8 @@ from features.weights import AUDIO_ENCODER_FILE, checkpoint_sha256, save_audio_e
 from retrieval.rerank import Reranker
 from tests.captioning.conftest import save_random_captioner, write_split
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 HUGE = 1e6  # a re-ranking weight that leaves the choice to the similarity alone
 
 

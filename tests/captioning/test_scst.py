@@ -8,6 +8,8 @@ from captioning.scst import caption_log_probs, sample_captions, scst_loss
 from captioning.vocab import SPECIALS, Vocabulary
 from eval.fast_cider import FastCiderD
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 WORDS = list(string.ascii_lowercase)  # 26 words + 4 specials = the 30 of the `make` fixture
 
 

@@ -3,6 +3,8 @@ import torch
 
 from captioning.search import Ensemble, beam_search
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 BOS, EOS = 1, 2
 
 

@@ -14,6 +14,8 @@ from features.encoders import build_audio_encoder
 from features.encoders.ast import AST_MEAN, AST_STD, patch_grid
 from features.weights import load_audio_encoder, save_audio_encoder
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 PARITY = 1e-4  # the brief's bar for hidden states and logits
 SR = 16000

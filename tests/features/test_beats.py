@@ -26,7 +26,8 @@ from features.weights import chunked_spec, load_audio_encoder, save_audio_encode
 
 SR = 16000
 # the official code builds its positional convolution with torch's deprecated weight_norm
-pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.* is deprecated:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm.* is deprecated:FutureWarning"),
+              pytest.mark.device_audit]  # tests/device_audit.py
 
 # Tiny configs in the official layout, one per family of layer variants the official configs describe.
 TINY = dict(input_patch_size=16, embed_dim=24, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,

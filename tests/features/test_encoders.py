@@ -9,6 +9,8 @@ import torch
 from features.encoders import AUDIO_ENCODERS, AudioEncoder, build_audio_encoder
 from features.weights import load_audio_encoder, save_audio_encoder
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 TINY_AST = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=128,
                 num_mel_bins=32)
 TINY_BEATS = dict(input_patch_size=16, embed_dim=24, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,

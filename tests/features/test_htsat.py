@@ -19,7 +19,8 @@ from tests.conftest import import_laion_clap
 
 SR = 48000
 # the reference builds its window index with torch.meshgrid without indexing=
-pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning"),
+              pytest.mark.device_audit]  # tests/device_audit.py
 SMALL = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], classes_num=10)
 
 

@@ -12,6 +12,8 @@ from features.encoders import build_audio_encoder
 from features.encoders.fusion import CLIP_SAMPLES, FusionMel, fusion_inputs, repeat_pad
 from tests.conftest import import_laion_clap
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 SR = 48000
 MEL = dict(sample_rate=SR, window_size=1024, hop_size=480, mel_bins=64, fmin=50, fmax=14000)
 REL_TOL = 1e-5  # relative to the largest value: perturbed CNN14 weights reach values of 1e4 and more

@@ -14,6 +14,8 @@ from retrieval.loss import info_nce
 from retrieval.model import BiEncoder, build_model
 from common.text_encoder import TextEncoder
 
+pytestmark = pytest.mark.device_audit  # tensors made where the model is (tests/device_audit.py)
+
 MODEL_ARGS = {"audio_encoder": {"name": "cnn6", "width": 0.125, "sample_rate": 16000},
               "text_encoder": {"name": "minilm", "pooling": "mean", "freeze_layers": -1}, "embed_dim": 32}
 
