@@ -164,7 +164,7 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
                 continue
             if is_silent(waves[-1]):
                 silent.add(readable[i])
-                bar.write(f"note: {readable[i]}: {silence_note(waves[-1])}; captioned anyway, flagged silent",
+                bar.write(f"note: {readable[i]}: {_silence(waves[-1])}; captioned anyway, flagged silent",
                           file=sys.stderr)
         if waves:
             captioned.update(zip(names, caption_waveforms(pipeline, waves, **options)))
@@ -175,7 +175,7 @@ def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, bat
                      [p for p in done if p in silent], {p: captioned[p][1] for p in done})
 
 
-def silence_note(wave: np.ndarray) -> str:
+def _silence(wave: np.ndarray) -> str:
     """How silent a silent waveform is, for a note."""
     peak = float(np.abs(wave).max())
     if peak == 0.0:
