@@ -101,16 +101,19 @@ def check_train_settings(train: Mapping[str, Any], source: str, overrides: Mappi
 
 
 def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a device: ``auto`` is this process's GPU (``LOCAL_RANK`` under torchrun) when there is
-    one, else the CPU; a GPU asked for where there is none is refused."""
+    """``train.device`` as a device: ``auto`` is this process's GPU when there is one, else the CPU; ``cuda`` without
+    an index is this process's GPU too (``LOCAL_RANK`` under torchrun: each process its own); a GPU asked for where
+    there is none is refused."""
     if name == "auto":
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"train.device: unknown {name!r} (valid: auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device: {name!r}, but torch sees no GPU here (torch {torch.__version__}); use cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"train.device: {name!r} is not supported (valid: auto, cpu, cuda, cuda:N)")
     return device

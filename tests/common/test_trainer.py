@@ -164,6 +164,18 @@ def test_bf16_autocast_trains_and_resumes_bit_for_bit(tmp_path):
     assert any(not torch.equal(weights[k], fp32[k]) for k in weights)  # bf16 really ran
 
 
+def test_each_torchrun_process_gets_its_own_gpu(monkeypatch):
+    """``cuda`` and ``auto`` mean this process's GPU: under torchrun, LOCAL_RANK's (two processes on one GPU break
+    NCCL); an index given is kept, and the CPU stays the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    resolve = common.trainer.resolve_device
+    assert resolve("cuda") == resolve("auto") == torch.device("cuda", 1)
+    assert resolve("cuda:0") == torch.device("cuda", 0) and resolve("cpu") == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve("cuda") == torch.device("cuda", 0)
+
+
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     """auto: bf16 on a CPU with AMX tiles, fp32 on one without; explicit choices are kept."""
     cpu = torch.device("cpu")
