@@ -87,11 +87,8 @@ class Captioner:
             raise ValueError("Give a bundle, or audio_encoder and captioners (not both)")
         if bundle is not None:
             return cls(load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir))
-        pipeline = load_pipeline(audio_encoder, captioners, rerank=rerank,
-                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
-        if rerank is not None:
-            pipeline.decoding["rerank_weight"] = pipeline.decoding["rerank_weight"] or 1.0
-        return cls(pipeline)
+        return cls(load_pipeline(audio_encoder, captioners, rerank=rerank,
+                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds))
 
     @property
     def sample_rate(self) -> int:

@@ -108,14 +108,17 @@ def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *,
     """Load an audio-encoder checkpoint (``audio_encoder.pt`` or official PANNs format; ``encoder`` names the
     architecture of an official one), windowing long audio every ``chunk_seconds`` (0/None: whole clips), and
     captioner checkpoints (comma-separated or a list: an ensemble); with ``rerank``, the retrieval checkpoint whose
-    audio encoder this is, as the re-ranker of the final beams."""
+    audio encoder this is, as the re-ranker of the final beams, with weight 1 unless the decoding says otherwise."""
     paths = checkpoint_paths(captioners, "captioners")
     model = load_audio_encoder(audio_encoder, encoder, chunk_seconds=chunk_seconds).requires_grad_(False)
     sha = checkpoint_sha256(audio_encoder)
     scorer, vocab, attrs = load_ensemble(paths)
     for path, captioner in zip(paths, scorer.models):
         check_compatible(captioner.model_args, attrs, model, sha, str(path), str(audio_encoder))
-    return Pipeline(model, scorer, vocab, sha, dict(attrs), reranker=_reranker(rerank, model, str(audio_encoder)))
+    pipeline = Pipeline(model, scorer, vocab, sha, dict(attrs), reranker=_reranker(rerank, model, str(audio_encoder)))
+    if rerank is not None:
+        pipeline.decoding["rerank_weight"] = 1.0
+    return pipeline
 
 
 def _reranker(rerank: str | Path | None, encoder: AudioEncoder, encoder_source: str) -> Any:

@@ -239,8 +239,6 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     else:
         pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, rerank=rerank,
                                  chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
-        if rerank is not None and rerank_weight is None:
-            rerank_weight = 1.0
     by_path, errors, silent_paths, _ = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
                                                   beam_size=beam_size, max_len=max_len, min_len=min_len,
                                                   length_norm=length_norm, rerank_weight=rerank_weight)
