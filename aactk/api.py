@@ -28,9 +28,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from captioning.bundle import Pipeline, load_bundle, load_pipeline
-from captioning.infer import caption_files, caption_waveforms, decoding_options, list_audio
+from captioning.infer import caption_files, caption_in_batches, list_audio
 from features.audio import is_silent, load_audio, prepare_waveform
-from features.encode import plan_batches
 from features.weights import CHUNK_SECONDS
 from retrieval.zeroshot import DEFAULT_PROMPT
 
@@ -126,13 +125,10 @@ class Captioner:
 
     def _caption_arrays(self, arrays: list, sample_rate: int | None, batch_size: int,
                         decoding: dict[str, Any]) -> list[dict[str, Any]]:
-        options = decoding_options(self.pipeline, batch_size, decoding)
         waves = [_array(a, sample_rate, self.sample_rate, f"array {i}") for i, a in enumerate(arrays)]
-        out: dict[int, tuple[str, float]] = {}
-        for batch in plan_batches([len(w) / self.sample_rate for w in waves], batch_size):
-            out.update(zip(batch, caption_waveforms(self.pipeline, [waves[i] for i in batch], **options)))
-        return [{"audio_id": f"array_{i}", "path": None, "caption": out[i][0], "score": out[i][1],
-                 "silent": is_silent(waves[i])} for i in range(len(waves))]
+        captioned = caption_in_batches(self.pipeline, waves, batch_size, **decoding)
+        return [{"audio_id": f"array_{i}", "path": None, "caption": caption, "score": score, "silent": is_silent(wave)}
+                for i, (wave, (caption, score)) in enumerate(zip(waves, captioned))]
 
 
 class Retriever:

@@ -132,6 +132,18 @@ def caption_waveforms(pipeline: Pipeline, waves: Sequence[np.ndarray], **options
                               reranker=pipeline.reranker, **options)
 
 
+def caption_in_batches(pipeline: Pipeline, waves: Sequence[np.ndarray], batch_size: int = 8,
+                       **decoding: Any) -> list[tuple[str, float]]:
+    """Waveforms in memory at the encoder's rate -> (caption, score) each, in input order, batched as
+    :func:`caption_files` batches files; ``decoding`` as there."""
+    options = decoding_options(pipeline, batch_size, decoding)
+    rate = int(pipeline.encoder.sample_rate)
+    out: dict[int, tuple[str, float]] = {}
+    for batch in plan_batches([len(w) / rate for w in waves], batch_size):
+        out.update(zip(batch, caption_waveforms(pipeline, [waves[i] for i in batch], **options)))
+    return [out[i] for i in range(len(waves))]
+
+
 def caption_files(pipeline: Pipeline, files: Sequence[str | os.PathLike], *, batch_size: int = 8,
                   progress: bool = False, **decoding: Any) -> Captioned:
     """Caption audio files with a pipeline; ``decoding`` overrides ``pipeline.decoding`` (beam_size, max_len, ...)."""

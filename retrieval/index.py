@@ -113,14 +113,10 @@ class Captions:
         if self.pipeline is None:
             return {n: self.by_path.get(str((self.folder / n).resolve())) or self.by_name.get(Path(n).name, "")
                     for n in names}
-        from captioning.infer import caption_waveforms, decoding_options
-        from features.encode import plan_batches
+        from captioning.infer import caption_in_batches
 
-        options, out = decoding_options(self.pipeline, CAPTION_BATCH, {}), {}
-        for batch in plan_batches([len(waves[n]) / self.rate for n in names], CAPTION_BATCH):
-            texts = caption_waveforms(self.pipeline, [waves[names[i]] for i in batch], **options)
-            out.update((names[i], text) for i, (text, _) in zip(batch, texts))
-        return out
+        captioned = caption_in_batches(self.pipeline, [waves[n] for n in names], CAPTION_BATCH)
+        return {n: caption for n, (caption, _) in zip(names, captioned)}
 
 
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
