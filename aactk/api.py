@@ -176,27 +176,24 @@ class Retriever:
         return self._side_by_side(vectors)
 
     def _side_by_side(self, vectors: list[np.ndarray]) -> np.ndarray:
-        return np.ascontiguousarray(np.concatenate(vectors, axis=1) / np.sqrt(len(vectors)), dtype=np.float32)
+        from retrieval.ann import side_by_side
+
+        return side_by_side(vectors) / np.float32(np.sqrt(len(vectors)))  # a dot product: the mean cosine
 
     def search(self, query: str, audio: str | os.PathLike, top: int = 10) -> list[tuple[str, float]]:
         """The ``top`` clips of ``audio`` (a folder, searched recursively, or a manifest split) for the text
         ``query``, best first, with their similarity; unreadable files are left out (as ``retrieval.search``)."""
-        from retrieval.search import _check_text, _check_top, audio_collection, text_audio_scores
+        from retrieval.search import _check_text, _check_top, rank_clips
 
-        query, top = _check_text(query, "query"), _check_top(top)
-        sim, ids, _ = text_audio_scores(self.models, [query], audio_collection(audio))
-        order = np.argsort(-sim[0], kind="stable")[:top]
-        return [(ids[i], float(sim[0, i])) for i in order]
+        return rank_clips(self.models, _check_text(query, "query"), audio, _check_top(top))[0]
 
     def classify(self, audio: str | os.PathLike | np.ndarray, labels: Sequence[str], *, sample_rate: int | None = None,
                  prompt: str = DEFAULT_PROMPT) -> list[tuple[str, float]]:
         """Zero-shot: ``labels`` ranked for one clip by the similarity of its audio to ``prompt`` about each (CLAP's
         prompt by default), best first."""
-        if isinstance(labels, str):
-            raise ValueError("Invalid labels. (expected a list of labels, found one string)")
-        labels = list(labels)
-        if not labels:
-            raise ValueError("Invalid labels. (expected at least one label)")
+        from retrieval.search import _check_labels
+
+        labels = _check_labels(labels)
         scores = self.embed_text([prompt.format(label=label) for label in labels]) @ \
             self.embed_audio(audio, sample_rate=sample_rate)[0]
         return [(labels[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]

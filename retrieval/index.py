@@ -52,7 +52,7 @@ from features.weights import checkpoint_sha256
 from retrieval.ann import IVF, cluster, side_by_side
 from retrieval.embed import audio_embeddings, text_embeddings
 from retrieval.model import BiEncoder
-from retrieval.search import AUDIO_SUFFIXES, _check_text, _check_top, _models
+from retrieval.search import AUDIO_SUFFIXES, _check_labels, _check_text, _check_top, _models
 from retrieval.zeroshot import DEFAULT_PROMPT
 
 KIND = "aactk.audio_index"
@@ -423,9 +423,7 @@ class AudioIndex:
     def labels(self, file: str | os.PathLike, labels: Sequence[str], prompt: str = DEFAULT_PROMPT
                ) -> list[tuple[str, float]]:
         """Zero-shot: ``labels`` ranked by the similarity of the ``file``'s audio to ``prompt`` about each."""
-        labels = [_check_text(label, "label") for label in labels]
-        if not labels:
-            raise ValueError("Invalid labels. (expected at least one label)")
+        labels = _check_labels(labels)
         audio = self.audio_queries(file)
         texts = self.text_queries([prompt.format(label=label) for label in labels])
         scores = sum(t @ a for t, a in zip(texts, audio)) / len(audio)

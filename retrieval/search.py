@@ -113,12 +113,30 @@ def _check_text(text: Any, what: str) -> str:
     return text
 
 
+def _check_labels(labels: Sequence[str]) -> list[str]:
+    """Labels for zero-shot classification: a list of non-empty texts, at least one."""
+    if isinstance(labels, str):
+        raise ValueError("Invalid labels. (expected a list of labels, found one string)")
+    labels = [_check_text(label, "label") for label in labels]
+    if not labels:
+        raise ValueError("Invalid labels. (expected at least one label)")
+    return labels
+
+
+def rank_clips(models: list[BiEncoder], query: str, audio: str | Path, top: int) -> tuple[list[tuple[str, float]],
+                                                                                        list[str]]:
+    """The ``top`` clips of ``audio`` (:func:`audio_collection`) for the checked text ``query``, best first, with
+    their mean similarity; and the files that could not be read."""
+    sim, ids, skipped = text_audio_scores(models, [query], audio_collection(audio))
+    order = np.argsort(-sim[0], kind="stable")[:top]
+    return [(ids[i], float(sim[0, i])) for i in order], skipped
+
+
 def search_text(checkpoints: str | Sequence[str], audio: str, query: str, top: int = 10) -> dict[str, Any]:
     """Rank the clips of ``audio`` for the text ``query``; returns ``{"query", "results": [[id, score], ...]}``."""
     query, top = _check_text(query, "query"), _check_top(top)
-    sim, ids, skipped = text_audio_scores(_models(checkpoints), [query], audio_collection(audio))
-    order = np.argsort(-sim[0], kind="stable")[:top]
-    return {"query": query, "results": [[ids[i], float(sim[0, i])] for i in order], "skipped": skipped}
+    results, skipped = rank_clips(_models(checkpoints), query, audio, top)
+    return {"query": query, "results": [list(r) for r in results], "skipped": skipped}
 
 
 def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top: int = 10) -> dict[str, Any]:
