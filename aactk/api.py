@@ -78,15 +78,17 @@ class Captioner:
     def load(cls, bundle: str | os.PathLike | None = None, *, audio_encoder: str | None = None,
              captioners: str | Sequence[str] | None = None, rerank: str | None = None,
              chunk_seconds: float | None = None, runtime: str = "torch",
-             onnx_dir: str | os.PathLike | None = None) -> "Captioner":
+             onnx_dir: str | os.PathLike | None = None, device: str = "auto") -> "Captioner":
         """A bundle, or ``audio_encoder`` (``audio_encoder.pt``) with ``captioners`` (comma-separated or a list) and
         optionally ``rerank`` (the retrieval ``best.pt`` whose encoder that is). ``runtime="onnx"`` runs a bundle's
-        networks with ONNX Runtime from ``onnx_dir`` (``python -m captioning.export``)."""
+        networks with ONNX Runtime from ``onnx_dir`` (``python -m captioning.export``). ``device``: where the
+        networks run (auto: a GPU where there is one, else the CPU; cpu, cuda, cuda:N)."""
         if (bundle is None) == (audio_encoder is None or captioners is None):
             raise ValueError("Give a bundle, or audio_encoder and captioners (not both)")
         if bundle is not None:
-            return cls(load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir))
-        return cls(load_pipeline(audio_encoder, captioners, rerank=rerank,
+            return cls(load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir,
+                                   device=device))
+        return cls(load_pipeline(audio_encoder, captioners, rerank=rerank, device=device,
                                  chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds))
 
     @property
@@ -145,11 +147,12 @@ class Retriever:
         self.models = models
 
     @classmethod
-    def load(cls, checkpoints: str | Sequence[str]) -> "Retriever":
-        """Retrieval checkpoints (``best.pt``; comma-separated or a list: an ensemble)."""
+    def load(cls, checkpoints: str | Sequence[str], *, device: str = "auto") -> "Retriever":
+        """Retrieval checkpoints (``best.pt``; comma-separated or a list: an ensemble), on ``device`` (as for
+        :meth:`Captioner.load`)."""
         from retrieval.search import _models
 
-        return cls(_models(checkpoints))
+        return cls(_models(checkpoints, device))
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """Texts -> [N, E] float32 (one text: [1, E])."""
@@ -199,20 +202,21 @@ class Retriever:
         return [(labels[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
 
-def open_index(path: str | os.PathLike, approximate: bool | None = None):
+def open_index(path: str | os.PathLike, approximate: bool | None = None, *, device: str = "auto"):
     """An audio index (``retrieval.index.AudioIndex``) opened for many searches: ``.search(text, top)``,
-    ``.similar(file, top)``, ``.labels(file, labels)``, each a list of (name, similarity), best first."""
+    ``.similar(file, top)``, ``.labels(file, labels)``, each a list of (name, similarity), best first; its models
+    on ``device`` (as for :meth:`Captioner.load`)."""
     from retrieval.index import AudioIndex
 
-    return AudioIndex(path, approximate)
+    return AudioIndex(path, approximate, device)
 
 
 def build_index(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str | os.PathLike, *,
                 captions: str | os.PathLike | None = None, bundle: str | os.PathLike | None = None,
-                chunk_files: int = 256) -> dict[str, Any]:
+                chunk_files: int = 256, device: str = "auto") -> dict[str, Any]:
     """Embed every audio file under ``folder`` into the index ``out`` (run again to resume or bring it up to
     date), as ``python -m retrieval.index build`` does; each file captioned from the prepared split ``captions``,
-    or by the caption ``bundle`` as it is indexed."""
+    or by the caption ``bundle`` as it is indexed; the models on ``device`` (as for :meth:`Captioner.load`)."""
     from retrieval.index import sync
 
-    return sync(folder, checkpoints, out, chunk_files, captions=captions, bundle=bundle)
+    return sync(folder, checkpoints, out, chunk_files, captions=captions, bundle=bundle, device=device)

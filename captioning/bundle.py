@@ -45,6 +45,7 @@ from captioning.search import Ensemble
 from captioning.vocab import Vocabulary
 from common import checkpoint_paths, load_checkpoint, load_state_dict_checked, save_checkpoint
 from common.cli import run
+from common.device import resolve_device
 from features.encoders import AudioEncoder
 from features.weights import (CHUNK_SECONDS, checkpoint_sha256, chunked_spec, encoder_from_state, load_audio_encoder,
                               weights_sha256)
@@ -66,6 +67,15 @@ class Pipeline:
     feature_attrs: dict[str, Any]
     decoding: dict[str, Any] = field(default_factory=lambda: dict(DECODING))
     reranker: Any = None  # retrieval.rerank.Reranker over this encoder's clip vectors, or None
+
+    def to(self, device: str | torch.device) -> "Pipeline":
+        """Every network (encoder, captioners, re-ranker) moved to ``device`` (:func:`common.device.resolve_device`);
+        inputs follow the weights (``features.encode``, ``captioning.decode``)."""
+        where = resolve_device(device)
+        rerankers = [self.reranker.model] if self.reranker is not None else []
+        for network in (self.encoder, *self.scorer.models, *rerankers):
+            network.to(where)
+        return self
 
 
 def check_decoding(decoding: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,11 +114,14 @@ def check_compatible(captioner_args: Mapping[str, Any], feature_attrs: Mapping[s
 
 
 def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *, encoder: str | None = None,
-                  chunk_seconds: float | None = CHUNK_SECONDS, rerank: str | Path | None = None) -> Pipeline:
+                  chunk_seconds: float | None = CHUNK_SECONDS, rerank: str | Path | None = None,
+                  device: str | torch.device = "cpu") -> Pipeline:
     """Load an audio-encoder checkpoint (``audio_encoder.pt`` or official PANNs format; ``encoder`` names the
     architecture of an official one), windowing long audio every ``chunk_seconds`` (0/None: whole clips), and
     captioner checkpoints (comma-separated or a list: an ensemble); with ``rerank``, the retrieval checkpoint whose
-    audio encoder this is, as the re-ranker of the final beams, with weight 1 unless the decoding says otherwise."""
+    audio encoder this is, as the re-ranker of the final beams, with weight 1 unless the decoding says otherwise; the
+    networks on ``device``."""
+    where = resolve_device(device)  # a bad device is refused before any checkpoint is read
     paths = checkpoint_paths(captioners, "captioners")
     model = load_audio_encoder(audio_encoder, encoder, chunk_seconds=chunk_seconds).requires_grad_(False)
     sha = checkpoint_sha256(audio_encoder)
@@ -118,7 +131,7 @@ def load_pipeline(audio_encoder: str | Path, captioners: str | Sequence[str], *,
     pipeline = Pipeline(model, scorer, vocab, sha, dict(attrs), reranker=_reranker(rerank, model, str(audio_encoder)))
     if rerank is not None:
         pipeline.decoding["rerank_weight"] = 1.0
-    return pipeline
+    return pipeline.to(where)
 
 
 def _reranker(rerank: str | Path | None, encoder: AudioEncoder, encoder_source: str) -> Any:
@@ -150,18 +163,23 @@ def bundle_checkpoint(pipeline: Pipeline, sources: Mapping[str, Any] | None = No
 
 
 def load_bundle(path: str | Path, *, chunk_seconds: float | None = None, runtime: str = "torch",
-                onnx_dir: str | Path | None = None) -> Pipeline:
-    """Rebuild the pipeline a bundle holds; ``chunk_seconds`` (if given; 0 = whole clips) replaces the window for
-    long audio saved with the encoder. ``runtime="onnx"`` runs the networks with ONNX Runtime from ``onnx_dir``, the
-    folder ``python -m captioning.export`` made from this bundle (``captioning.onnx_runtime``)."""
+                onnx_dir: str | Path | None = None, device: str | torch.device = "cpu") -> Pipeline:
+    """Rebuild the pipeline a bundle holds, its networks on ``device``; ``chunk_seconds`` (if given; 0 = whole clips)
+    replaces the window for long audio saved with the encoder. ``runtime="onnx"`` runs the networks with ONNX
+    Runtime (on the CPU: ``device`` auto or cpu) from ``onnx_dir``, the folder ``python -m captioning.export`` made
+    from this bundle (``captioning.onnx_runtime``)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"Invalid runtime. (expected one of {RUNTIMES}, found {runtime!r})")
     if (runtime == "onnx") != (onnx_dir is not None):
         raise ValueError("runtime 'onnx' needs onnx_dir (the folder captioning.export wrote), and only it does")
     if runtime == "onnx":
+        if str(device) not in ("auto", "cpu"):
+            raise ValueError(f"device {str(device)!r}: runtime 'onnx' runs on the CPU (ONNX Runtime's CPU build); "
+                             "use runtime 'torch' for a GPU")
         from captioning.onnx_runtime import load_onnx_pipeline  # imports this module: loaded only when asked for
 
         return load_onnx_pipeline(path, onnx_dir, chunk_seconds=chunk_seconds)
+    where = resolve_device(device)  # a bad device is refused before the bundle is read
     ckpt = load_checkpoint(path, kind=KIND)
     try:
         args, state = ckpt["model_args"], ckpt["state_dict"]
@@ -180,7 +198,7 @@ def load_bundle(path: str | Path, *, chunk_seconds: float | None = None, runtime
         load_state_dict_checked(captioner, _under(state, f"{CAPTIONER_PREFIX}{i}."), f"{path} (captioner {i})")
         check_compatible(margs, attrs, model, sha, f"{path} (captioner {i})", f"{path} (audio encoder)")
         models.append(captioner.eval())
-    return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding, bundle_reranker(ckpt, path, model))
+    return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding, bundle_reranker(ckpt, path, model)).to(where)
 
 
 def bundle_reranker(ckpt: Mapping[str, Any], path: str | Path, encoder: nn.Module | None = None) -> Any:

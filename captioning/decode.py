@@ -25,6 +25,7 @@ from captioning.vocab import Vocabulary, tokenize
 from common import checkpoint_paths
 from common.io import write_csv, write_text_atomic
 from common.cli import run
+from common.device import resolve_device
 from common.tensor import module_device
 from features.store import FeatureStore
 
@@ -75,8 +76,9 @@ def caption_frames(scorer: Ensemble, frames: torch.Tensor, frame_lengths: torch.
     ``frames`` [B, T, D], ``frame_lengths`` [B] -> B pairs. With a ``reranker`` (``retrieval.rerank.Reranker``) and
     ``rerank_weight`` > 0, ``clips`` [B, D_clip] are the clip vectors of the reranker's own audio encoder, and each
     caption is chosen with its audio-text similarity."""
-    hyps = beam_hypotheses(scorer, frames, frame_lengths, bos=vocab.bos, eos=vocab.eos, pad=vocab.pad,
-                           beam_size=beam_size, max_len=max_len, min_len=min_len)
+    device = module_device(scorer.models[0])  # the search runs where the captioners are
+    hyps = beam_hypotheses(scorer, frames.to(device), frame_lengths.to(device), bos=vocab.bos, eos=vocab.eos,
+                           pad=vocab.pad, beam_size=beam_size, max_len=max_len, min_len=min_len)
     bonus = None
     if reranker is not None and rerank_weight:
         bonus = rerank_weight * reranker.similarities(clips, candidate_captions(hyps, vocab))
@@ -93,9 +95,12 @@ def score_cider(predictions: dict[str, str], references: dict[str, list[str]]) -
     return corpus["cider_d"]
 
 
-def load_ensemble(checkpoints: Sequence[str | Path]) -> tuple[Ensemble, Vocabulary, dict]:
-    """Load checkpoints that share one vocabulary and one kind of features; returns the ensemble, the vocabulary
-    and the first checkpoint's ``feature_attrs``."""
+def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu"
+                  ) -> tuple[Ensemble, Vocabulary, dict]:
+    """Load checkpoints that share one vocabulary and one kind of features onto ``device``
+    (:func:`common.device.resolve_device`); returns the ensemble, the vocabulary and the first checkpoint's
+    ``feature_attrs``."""
+    where = resolve_device(device)
     models, vocab, attrs = [], None, None
     for path in checkpoints:
         model, v, checkpoint = load_captioner(path)
@@ -106,7 +111,7 @@ def load_ensemble(checkpoints: Sequence[str | Path]) -> tuple[Ensemble, Vocabula
         elif checkpoint["feature_attrs"] != attrs:
             raise ValueError(f"{path}: trained on other features ({checkpoint['feature_attrs']}) than "
                              f"{checkpoints[0]} ({attrs})")
-        models.append(model)
+        models.append(model.to(where))
     return Ensemble(models), vocab, attrs
 
 
@@ -162,7 +167,7 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
            max_len: int = 30, min_len: int = 1, length_norm: float | str = 0.0, rerank: str | None = None,
            rerank_weight: float | str | None = None, batch_size: int = 32, references: str | None = None,
            val_features: str | None = None, val_references: str | None = None,
-           variants: bool = False) -> dict[str, object]:
+           variants: bool = False, device: str = "auto") -> dict[str, object]:
     """Caption every clip of the feature store ``features`` and write ``out`` (JSON) and ``csv`` (DCASE format).
 
     Args:
@@ -190,6 +195,8 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
         variants: also write, from the same beams, ``<out stem>.plain.json`` (no length normalisation, no
             re-ranking) and with ``rerank`` ``<out stem>.no_rerank.json`` (the length norm chosen without
             re-ranking), for comparisons with the chosen decoding.
+        device: where the models run: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N. Captions are the CPU's, but for ties within float rounding.
     Returns ``{"clips": n, "cider_d": score or None, "length_norm": alpha, "rerank_weight": weight}``.
     """
     if rerank is None and rerank_weight is not None:
@@ -201,12 +208,12 @@ def decode(checkpoints: str | Sequence[str], features: str, out: str, csv: str |
         if value == "auto" and not (val_features and val_references):
             raise ValueError(f"--{name} auto chooses on the validation split: give --val_features and "
                              "--val_references")
-    scorer, vocab, attrs = load_ensemble(checkpoint_paths(checkpoints))
+    scorer, vocab, attrs = load_ensemble(checkpoint_paths(checkpoints), device)
     reranker = None
     if rerank is not None:
         from retrieval.rerank import Reranker  # the first stage's model, asked for: decoding uses both stages
 
-        reranker = Reranker.load(rerank)
+        reranker = Reranker.load(rerank, device)
     expect = {k: v for k, v in attrs.items() if k != "checkpoint_sha256" or v}
     store = open_checked_store(features, expect=expect)
     decoding = {"beam_size": beam_size, "max_len": max_len, "min_len": min_len, "batch_size": batch_size}

@@ -200,7 +200,8 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
           beam_size: int | None = None, max_len: int | None = None, min_len: int | None = None,
           length_norm: float | None = None, rerank: str | None = None, rerank_weight: float | None = None,
           batch_size: int = 8, chunk_seconds: float | None = None,
-          runtime: str = "torch", onnx_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+          runtime: str = "torch", onnx_dir: str | None = None, device: str = "auto",
+          progress: bool = True) -> dict[str, Any]:
     """Caption audio files and folders with an audio encoder and captioner(s), or with one bundle.
 
     Clips shorter than 0.1 s (``features.audio.MIN_SECONDS``) are zero-padded at their end to 0.1 s; empty,
@@ -229,6 +230,8 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
             0 = whole clips).
         runtime: ``torch``, or ``onnx``: a bundle's networks run by ONNX Runtime from ``onnx_dir``.
         onnx_dir: the folder ``python -m captioning.export --bundle BUNDLE --out DIR`` wrote (with --runtime onnx).
+        device: where the networks run: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N (with --runtime onnx: the CPU).
         progress: show a progress bar on stderr.
     Returns ``{"captions": {audio_id: caption}, "paths": {audio_id: path}, "errors": {path: reason},
     "silent": [audio_id, ...]}`` (the captioned clips whose audio is silent, in input order).
@@ -247,10 +250,10 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     if not files:
         raise ValueError(f"No audio files in {', '.join(map(str, inputs))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
     if bundle is not None:
-        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir)
+        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir, device=device)
     else:
         pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, rerank=rerank,
-                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
+                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds, device=device)
     by_path, errors, silent_paths, _ = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
                                                   beam_size=beam_size, max_len=max_len, min_len=min_len,
                                                   length_norm=length_norm, rerank_weight=rerank_weight)

@@ -32,7 +32,7 @@ from captioning.vocab import Vocabulary
 from common.checkpoint import checkpoint_paths, seed_everything
 from common.config import load_config
 from common.run import open_run
-from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
+from common.trainer import TRAIN_DEFAULTS, RunningMean, Trainer, check_train_settings, command_line
 from features.store import FeatureStore
 
 DEFAULTS: dict[str, Any] = {
@@ -147,7 +147,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         order = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
         loader = DataLoader(dataset, batch_size=t["batch_size"], shuffle=True, generator=order,
                             num_workers=d["num_workers"], collate_fn=collate)
-        loss_sum, reward_sum, n_batches, tf_prob = 0.0, 0.0, 0, 1.0
+        losses, reward_sum, tf_prob = RunningMean(), 0.0, 1.0
         for batch in loader:
             batch = trainer.to_device(batch)
             if t["mode"] == "xe":
@@ -165,17 +165,17 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
                                                   cfg["scst"]["dropout"])
                 reward_sum += mean_reward
             trainer.step(loss)
-            loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
+            losses.add(loss)
 
         # -- validate: beam search on the validation clips, CIDEr-D -----------------------------------------------
         with torch.inference_mode():
             predictions = caption_clips(Ensemble([model]), val_store, vocab, list(val_caps),
                                         beam_size=cfg["val"]["beam_size"], max_len=cfg["val"]["max_len"],
                                         batch_size=cfg["val"]["batch_size"])
-        record = {"loss": loss_sum / max(1, n_batches), "val_cider_d": score_cider(predictions, val_caps),
+        record = {"loss": losses.mean(), "val_cider_d": score_cider(predictions, val_caps),
                   "lr": trainer.lr, "tf_prob": tf_prob}
         if t["mode"] == "scst":
-            record["train_reward"] = reward_sum / max(1, n_batches)  # mean CIDEr-D of the sampled captions
+            record["train_reward"] = reward_sum / max(1, losses.count)  # mean CIDEr-D of the sampled captions
         trainer.end_epoch(record, record["val_cider_d"])
     return trainer.finish()
 

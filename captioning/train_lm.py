@@ -38,7 +38,7 @@ from captioning.train import load_caption_data
 from common.checkpoint import load_checkpoint, seed_everything
 from common.config import load_config
 from common.run import open_run
-from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
+from common.trainer import TRAIN_DEFAULTS, RunningMean, Trainer, check_train_settings, command_line
 from eval.qa import read_qa, score_answers
 from features.store import FeatureStore
 
@@ -193,19 +193,19 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         order = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
         loader = DataLoader(dataset, batch_size=t["batch_size"], shuffle=True, generator=order,
                             collate_fn=lambda items: collate_examples(items, model.pad))
-        loss_sum, n_batches = 0.0, 0
+        losses = RunningMean()
         for batch in loader:
             batch = trainer.to_device(batch)
             with trainer.autocast():
                 logits = model(batch["frames"], batch["frame_lengths"], batch["tokens"], batch["prompts"])["logits"]
             loss = answer_loss(logits.float(), batch["tokens"], batch["token_lengths"])
             trainer.step(loss)
-            loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
+            losses.add(loss)
 
         with torch.inference_mode():
             predictions = caption_clips(Ensemble([model]), val_store, vocab, val_ids, beam_size=cfg["val"]["beam_size"],
                                         max_len=cfg["val"]["max_len"], batch_size=cfg["val"]["batch_size"])
-            record = {"loss": loss_sum / max(1, n_batches), "val_cider_d": score_cider(predictions, val_caps),
+            record = {"loss": losses.mean(), "val_cider_d": score_cider(predictions, val_caps),
                       "lr": trainer.lr, "step": trainer.step_count}  # learning curves by step
             if val_qa:  # closed-set answers, candidates from the training questions
                 answers = answer_qa(model, val_store, val_qa, candidates, cfg["model"]["qa_prompt"],

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from common.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from common.config import setting_source
+from common.device import resolve_device
 from common.distributed import all_rng_states, barrier, is_main, rank, sync_gradients, world_size
 from common.io import remove_stale_temps
 from common.run import commit_run, write_history
@@ -89,7 +89,7 @@ def check_train_settings(train: Mapping[str, Any], source: str, overrides: Mappi
     for key in ("epochs", "batch_size"):
         if train[key] < 1:
             raise ValueError(f"{where(key)}: need train.{key} >= 1, found {train[key]}")
-    resolve_precision(train["precision"], resolve_device(train["device"]))
+    resolve_precision(train["precision"], resolve_device(train["device"], "train.device"))
     if train["lr"] <= 0:
         raise ValueError(f"{where('lr')}: need train.lr > 0, found {train['lr']}")
     for key in ("warmup_epochs", "warmup_steps", "grad_clip", "average_last"):
@@ -98,25 +98,6 @@ def check_train_settings(train: Mapping[str, Any], source: str, overrides: Mappi
     if train["schedule"] == "exponential" and train["lr_decay"] is None and not 0 < train["min_lr_ratio"] <= 1:
         raise ValueError(f"{where('min_lr_ratio')}: train.lr_decay null decays to train.min_lr_ratio, which must be "
                          f"in (0, 1], found {train['min_lr_ratio']}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a device: ``auto`` is this process's GPU when there is one, else the CPU; ``cuda`` without
-    an index is this process's GPU too (``LOCAL_RANK`` under torchrun: each process its own); a GPU asked for where
-    there is none is refused."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"train.device: unknown {name!r} (valid: auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r}, but torch sees no GPU here (torch {torch.__version__}); use cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"train.device: {name!r} is not supported (valid: auto, cpu, cuda, cuda:N)")
-    return device
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -158,6 +139,31 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: Mapping[str, Any], 
     return SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
 
 
+class RunningMean:
+    """The mean of a value logged every step (the loss), kept where the value is: reading a GPU tensor's value
+    waits for the GPU, so a loop that read it every step would stall the queue of work once per step. Summed in
+    float64 in step order, as a Python float sum of each step's value would be."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, value: torch.Tensor) -> None:
+        value = value.detach().double()
+        self.total = value if self.total is None else self.total + value
+        self.count += 1
+
+    def mean(self, all_processes: bool = False) -> float:
+        """The mean so far (0 before any value); ``all_processes``: over every DDP process's values."""
+        if self.total is None:
+            return 0.0
+        both = torch.stack([self.total, torch.tensor(float(self.count), dtype=torch.float64,
+                                                      device=self.total.device)])
+        if all_processes and world_size() > 1:
+            torch.distributed.all_reduce(both)
+        return float(both[0] / both[1])
+
+
 class Trainer:
     """Optimizer, schedule, resume, checkpoints and history of one training run (see the module docstring).
 
@@ -181,7 +187,7 @@ class Trainer:
         self.exp_dir = Path(cfg["exp_dir"])
         self.model, self.describe, self.log, self.on_best = model, describe, log, on_best
         self.steps_per_epoch, self.stop_after_epochs = steps_per_epoch, stop_after_epochs
-        self.device = resolve_device(self.train_cfg["device"])
+        self.device = resolve_device(self.train_cfg["device"], "train.device")
         self.precision = resolve_precision(self.train_cfg["precision"], self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)

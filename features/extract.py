@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.cli import run
+from common.device import resolve_device
 from features.audio import AudioError, load_audio
 from features.encode import encode_waveforms, plan_batches
 from features.manifest import AudioEntry, read_manifest
@@ -105,7 +106,8 @@ def _resolve_shard(num_shards: int | None, shard_id: int | None) -> tuple[int, i
 def extract(manifest: str, checkpoint: str, out: str, encoder: str | None = None,
             encoder_args: dict[str, Any] | None = None, batch_size: int = 8,
             chunk_seconds: float | None = CHUNK_SECONDS, dtype: str = "float32", num_shards: int | None = None,
-            shard_id: int | None = None, workers: int = 1, progress: bool = True) -> Path | None:
+            shard_id: int | None = None, workers: int = 1, device: str = "auto", progress: bool = True
+            ) -> Path | None:
     """Extract frame features and clip embeddings of a manifest split into an HDF5 store.
 
     Also: ``python -m features.extract merge --out STORE.h5 [PARTS_DIR ...]`` assembles a store from finished parts.
@@ -128,6 +130,8 @@ def extract(manifest: str, checkpoint: str, out: str, encoder: str | None = None
         dtype: float16 or float32 storage.
         num_shards, shard_id: do one shard of the batches (default: from torchrun's WORLD_SIZE/RANK, else all).
         workers: background processes reading audio (0 reads in this process).
+        device: where the encoder runs: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N. The features agree with the CPU's within float rounding; the store does not depend on it.
         progress: show a progress bar.
 
     Returns:
@@ -140,13 +144,14 @@ def extract(manifest: str, checkpoint: str, out: str, encoder: str | None = None
     if "chunk_seconds" in (encoder_args or {}):
         raise ValueError("Invalid encoder_args. (give the window for long audio as chunk_seconds, not in encoder_args)")
     num_shards, shard_id, torchrun = _resolve_shard(num_shards, shard_id)
+    where = resolve_device(device)
     out_path, ckpt_path = Path(out), Path(checkpoint)
     split = read_manifest(manifest)
     with StoreLock(out_path, shard=shard_id if num_shards > 1 else None) as lock:  # before any work or write
         with ThreadPoolExecutor(1) as pool:  # hash the checkpoint while it loads (hashlib releases the GIL)
             checkpoint_hash = pool.submit(checkpoint_sha256, ckpt_path)
             model = load_audio_encoder(ckpt_path, encoder, chunk_seconds=chunk_seconds, **(encoder_args or {}))
-        model.eval().requires_grad_(False)
+        model.eval().requires_grad_(False).to(where)
         spec = model.spec
         fingerprint = {"encoder": spec["name"], "encoder_spec": json.dumps(spec, sort_keys=True),
                        "checkpoint_sha256": checkpoint_hash.result(),

@@ -27,6 +27,7 @@ import numpy as np
 
 from common import checkpoint_paths
 from common.cli import run
+from common.device import resolve_device
 from common.io import write_text_atomic
 from eval.retrieval import retrieval_metrics
 from features.manifest import Manifest, read_manifest
@@ -91,12 +92,13 @@ def evaluate_model(model: BiEncoder, manifest: Manifest, store: WaveformStore | 
 
 
 def member_similarities(checkpoints: Sequence[str], manifest: Manifest, batch_size: int = 16,
-                        **long_audio: Any) -> list[np.ndarray]:
-    """Each checkpoint's similarity matrix; audio is decoded once per distinct sample rate."""
+                        device: str = "cpu", **long_audio: Any) -> list[np.ndarray]:
+    """Each checkpoint's similarity matrix, its model on ``device``; audio is decoded once per distinct sample
+    rate."""
     stores: dict[int, WaveformStore] = {}
     sims = []
     for path in checkpoints:
-        model = load_model(path)  # whole clips, as training validates
+        model = load_model(path, device=device)  # whole clips, as training validates
         store = stores.setdefault(model.sample_rate, WaveformStore(manifest, model.sample_rate))
         sims.append(model_similarity(model, manifest, store, batch_size, **long_audio))
     return sims
@@ -109,7 +111,7 @@ def ensemble_similarity(checkpoints: Sequence[str], manifest: Manifest, batch_si
 
 def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = None, batch_size: int = 16,
              long_audio: str = "whole", window_seconds: float = 10.0, csv: str | None = None,
-             systems: str | None = None, systems_dir: str | None = None) -> dict[str, Any]:
+             systems: str | None = None, systems_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate one checkpoint or an ensemble (comma-separated or a list) on the split folder ``manifest``.
 
     Returns (and with ``out`` writes as JSON) ``{"checkpoints", "manifest", "n_clips", "n_captions", "metrics",
@@ -120,15 +122,17 @@ def evaluate(checkpoints: str | Sequence[str], manifest: str, out: str | None = 
     ``csv``: the DCASE retrieval submission of the split's captions (the ensemble's ranking).
     ``systems`` (``"name=a.pt,b.pt other=c.pt"``, members among ``checkpoints``) with ``systems_dir``: named
     ensembles of the members, each written as ``<name>.json`` (what evaluating its checkpoints alone would write)
-    and ``<name>.csv``, from the same pass: no model embeds the split twice.
+    and ``<name>.csv``, from the same pass: no model embeds the split twice. ``device``: where the models run
+    (:func:`common.device.resolve_device`); the scores agree with the CPU's within float rounding.
     """
+    where = resolve_device(device)  # a bad device is refused before any work
     paths = checkpoint_paths(checkpoints)
     named = parse_systems(systems, paths) if systems else {}
     if named and not systems_dir:
         raise ValueError("--systems needs --systems_dir, the folder for each system's results")
     split = read_manifest(manifest)
     clip_ids, captions, owner = queries(split)
-    sims = member_similarities(paths, split, batch_size, long_audio=long_audio, window_seconds=window_seconds)
+    sims = member_similarities(paths, split, batch_size, where, long_audio=long_audio, window_seconds=window_seconds)
     common = {"manifest": str(manifest), "n_clips": len(clip_ids), "n_captions": len(captions),
               "long_audio": long_audio, **({"window_seconds": window_seconds} if long_audio != "whole" else {})}
 
@@ -174,7 +178,7 @@ def parse_systems(spec: str, paths: Sequence[str | Path]) -> dict[str, list[int]
 
 def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: int = 16, long_audio: str = "whole",
          window_seconds: float = 10.0, csv: str | None = None, systems: str | None = None,
-         systems_dir: str | None = None) -> None:
+         systems_dir: str | None = None, device: str = "auto") -> None:
     """Evaluate one retrieval checkpoint or an ensemble (comma-separated) on a split: R@1/5/10 and mAP@10 in both
     directions, printed; ``--out`` also writes every query's scores (see :func:`evaluate`).
 
@@ -190,8 +194,11 @@ def main(checkpoints: str, manifest: str, out: str | None = None, batch_size: in
         csv: a DCASE retrieval submission CSV (caption,fname_1,...,fname_10) of the split's captions.
         systems: named ensembles of the checkpoints, "name=a.pt,b.pt other=c.pt", scored from the same pass.
         systems_dir: where each system's <name>.json and DCASE <name>.csv go.
+        device: where the models run: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N.
     """
-    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds, csv, systems, systems_dir)
+    result = evaluate(checkpoints, manifest, out, batch_size, long_audio, window_seconds, csv, systems, systems_dir,
+                      device)
     for name, metrics in [("ensemble" if "members" in result else "model", result["metrics"]),
                           *result.get("members", {}).items()]:
         print(f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

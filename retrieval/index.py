@@ -7,6 +7,9 @@ is kept up to date and searched by text or by a clip.
     python -m retrieval.index search --index INDEX.h5 --query "a dog barks" [--top 10]
     python -m retrieval.index similar --index INDEX.h5 --file clip.wav [--top 10]
 
+Every command takes ``--device`` (auto, the default: this process's GPU where there is one, else the CPU; cpu, cuda,
+cuda:N): where the models run. Embeddings agree with the CPU's within float rounding.
+
 - **Provenance.** The file records the folder, each checkpoint's path and SHA-256, and per audio file its path
   (relative to the folder), size, modification time and duration. Searching or updating with a checkpoint that
   changed since is refused: its embeddings would not be comparable.
@@ -45,6 +48,7 @@ from tqdm import tqdm
 
 from common import checkpoint_paths
 from common.cli import run
+from common.device import resolve_device
 from common.io import atomic_output, atomic_write, read_arrays, write_text_atomic
 from features.audio import AudioError, load_audio
 from features.manifest import read_manifest
@@ -91,7 +95,7 @@ class Captions:
     """Where an index's captions come from (its provenance's ``captions``): a prepared split's first caption per
     file, or a caption bundle run on the audio; none otherwise."""
 
-    def __init__(self, source: dict[str, Any] | None, folder: Path):
+    def __init__(self, source: dict[str, Any] | None, folder: Path, device: str = "cpu"):
         self.folder, self.by_path, self.by_name, self.pipeline = folder, {}, {}, None
         if source and "split" in source:
             manifest = read_manifest(source["split"])
@@ -101,7 +105,7 @@ class Captions:
         elif source and "bundle" in source:
             from captioning.bundle import load_bundle
 
-            self.pipeline = load_bundle(source["bundle"])
+            self.pipeline = load_bundle(source["bundle"], device=device)
 
     @property
     def rate(self) -> int | None:
@@ -274,10 +278,11 @@ def _embed_part(models: list[BiEncoder], folder: Path, names: list[str], found: 
 
 def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str | os.PathLike,
          chunk_files: int = 256, stop_after_parts: int | None = None, captions: str | os.PathLike | None = None,
-         bundle: str | os.PathLike | None = None) -> dict[str, Any]:
+         bundle: str | os.PathLike | None = None, device: str = "cpu") -> dict[str, Any]:
     """Make ``out`` the index of ``folder`` under ``checkpoints``, reusing what ``out`` (if it exists) and a killed
-    run's parts already hold; files captioned from the split ``captions`` or by the caption ``bundle``.
-    ``stop_after_parts`` stops as if killed after that many new parts (tests)."""
+    run's parts already hold; files captioned from the split ``captions`` or by the caption ``bundle``; the models
+    on ``device``. ``stop_after_parts`` stops as if killed after that many new parts (tests)."""
+    resolve_device(device)  # a bad device is refused before any work
     folder, out = Path(folder), Path(out)
     ckpts = checkpoint_paths(checkpoints)
     provenance = _provenance(folder, ckpts, captions, bundle)
@@ -307,8 +312,8 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
         rows.update({k: v for k, v in part["rows"].items() if found.get(k) == tuple(v[:2])})
         skipped.update({k: v for k, v in part["skipped"].items() if found.get(k) == tuple(v[:2])})
     todo = [name for name in found if name not in rows and name not in skipped]
-    models = _models(ckpts) if todo else []
-    captioner = Captions(provenance.get("captions"), folder) if todo else None
+    models = _models(ckpts, device) if todo else []
+    captioner = Captions(provenance.get("captions"), folder, device) if todo else None
     start = len(list(parts.glob("part_*.npz")))
     with tqdm(total=len(todo), desc="index", unit="file") as bar:
         for n, i in enumerate(range(0, len(todo), chunk_files)):
@@ -328,7 +333,7 @@ def sync(folder: str | os.PathLike, checkpoints: str | Sequence[str], out: str |
 
 
 def build(folder: str, checkpoints: str, out: str, captions: str | None = None, bundle: str | None = None,
-          chunk_files: int = 256) -> dict[str, Any]:
+          chunk_files: int = 256, device: str = "auto") -> dict[str, Any]:
     """Embed every audio file under ``folder`` with ``checkpoints`` (comma-separated: an ensemble) into ``out``;
     run again after a kill to finish, or later to bring it up to date.
 
@@ -339,16 +344,20 @@ def build(folder: str, checkpoints: str, out: str, captions: str | None = None, 
         captions: a prepared split holding these files: each one's first caption is shown beside it.
         bundle: a caption bundle (``python -m captioning.bundle``) that captions each file once, as it is indexed.
         chunk_files: files embedded between two saves (a killed run resumes from the last).
+        device: where the models run: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N.
     """
-    return sync(folder, checkpoints, out, chunk_files, captions=captions, bundle=bundle)
+    return sync(folder, checkpoints, out, chunk_files, captions=captions, bundle=bundle, device=device)
 
 
-def update(index: str, chunk_files: int = 256) -> dict[str, Any]:
-    """Bring ``index`` up to date with its folder: new and changed files embedded, deleted ones dropped."""
+def update(index: str, chunk_files: int = 256, device: str = "auto") -> dict[str, Any]:
+    """Bring ``index`` up to date with its folder: new and changed files embedded, deleted ones dropped; the
+    models on ``device`` (as for build)."""
+    resolve_device(device)  # a bad device is refused before any work
     provenance = read_index(index)["provenance"]
     source = provenance.get("captions") or {}
     return sync(provenance["folder"], _check_models(provenance, index), index, chunk_files,
-                captions=source.get("split"), bundle=source.get("bundle"))
+                captions=source.get("split"), bundle=source.get("bundle"), device=device)
 
 
 def top_k(index: dict[str, Any], queries: list[np.ndarray], k: int) -> list[tuple[str, float]]:
@@ -376,9 +385,10 @@ class AudioIndex:
 
     ``paths`` are relative to ``folder``; :meth:`file` turns one back into a file, refusing any other name.
     ``approximate``: search with the IVF the index stores (None: if it stores one; True: clustering it now if not;
-    False: exactly)."""
+    False: exactly). ``device``: where the models embed the queries."""
 
-    def __init__(self, path: str | os.PathLike, approximate: bool | None = None):
+    def __init__(self, path: str | os.PathLike, approximate: bool | None = None, device: str = "cpu"):
+        resolve_device(device)  # a bad device is refused before the index is read
         self.path = Path(path)
         self.data = read_index(path)
         self.folder = Path(self.data["provenance"]["folder"])
@@ -386,7 +396,7 @@ class AudioIndex:
         self.about = {p: {"caption": c, "duration": None if np.isnan(d) else round(float(d), 2)}
                       for p, c, d in zip(self.paths, self.data["captions"], self.data["durations"])}
         self._rows = set(self.paths)
-        self.models = _models(_check_models(self.data["provenance"], path))
+        self.models = _models(_check_models(self.data["provenance"], path), device)
         self.ivf = None
         if self.paths and (approximate or (approximate is None and self.data["lists"] is not None)):
             x = side_by_side(self.data.pop("embeddings"))  # the IVF holds the rows: no second copy
@@ -441,17 +451,20 @@ class AudioIndex:
         return file
 
 
-def search(index: str, query: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:
+def search(index: str, query: str, top: int = 10, approximate: bool | None = None, device: str = "auto"
+           ) -> dict[str, Any]:
     """The ``top`` files of ``index`` for the text ``query``: ``{"query", "results": [[path, score], ...]}``
     (``approximate``: true/false forces the IVF or exact search; default: as the index's size decides)."""
     query, top = _check_text(query, "query"), _check_top(top)
-    return {"query": query, "results": [list(r) for r in AudioIndex(index, approximate).search(query, top)]}
+    found = AudioIndex(index, approximate, device).search(query, top)
+    return {"query": query, "results": [list(r) for r in found]}
 
 
-def similar(index: str, file: str, top: int = 10, approximate: bool | None = None) -> dict[str, Any]:
+def similar(index: str, file: str, top: int = 10, approximate: bool | None = None, device: str = "auto"
+            ) -> dict[str, Any]:
     """The ``top`` files of ``index`` that sound most like the audio ``file`` (``approximate`` as for search)."""
     top = _check_top(top)
-    return {"file": file, "results": [list(r) for r in AudioIndex(index, approximate).similar(file, top)]}
+    return {"file": file, "results": [list(r) for r in AudioIndex(index, approximate, device).similar(file, top)]}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.checkpoint import load_checkpoint, load_state_dict_checked, refuse_non_finite
+from common.device import resolve_device
 from features.encoders import build_audio_encoder
 from features.weights import AUDIO_ENCODER_FILE, chunked_spec  # noqa: F401 - the stage contract, named here too
 from common.text_encoder import TextEncoder, TextEncoderFilesError, build_text_encoder
@@ -148,11 +149,14 @@ def model_checkpoint(model: BiEncoder, model_args: dict[str, Any]) -> dict[str, 
     return {"kind": "retrieval", "model_args": model_args, "state_dict": model.state_dict()}
 
 
-def load_model(path: str | os.PathLike, chunk_seconds: float | None = None) -> BiEncoder:
-    """Rebuild the model of a retrieval checkpoint file and load its weights strictly (eval mode); a weight that
-    does not fit is a ValueError naming the file and the keys. ``chunk_seconds`` (0/None: whole clips, as training
-    validates) makes the audio encoder window long audio as feature extraction does (same weights)."""
-    return model_from_checkpoint(load_checkpoint(path, kind="retrieval"), path, chunk_seconds)
+def load_model(path: str | os.PathLike, chunk_seconds: float | None = None,
+               device: str | torch.device = "cpu") -> BiEncoder:
+    """Rebuild the model of a retrieval checkpoint file and load its weights strictly (eval mode, on ``device``:
+    :func:`common.device.resolve_device`); a weight that does not fit is a ValueError naming the file and the keys.
+    ``chunk_seconds`` (0/None: whole clips, as training validates) makes the audio encoder window long audio as
+    feature extraction does (same weights)."""
+    where = resolve_device(device)
+    return model_from_checkpoint(load_checkpoint(path, kind="retrieval"), path, chunk_seconds).to(where)
 
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike,

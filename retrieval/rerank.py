@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common import load_checkpoint, load_state_dict_checked
+from common.device import resolve_device
 from common.tensor import module_device
 from features.weights import weights_sha256
 from retrieval.embed import text_embeddings
@@ -34,10 +35,12 @@ class Reranker:
         self.encoder_weights_sha256 = weights_sha256(model.audio_encoder.state_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Reranker":
-        """The retrieval checkpoint ``path`` (``best.pt`` of ``retrieval.train``, or a published CLAP one)."""
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Reranker":
+        """The retrieval checkpoint ``path`` (``best.pt`` of ``retrieval.train``, or a published CLAP one), on
+        ``device``."""
         checkpoint = load_checkpoint(path, kind="retrieval")
-        return cls(model_from_checkpoint(checkpoint, path), checkpoint["model_args"], str(path))
+        model = model_from_checkpoint(checkpoint, path).to(resolve_device(device))
+        return cls(model, checkpoint["model_args"], str(path))
 
     def check_encoder(self, weights_sha256: str | None, what: str) -> None:
         """Refuse clip vectors (of a feature store, a bundle's encoder: ``what``) made by another audio encoder."""

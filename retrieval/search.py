@@ -15,7 +15,8 @@ one query per line; or a manifest split, its captions), its 10 best clips by aud
 (empty, no samples, not audio, non-finite samples) are skipped and listed under ``skipped``. With several
 checkpoints, similarities are averaged. Clips are encoded whole as feature extraction encodes them: long audio in
 windows of ``features.weights.CHUNK_SECONDS`` (frames concatenated, then pooled), never cropped; clips shorter than
-``features.audio.MIN_SECONDS`` (0.1 s) zero-padded at their end to it.
+``features.audio.MIN_SECONDS`` (0.1 s) zero-padded at their end to it. ``--device`` says where the models run: auto
+(the default: this process's GPU where there is one, else the CPU), cpu, cuda or cuda:N.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from common import checkpoint_paths
 from common.cli import run
+from common.device import resolve_device
 from common.io import read_csv, write_csv
 from features.audio import AudioError, load_audio
 from features.manifest import WAV_CSV, read_manifest
@@ -68,10 +70,11 @@ def _lines(value: str | Sequence[str], what: str) -> list[str]:
     return items
 
 
-def _models(checkpoints: str | Sequence[str]) -> list[BiEncoder]:
-    """Retrieval checkpoints -> bi-encoders in eval mode whose audio encoders window long audio as feature
-    extraction does (memory stays bounded for any length)."""
-    return [load_model(path, chunk_seconds=CHUNK_SECONDS) for path in checkpoint_paths(checkpoints)]
+def _models(checkpoints: str | Sequence[str], device: str = "cpu") -> list[BiEncoder]:
+    """Retrieval checkpoints -> bi-encoders in eval mode on ``device`` whose audio encoders window long audio as
+    feature extraction does (memory stays bounded for any length)."""
+    where = resolve_device(device)  # a bad device is refused before any checkpoint is read
+    return [load_model(path, CHUNK_SECONDS, where) for path in checkpoint_paths(checkpoints)]
 
 
 def _load_all(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[str], list[np.ndarray], list[str]]:
@@ -132,22 +135,26 @@ def rank_clips(models: list[BiEncoder], query: str, audio: str | Path, top: int)
     return [(ids[i], float(sim[0, i])) for i in order], skipped
 
 
-def search_text(checkpoints: str | Sequence[str], audio: str, query: str, top: int = 10) -> dict[str, Any]:
-    """Rank the clips of ``audio`` for the text ``query``; returns ``{"query", "results": [[id, score], ...]}``."""
+def search_text(checkpoints: str | Sequence[str], audio: str, query: str, top: int = 10, device: str = "auto"
+                ) -> dict[str, Any]:
+    """Rank the clips of ``audio`` for the text ``query``; returns ``{"query", "results": [[id, score], ...]}``.
+    ``device``: where the models run (auto: a GPU where there is one)."""
     query, top = _check_text(query, "query"), _check_top(top)
-    results, skipped = rank_clips(_models(checkpoints), query, audio, top)
+    results, skipped = rank_clips(_models(checkpoints, device), query, audio, top)
     return {"query": query, "results": [list(r) for r in results], "skipped": skipped}
 
 
-def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top: int = 10) -> dict[str, Any]:
-    """Rank ``captions`` (a manifest split or a text file) for the audio ``file``."""
+def search_audio(checkpoints: str | Sequence[str], file: str, captions: str, top: int = 10, device: str = "auto"
+                 ) -> dict[str, Any]:
+    """Rank ``captions`` (a manifest split or a text file) for the audio ``file``; ``device`` as in
+    :func:`search_text`."""
     top = _check_top(top)
     source = Path(captions)
     if (source / WAV_CSV).is_file():
         texts = sorted({c for caps in read_manifest(source).captions.values() for c in caps})
     else:
         texts = _lines(captions, "captions")
-    sim, _, skipped = text_audio_scores(_models(checkpoints), texts, [(Path(file).name, file)])
+    sim, _, skipped = text_audio_scores(_models(checkpoints, device), texts, [(Path(file).name, file)])
     if skipped:
         raise ValueError(skipped[0])
     order = np.argsort(-sim[:, 0], kind="stable")[:top]
@@ -187,7 +194,8 @@ def write_ranking_csv(path: str | Path, queries: Sequence[str], sim: np.ndarray,
     write_csv(path, ["caption", *(f"fname_{k}" for k in range(1, top + 1))], rows)
 
 
-def rank(checkpoints: str | Sequence[str], audio: str, queries: str, out: str) -> dict[str, Any]:
+def rank(checkpoints: str | Sequence[str], audio: str, queries: str, out: str, device: str = "auto"
+         ) -> dict[str, Any]:
     """Rank the clips of ``audio`` for every query of ``queries`` and write the DCASE retrieval CSV ``out``.
 
     Args:
@@ -196,9 +204,12 @@ def rank(checkpoints: str | Sequence[str], audio: str, queries: str, out: str) -
         queries: a CSV with a ``caption`` column (DCASE's retrieval_captions.csv), a manifest split, or a text file
             of one query per line; repeated queries are ranked once.
         out: the submission CSV, ``caption,fname_1,...,fname_10``.
+        device: where the models run: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N.
     """
+    resolve_device(device)  # a bad device is refused before any work
     texts = read_queries(queries)
-    sim, ids, skipped = text_audio_scores(_models(checkpoints), texts, audio_collection(audio))
+    sim, ids, skipped = text_audio_scores(_models(checkpoints, device), texts, audio_collection(audio))
     write_ranking_csv(out, texts, sim, ids)
     return {"out": out, "queries": len(texts), "clips": len(ids), "skipped": skipped}
 

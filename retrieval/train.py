@@ -30,7 +30,8 @@ from common.checkpoint import load_checkpoint, load_state_dict_checked, seed_eve
 from common.config import load_config, setting_source
 from common.distributed import init_distributed, is_main
 from common.run import open_run
-from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line, resolve_device
+from common.device import resolve_device
+from common.trainer import TRAIN_DEFAULTS, RunningMean, Trainer, check_train_settings, command_line
 from features.encoders import encoder_spec
 from features.manifest import check_audio_files, read_manifest, read_manifests
 from features.waveforms import WaveformStore
@@ -173,7 +174,7 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         model.train()
-        loss_sum = torch.zeros(2)
+        losses = RunningMean()
         for batch in loader:
             # embed audio and captions, InfoNCE against the pairs of every process
             tokens = trainer.to_device(model.text_encoder.tokenize(batch["captions"]))
@@ -182,10 +183,9 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
                                             tokens["input_ids"], tokens["attention_mask"])
             loss = info_nce(out["audio"].float(), out["text"].float(), batch["audio_ids"], out["temperature"])
             trainer.step(loss)
-            loss_sum += torch.tensor([loss.item(), 1.0])
-        if world > 1:
-            dist.all_reduce(loss_sum)  # mean over processes of their batch losses = mean global-batch loss
-        record: dict[str, Any] = {"step": trainer.step_count, "train_loss": (loss_sum[0] / loss_sum[1]).item(),
+            losses.add(loss)
+        # the mean over processes of their batch losses = the mean global-batch loss
+        record: dict[str, Any] = {"step": trainer.step_count, "train_loss": losses.mean(all_processes=True),
                                   "temperature": model.temperature.item()}
         if val_store is not None:  # the main process evaluates
             metrics = evaluate_model(model, val_manifest, val_store, batch_size=cfg["val"]["batch_size"])

@@ -20,7 +20,7 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
           max_query_chars: int = Limits.max_query_chars, max_labels: int = Limits.max_labels,
           max_top: int = Limits.max_top, max_beam: int = Limits.max_beam,
           read_timeout: float = Limits.read_timeout, max_connections: int = Limits.max_connections,
-          threads: int | None = None, log_level: str = "info") -> None:
+          threads: int | None = None, device: str = "auto", log_level: str = "info") -> None:
     """Serve captioning and sound search: a page at http://HOST:PORT/ and a JSON API (docs/serving.md).
 
     Models are loaded once, at start; one inference runs at a time, on its own thread.
@@ -49,12 +49,15 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
             and at most between two pieces of a body; then 408 and the connection closed.
         max_connections: most connections open at once; one more is answered 503 and closed at once.
         threads: CPU threads for inference (default: torch's).
+        device: where the models run: auto (a GPU where there is one, else the CPU), cpu, cuda or cuda:N; with
+            --onnx_dir the captions run on the CPU whatever it says, the index's models where it says.
         log_level: uvicorn's and this server's log level (one line per request at info).
     """
     import torch
     import uvicorn
 
     from captioning.bundle import load_bundle
+    from common.device import resolve_device
     from retrieval.index import AudioIndex
     from serve.app import create_app
     from serve.connections import guarded_protocol
@@ -74,9 +77,10 @@ def serve(bundle: str | None = None, index: str | None = None, onnx_dir: str | N
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if onnx_dir is not None and bundle is None:
         raise ValueError("--onnx_dir needs --bundle: the bundle it was exported from")
+    resolve_device(device)  # a bad device is refused before any model loads
     pipeline = None if bundle is None else load_bundle(bundle, **(
-        {"runtime": "onnx", "onnx_dir": onnx_dir} if onnx_dir is not None else {}))
-    audio_index = AudioIndex(index) if index is not None else None
+        {"runtime": "onnx", "onnx_dir": onnx_dir} if onnx_dir is not None else {"device": device}))
+    audio_index = AudioIndex(index, device=device) if index is not None else None
     app = create_app(pipeline, audio_index, limits)
     # uvicorn's access log is off: serve's own line per request also gives the time taken; its h11 protocol with
     # the header deadline and connection cap (always h11, even where httptools is installed)

@@ -7,7 +7,7 @@
     POST /api/search    JSON {"query", "top"}                       -> {"query", "results": [...]}
     GET  /audio/<file>  an indexed file (only those: any other name is a 404)
     GET  /spectrogram/<file>  its log-mel spectrogram, a small PNG
-    GET  /health        models loaded, index size, queue
+    GET  /health        models loaded and where they run, index size, queue
     GET  /              the page
 
 Every error is JSON ``{"error": reason}`` with a 4xx status (408 when a request body stops coming, 503 with
@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException
 
 from captioning.bundle import Pipeline
 from captioning.infer import caption_files
+from common.tensor import module_device
 from features.audio import AudioError
 from retrieval.index import AudioIndex
 from serve.limits import ApiError, Limits, check_audio, check_int, check_query, save_upload
@@ -94,6 +95,8 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
     if pipeline is None and index is None:
         raise ValueError("Nothing to serve. (expected a caption bundle, an audio index or both)")
     worker = Worker(limits.max_waiting, limits.timeout)
+    devices = {"captioner": str(module_device(pipeline.encoder))} if pipeline is not None else {}
+    devices |= {"index": str(module_device(index.models[0]))} if index is not None else {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -218,7 +221,7 @@ def create_app(pipeline: Pipeline | None = None, index: AudioIndex | None = None
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "captioner": pipeline is not None, "index": index is not None,
-                "index_size": len(index) if index is not None else 0,
+                "index_size": len(index) if index is not None else 0, "devices": devices,
                 "queue": {"running": min(worker.pending, 1), "waiting": worker.waiting,
                           "max_waiting": limits.max_waiting},
                 "limits": {"max_upload_mb": limits.max_upload_mb, "max_seconds": limits.max_seconds,

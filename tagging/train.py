@@ -27,7 +27,6 @@ help_from_source(__name__, __file__)  # --help from this file, before the import
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -35,7 +34,7 @@ from torch.utils.data import DataLoader
 from common.checkpoint import seed_everything
 from common.config import load_config
 from common.run import open_run
-from common.trainer import TRAIN_DEFAULTS, Trainer, check_train_settings, command_line
+from common.trainer import TRAIN_DEFAULTS, RunningMean, Trainer, check_train_settings, command_line
 from features.encoders import build_audio_encoder, encoder_spec
 from features.manifest import check_audio_files, read_manifest, read_manifests
 from features.waveforms import WaveformStore
@@ -127,14 +126,14 @@ def train(config: str | None = None, overrides: dict[str, Any] | None = None, *,
         generator.manual_seed(cfg["seed"] + epoch)  # the epoch's order depends on seed and epoch only
         dataset.set_epoch(epoch)
         model.train()
-        losses = []
+        losses = RunningMean()
         for batch in loader:
             with trainer.autocast():
                 logits = trainer.forward_model(*trainer.to_device([batch["waveform"], batch["lengths"]]))
             loss = F.binary_cross_entropy_with_logits(logits.float(), trainer.to_device(batch["targets"]))
             trainer.step(loss)
-            losses.append(loss.item())
-        record: dict[str, Any] = {"step": trainer.step_count, "train_loss": float(np.mean(losses))}
+            losses.add(loss)
+        record: dict[str, Any] = {"step": trainer.step_count, "train_loss": losses.mean()}
         if val is not None:
             record.update({f"val_{k}": v for k, v in validate(model, *val, cfg["val"]["batch_size"]).items()})
         trainer.end_epoch(record, record["val_mAP"] if val is not None else -record["train_loss"])

@@ -12,6 +12,7 @@ from torch import nn
 import common.run
 import common.trainer
 from common import load_checkpoint, open_run, seed_everything
+from common.device import resolve_device
 from common.trainer import TRAIN_DEFAULTS, Trainer, build_scheduler
 
 STEPS = 4  # batches of 16 out of 64 examples
@@ -169,7 +170,7 @@ def test_each_torchrun_process_gets_its_own_gpu(monkeypatch):
     NCCL); an index given is kept, and the CPU stays the CPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    resolve = common.trainer.resolve_device
+    resolve = resolve_device
     assert resolve("cuda") == resolve("auto") == torch.device("cuda", 1)
     assert resolve("cuda:0") == torch.device("cuda", 0) and resolve("cpu") == torch.device("cpu")
     monkeypatch.delenv("LOCAL_RANK")
@@ -224,3 +225,14 @@ def test_warmup_in_steps_and_exponential_decay_to_the_floor():
     assert lrs[-1] == pytest.approx(5e-7) and all(a > b for a, b in zip(lrs[6:], lrs[7:]))
     ratios = [b / a for a, b in zip(lrs[6:], lrs[7:])]
     assert max(ratios) == pytest.approx(min(ratios))  # one factor per step
+
+
+def test_running_mean_is_the_python_mean_of_the_steps_values_read_once():
+    values = [torch.tensor(v, dtype=torch.float32) for v in (0.1, 0.25, 1e-3, 3.5)]
+    mean = common.trainer.RunningMean()
+    assert mean.mean() == 0.0
+    for value in values:
+        mean.add(value.requires_grad_())  # a loss: its graph is not kept
+    assert mean.count == 4 and not mean.total.requires_grad
+    assert mean.mean() == sum(v.item() for v in values) / 4  # bit for bit, as the loops summed before
+    assert mean.mean(all_processes=True) == mean.mean()  # one process: nothing to gather

@@ -78,7 +78,7 @@ def test_labels_rank_every_label(client, library):
 def test_health_and_the_page(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["captioner"] is True and health["index"] is True
-    assert health["index_size"] == 18
+    assert health["index_size"] == 18 and health["devices"] == {"captioner": "cpu", "index": "cpu"}
     assert health["queue"] == {"running": 0, "waiting": 0, "max_waiting": 4}
     page = client.get("/")
     assert page.status_code == 200 and 'id="search-form"' in page.text
