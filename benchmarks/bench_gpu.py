@@ -12,6 +12,9 @@
   beam search (beam 3, up to 30 words) over CNN14 frames, batches of 32;
 - ``lm``: training steps per second of SmolLM2-135M with LoRA (r 16 on q and k) behind an MLP mapping of CNN14
   frames, batches of 16 answers of 30 tokens;
+- ``loader``: whether the waveform loader keeps the GPU busy: CNN14 training steps (forward, backward, AdamW) fed
+  by ``retrieval.train``'s own loader (clips of 30 s decoded from WAV files, 10-s crops, pinned memory) with 0 and
+  with ``--workers`` processes; the share of the time the loop waits for a batch (near 0: the GPU sets the pace);
 - each with the peak GPU memory it took (``torch.cuda.max_memory_allocated``).
 
 Each figure is the median of ``--runs`` timed repeats after one warm-up, synchronised with the device.
@@ -26,6 +29,7 @@ import time
 from typing import Callable
 
 import fire
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -176,9 +180,59 @@ def bench_lm(device, precision, autocast, batch, runs, small):
     _report("lm SmolLM2-135M + LoRA r16", precision, 1 / _timed(step, device, runs), "steps/s", device)
 
 
-def main(device: str = "cuda", small: bool = False, runs: int = 3, only: str = "extract,retrieval,caption,lm",
-         precisions: str = "fp32,bf16") -> None:
-    """Print the figures; ``only`` picks parts, ``precisions`` the arithmetic, ``small`` tiny sizes (to check)."""
+def bench_loader(device, precision, autocast, batch, seconds, runs, small, workers):
+    import tempfile
+
+    import soundfile as sf
+    from torch.utils.data import DataLoader
+
+    from features.manifest import AudioEntry, Manifest
+    from features.waveforms import WaveformStore
+    from retrieval.data import PairDataset, collate_pairs
+
+    rate, clip_seconds, steps = RATES["cnn14"], 3 * seconds, 2 + 4 * runs
+    with tempfile.TemporaryDirectory() as folder:
+        audio, rng = [], np.random.default_rng(0)
+        for i in range(batch * steps):
+            path = os.path.join(folder, f"clip{i}.wav")
+            sf.write(path, (0.1 * rng.standard_normal(int(clip_seconds * rate))).astype(np.float32), rate,
+                     subtype="PCM_16")
+            audio.append(AudioEntry(f"clip{i}", path, clip_seconds, rate, 1))
+        manifest = Manifest("bench", audio, {entry.audio_id: ["a sound"] for entry in audio})
+        dataset = PairDataset(manifest, WaveformStore(manifest, rate, cache=False), seconds)
+        for n in sorted({0, workers}):
+            _reset(device)
+            encoder = _encoder("cnn14", small).to(device).train()
+            optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-5)
+            loader = DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collate_pairs, drop_last=True,
+                                num_workers=n, pin_memory=device.type == "cuda", persistent_workers=False)
+            waiting, start, done = 0.0, None, 0
+            batches = iter(loader)
+            for step in range(steps):
+                asked = time.perf_counter()
+                data = next(batches)
+                if step == 1:  # the first step warms up (workers starting, kernels chosen): not counted
+                    start, waiting = asked, 0.0
+                waiting += time.perf_counter() - asked
+                with autocast():
+                    loss = encoder(data["waveform"].to(device, non_blocking=True),
+                                   data["lengths"].to(device, non_blocking=True))["clip"].float().pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                done += step >= 1
+            total = time.perf_counter() - start
+            print(f"{f'loader cnn14, {n} workers':<40} {precision:<5} {done / total:10.2f} {'steps/s':<14} "
+                  f"waiting {waiting / total:6.1%} of the time", flush=True)
+            del encoder, optimizer, loader, batches
+
+
+def main(device: str = "cuda", small: bool = False, runs: int = 3,
+         only: str = "extract,retrieval,caption,lm,loader", precisions: str = "fp32,bf16", workers: int = 4) -> None:
+    """Print the figures; ``only`` picks parts, ``precisions`` the arithmetic, ``small`` tiny sizes (to check),
+    ``workers`` the loader's processes (``loader``)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"bench_gpu: no CUDA GPU here (torch {torch.__version__}); on a CPU, check the code with "
@@ -200,6 +254,8 @@ def main(device: str = "cuda", small: bool = False, runs: int = 3, only: str = "
             bench_caption(device, precision, autocast, batch, runs, small)
         if "lm" in parts:
             bench_lm(device, precision, autocast, batch // 2 or 1, runs, small)
+        if "loader" in parts:
+            bench_loader(device, precision, autocast, batch, seconds, runs, small, workers)
 
 
 if __name__ == "__main__":

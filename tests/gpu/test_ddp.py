@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from retrieval.train import train
+from tests.gpu.conftest import DEVICE
 from tests.retrieval.conftest import _tiny_settings
 
 pytestmark = pytest.mark.gpu
@@ -19,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ddp_training_on_the_gpus_matches_one_process(tiny_corpus, tmp_path):
-    processes = min(2, torch.cuda.device_count())
+    processes = min(2, torch.cuda.device_count()) if DEVICE == "cuda" else 2  # the dry run: two CPU processes (gloo)
     settings = _tiny_settings(tiny_corpus, tmp_path / "ddp", **{"train.epochs": 2, "data.val_manifest": "",
-                                                                "train.device": "cuda"})
+                                                                "train.device": DEVICE})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
            "-m", "retrieval.train", *[a for k, v in settings.items() for a in (f"--{k}", str(v))]]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,

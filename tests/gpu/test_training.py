@@ -18,13 +18,14 @@ from captioning.train_lm import train as train_lm
 from retrieval.train import train as train_retrieval
 from tagging.train import train as train_tagger
 from tests.captioning.conftest import tiny_overrides, toy_data  # noqa: F401 - toy caption features
+from tests.gpu.conftest import DEVICE
 from tests.captioning.test_prefix_lm import lm_overrides
 from tests.retrieval.conftest import _tiny_settings
 from tests.tagging.test_tagger import _settings as tagger_settings, labelled  # noqa: F401 - a labelled tiny corpus
 
 pytestmark = pytest.mark.gpu
-PRECISIONS = ["fp32", "bf16", "fp16"]  # fp16 with its loss scaler
-GPU = {"train.device": "cuda", "train.epochs": 2}
+PRECISIONS = ["fp32", "bf16", "fp16"] if DEVICE == "cuda" else ["fp32", "bf16"]  # fp16 with its loss scaler
+GPU = {"train.device": DEVICE, "train.epochs": 2}
 
 
 def history(exp: Path) -> list[dict[str, Any]]:
