@@ -31,5 +31,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None) -> Tensor:
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
-    """Where ``module``'s parameters live (the CPU for a module without any)."""
-    return next(module.parameters(), torch.empty(0)).device
+    """Where ``module``'s parameters live (the CPU for a module without any, and for a network that torch does not
+    run, such as ONNX Runtime's)."""
+    parameters = module.parameters() if isinstance(module, torch.nn.Module) else iter(())
+    return next(parameters, torch.empty(0)).device
