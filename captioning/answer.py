@@ -29,6 +29,7 @@ from captioning.data import open_checked_store
 from captioning.models.prefix_lm import AUDIO_MARK, LMVocabulary, PrefixLMCaptioner
 from captioning.search import beam_search
 from common.cli import run
+from common.device import resolve_device
 from common.tensor import module_device
 from common.io import write_text_atomic
 from eval.qa import QA, format_scores, majority_baseline, normalise_answer, read_qa, score_answers
@@ -88,15 +89,17 @@ def rank_answers(model: PrefixLMCaptioner, store: FeatureStore, questions: Seque
     return [options[int(s.argmax())] for options, s in zip(candidates, scores)]
 
 
-def load_prefix_lm(checkpoint: str, features: str, need_ids: Sequence[str]) -> tuple[PrefixLMCaptioner, FeatureStore]:
-    """The prefix-LM captioner of ``checkpoint`` and the feature store ``features`` checked against it (its
-    encoder, these clips)."""
+def load_prefix_lm(checkpoint: str, features: str, need_ids: Sequence[str], device: str = "cpu"
+                   ) -> tuple[PrefixLMCaptioner, FeatureStore]:
+    """The prefix-LM captioner of ``checkpoint`` on ``device`` and the feature store ``features`` checked against it
+    (its encoder, these clips)."""
+    where = resolve_device(device)  # a bad device is refused before the checkpoint is read
     model, _, ckpt = load_captioner(checkpoint)
     if not isinstance(model, PrefixLMCaptioner):
         raise ValueError(f"{checkpoint}: a seq2seq captioner; answering by prompt needs a prefix-LM captioner")
     store = open_checked_store(features, expect={k: v for k, v in ckpt["feature_attrs"].items()
                                                  if k != "checkpoint_sha256" or v}, need_ids=list(need_ids))
-    return model, store
+    return model.to(where), store
 
 
 def candidate_answers(qa: QA) -> dict[str, list[str]]:
@@ -125,7 +128,7 @@ def answer_qa(model: PrefixLMCaptioner, store: FeatureStore, qa: QA, candidates:
 
 
 def main(checkpoint: str, features: str, qa: str, out: str, train_qa: str | None = None, prompt: str = QA_PROMPT,
-         batch_size: int = 32, generate: bool = False) -> dict:
+         batch_size: int = 32, generate: bool = False, device: str = "auto") -> dict:
     """Answer every question of ``qa`` (a qa.json file or its split folder) for the clips of the feature store
     ``features`` with the prefix-LM captioner ``checkpoint``; write ``out`` (``[{"audio_id", "question",
     "answer"}]``) and print accuracy by question type beside the majority-answer baseline of ``train_qa``.
@@ -135,11 +138,14 @@ def main(checkpoint: str, features: str, qa: str, out: str, train_qa: str | None
         batch_size: questions scored in one pass (with all their candidates).
         generate: open-ended answers: each written by the LM (beam search, at most 8 tokens) instead of chosen
             among the candidates; right when equal to the truth once normalised ("The dog." is "dog").
+        device: where the model runs: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N.
     """
+    resolve_device(device)  # a bad device is refused before any work
     if "{question}" not in prompt:
         raise ValueError(f"Invalid prompt. (expected a string containing '{{question}}', found {prompt!r})")
     questions, reference = read_qa(qa), read_qa(train_qa) if train_qa else None
-    model, store = load_prefix_lm(checkpoint, features, list(questions))
+    model, store = load_prefix_lm(checkpoint, features, list(questions), device)
     candidates = None if generate else candidate_answers(reference or questions)
     predictions = answer_qa(model, store, questions, candidates, prompt, batch_size)
     rows = [{"audio_id": a, "question": q, "answer": answer} for (a, q), answer in predictions.items()]

@@ -24,6 +24,7 @@ import torch
 from captioning.answer import load_prefix_lm, score_candidates
 from captioning.models.prefix_lm import AUDIO_MARK
 from common.cli import run
+from common.device import resolve_device
 from eval.classification import candidate_labels, finish, ranked_predictions, read_truth, show
 from features.store import open_store
 
@@ -31,12 +32,14 @@ DEFAULT_PROMPT = AUDIO_MARK + " What do you hear?"
 
 
 def classify(checkpoint: str, features: str, truth: str | None = None, labels: str | Sequence[str] | None = None,
-             prompt: str = DEFAULT_PROMPT, out: str | None = None, batch_size: int = 16) -> dict[str, Any]:
-    """Rank the candidate labels for every clip (see the module docstring).
+             prompt: str = DEFAULT_PROMPT, out: str | None = None, batch_size: int = 16, device: str = "auto"
+             ) -> dict[str, Any]:
+    """Rank the candidate labels for every clip (see the module docstring), the model on ``device``.
 
     Returns ``{"labels", "prompt", "predictions": [{"audio_id", "labels", "scores"}]}`` and, with ``truth``,
     ``"scores"`` (:func:`eval.classification.score_labels`).
     """
+    resolve_device(device)  # a bad device is refused before any work
     if AUDIO_MARK not in prompt:
         raise ValueError(f"Invalid prompt. (expected a string containing {AUDIO_MARK!r}, found {prompt!r})")
     known = read_truth(truth) if truth is not None else {}
@@ -46,7 +49,7 @@ def classify(checkpoint: str, features: str, truth: str | None = None, labels: s
     else:
         with open_store(features) as store:
             ids = list(store.ids)
-    model, store = load_prefix_lm(checkpoint, features, ids)
+    model, store = load_prefix_lm(checkpoint, features, ids, device)
     with store, torch.no_grad():
         logprobs = score_candidates(model, store, [(i, prompt) for i in ids], [names] * len(ids), batch_size)
     predictions = ranked_predictions(ids, names, torch.stack(logprobs, 1).float().cpu().numpy(), digits=4)
@@ -58,7 +61,7 @@ def classify(checkpoint: str, features: str, truth: str | None = None, labels: s
 
 
 def main(checkpoint: str, features: str, truth: str | None = None, labels: str | None = None,
-         prompt: str = DEFAULT_PROMPT, out: str | None = None, batch_size: int = 16) -> None:
+         prompt: str = DEFAULT_PROMPT, out: str | None = None, batch_size: int = 16, device: str = "auto") -> None:
     """Classify clips by prompt with a prefix-LM captioner (see the module docstring).
 
     Args:
@@ -69,8 +72,10 @@ def main(checkpoint: str, features: str, truth: str | None = None, labels: str |
         prompt: the prompt, holding ``[audio]`` where the audio prefix goes.
         out: a folder for predictions.json (and scores.json, confusion.png when scored).
         batch_size: clips scored in one pass, with all their candidates.
+        device: where the model runs: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N.
     """
-    show(classify(checkpoint, features, truth, labels, prompt, out, batch_size), "by prompt")
+    show(classify(checkpoint, features, truth, labels, prompt, out, batch_size, device), "by prompt")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.cli import run
+from common.device import resolve_device
 from common.io import write_text_atomic
 from eval.classification import candidate_labels, finish, ranked_predictions, show
 from features.manifest import WAV_CSV, read_manifest
@@ -54,7 +55,7 @@ def fold_splits(audio: str | Path) -> list[Path]:
 
 
 def zero_shot_folds(checkpoints: str | Sequence[str], audio: str, labels: str | Sequence[str] | None = None,
-                    prompt: str = DEFAULT_PROMPT, out: str | None = None) -> dict[str, Any]:
+                    prompt: str = DEFAULT_PROMPT, out: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Zero-shot classification of every fold of a prepared corpus: ``{"folds": {fold: result}, "mean": {metric:
     {"mean", "std"}}, ...}`` (population std over folds), candidates the labels of all folds."""
     folds = fold_splits(audio)
@@ -65,7 +66,7 @@ def zero_shot_folds(checkpoints: str | Sequence[str], audio: str, labels: str | 
         if not labels:
             raise ValueError(f"{audio}: its splits have no labels.json, so --labels must name the candidate labels")
     results = {fold.name: zero_shot(checkpoints, str(fold), labels, prompt,
-                                    str(Path(out) / fold.name) if out else None) for fold in folds}
+                                    str(Path(out) / fold.name) if out else None, device) for fold in folds}
     scored = [r["scores"]["corpus"] for r in results.values() if "scores" in r]
     summary = {key: {"mean": float(np.mean([c[key] for c in scored])), "std": float(np.std([c[key] for c in scored]))}
                for key in ("top1", "top5") if scored and all(key in c for c in scored)}
@@ -78,19 +79,21 @@ def zero_shot_folds(checkpoints: str | Sequence[str], audio: str, labels: str | 
 
 
 def zero_shot(checkpoints: str | Sequence[str], audio: str, labels: str | Sequence[str] | None = None,
-              prompt: str = DEFAULT_PROMPT, out: str | None = None) -> dict[str, Any]:
-    """Rank the candidate ``labels`` for every clip of ``audio`` (see the module docstring).
+              prompt: str = DEFAULT_PROMPT, out: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Rank the candidate ``labels`` for every clip of ``audio`` (see the module docstring), the models on
+    ``device``.
 
     Returns ``{"labels", "prompt", "predictions": [{"audio_id", "labels", "scores"}], "skipped"}`` and, for a
     labelled split, ``"scores"`` (:func:`eval.classification.score_labels`).
     """
+    resolve_device(device)  # a bad device is refused before any work
     if "{label}" not in _check_text(prompt, "prompt"):
         raise ValueError(f"Invalid prompt. (expected a string containing '{{label}}', found {prompt!r})")
     truth = _truth(audio)
     if labels is None and not truth:
         raise ValueError(f"{audio}: no labels.json, so --labels must name the candidate labels")
     names = candidate_labels(labels, truth)
-    sim, ids, skipped = text_audio_scores(_models(checkpoints), [prompt.format(label=n) for n in names],
+    sim, ids, skipped = text_audio_scores(_models(checkpoints, device), [prompt.format(label=n) for n in names],
                                           audio_collection(audio))
     predictions = ranked_predictions(ids, names, sim)
     result: dict[str, Any] = {"labels": names, "prompt": prompt, "predictions": predictions, "skipped": skipped}
@@ -101,7 +104,7 @@ def zero_shot(checkpoints: str | Sequence[str], audio: str, labels: str | Sequen
 
 
 def main(checkpoints: str, audio: str, labels: str | None = None, prompt: str = DEFAULT_PROMPT,
-         out: str | None = None) -> None:
+         out: str | None = None, device: str = "auto") -> None:
     """Zero-shot classification of the clips of ``audio`` (see the module docstring).
 
     Args:
@@ -111,15 +114,17 @@ def main(checkpoints: str, audio: str, labels: str | None = None, prompt: str = 
         labels: candidate labels, comma-separated or a text file with one per line (default: the split's labels).
         prompt: the text embedded for each label, holding ``{label}``.
         out: a folder for predictions.json (and scores.json, confusion.png for a labelled split).
+        device: where the models run: auto (this process's GPU where there is one, else the CPU), cpu, cuda or
+            cuda:N.
     """
     if fold_splits(audio):
-        result = zero_shot_folds(checkpoints, audio, labels, prompt, out)
+        result = zero_shot_folds(checkpoints, audio, labels, prompt, out, device)
         for fold, r in result["folds"].items():
             show(r, fold)
         print("\n".join(f"{k}: {v['mean']:.4f} +- {v['std']:.4f} over {len(result['folds'])} folds"
                         for k, v in result["mean"].items()))
         return
-    result = zero_shot(checkpoints, audio, labels, prompt, out)
+    result = zero_shot(checkpoints, audio, labels, prompt, out, device)
     for line in result["skipped"]:
         print(f"skipped: {line}")
     show(result, "zero-shot")

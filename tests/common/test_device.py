@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import aactk
+from captioning.answer import main as answer
+from captioning.classify import classify
 from captioning.decode import decode
 from captioning.infer import infer
 from common.device import resolve_device
@@ -19,6 +21,7 @@ from features.extract import extract
 from retrieval.evaluate import evaluate
 from retrieval.index import AudioIndex, build, update
 from retrieval.search import rank, search_audio, search_text
+from retrieval.zeroshot import zero_shot
 from serve.__main__ import serve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +51,9 @@ COMMANDS = {  # each with inputs that do not exist: the device is refused before
     "index update": lambda out: update(MISSING, device="cuda"),
     "index open": lambda out: AudioIndex(MISSING, device="cuda"),
     "decode": lambda out: decode(MISSING, MISSING, str(out / "p.json"), device="cuda"),
+    "answer": lambda out: answer(MISSING, MISSING, MISSING, str(out / "a.json"), device="cuda"),
+    "classify": lambda out: classify(MISSING, MISSING, device="cuda"),
+    "zeroshot": lambda out: zero_shot(MISSING, MISSING, "dog,cat", device="cuda"),
     "caption": lambda out: infer(MISSING, bundle=MISSING, device="cuda", progress=False),
     "caption, checkpoints": lambda out: infer(MISSING, audio_encoder=MISSING, captioners=MISSING, device="cuda"),
     "serve": lambda out: serve(bundle=MISSING, device="cuda"),
