@@ -27,10 +27,9 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from captioning.bundle import Pipeline, load_bundle, load_pipeline
+from captioning.bundle import Pipeline, open_pipeline
 from captioning.infer import caption_files, caption_in_batches, list_audio
 from features.audio import is_silent, load_audio, prepare_waveform
-from features.weights import CHUNK_SECONDS
 from retrieval.zeroshot import DEFAULT_PROMPT
 
 Audio = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
@@ -85,11 +84,8 @@ class Captioner:
         networks run (auto: a GPU where there is one, else the CPU; cpu, cuda, cuda:N)."""
         if (bundle is None) == (audio_encoder is None or captioners is None):
             raise ValueError("Give a bundle, or audio_encoder and captioners (not both)")
-        if bundle is not None:
-            return cls(load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir,
-                                   device=device))
-        return cls(load_pipeline(audio_encoder, captioners, rerank=rerank, device=device,
-                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds))
+        return cls(open_pipeline(bundle, audio_encoder=audio_encoder, captioners=captioners, rerank=rerank,
+                                 chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir, device=device))
 
     @property
     def sample_rate(self) -> int:

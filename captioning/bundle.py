@@ -201,6 +201,19 @@ def load_bundle(path: str | Path, *, chunk_seconds: float | None = None, runtime
     return Pipeline(model, Ensemble(models), vocab, sha, attrs, decoding, bundle_reranker(ckpt, path, model)).to(where)
 
 
+def open_pipeline(bundle: str | Path | None = None, *, audio_encoder: str | Path | None = None,
+                  captioners: str | Sequence[str] | None = None, encoder: str | None = None,
+                  rerank: str | Path | None = None, chunk_seconds: float | None = None, runtime: str = "torch",
+                  onnx_dir: str | Path | None = None, device: str | torch.device = "cpu") -> Pipeline:
+    """What ``captioning.infer`` and the API caption with: the ``bundle`` (:func:`load_bundle`), else the separate
+    checkpoints (:func:`load_pipeline`); ``chunk_seconds`` None keeps the bundle's window for long audio, and gives
+    separate checkpoints ``features.weights.CHUNK_SECONDS``."""
+    if bundle is not None:
+        return load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir, device=device)
+    return load_pipeline(audio_encoder, captioners, encoder=encoder, rerank=rerank, device=device,
+                         chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds)
+
+
 def bundle_reranker(ckpt: Mapping[str, Any], path: str | Path, encoder: nn.Module | None = None) -> Any:
     """The re-ranker a bundle holds, around its audio encoder (``encoder``, else rebuilt from the bundle), or None;
     a bundle whose decoding re-ranks without one is refused."""

@@ -43,11 +43,10 @@ import torch
 from tqdm import tqdm
 
 from common.cli import run
-from captioning.bundle import Pipeline, check_decoding, load_bundle, load_pipeline
+from captioning.bundle import Pipeline, check_decoding, open_pipeline
 from captioning.decode import caption_frames, write_predictions
 from features.audio import SILENCE_DBFS, AudioError, is_silent, load_audio, probe
 from features.encode import encode_waveforms, plan_batches
-from features.weights import CHUNK_SECONDS
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -249,11 +248,9 @@ def infer(*inputs: str, audio_encoder: str | None = None, captioners: str | Sequ
     files = list_audio(inputs)
     if not files:
         raise ValueError(f"No audio files in {', '.join(map(str, inputs))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
-    if bundle is not None:
-        pipeline = load_bundle(bundle, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir, device=device)
-    else:
-        pipeline = load_pipeline(audio_encoder, captioners, encoder=encoder, rerank=rerank,
-                                 chunk_seconds=CHUNK_SECONDS if chunk_seconds is None else chunk_seconds, device=device)
+    pipeline = open_pipeline(bundle, audio_encoder=audio_encoder, captioners=captioners, encoder=encoder,
+                             rerank=rerank, chunk_seconds=chunk_seconds, runtime=runtime, onnx_dir=onnx_dir,
+                             device=device)
     by_path, errors, silent_paths, _ = caption_files(pipeline, files, batch_size=batch_size, progress=progress,
                                                   beam_size=beam_size, max_len=max_len, min_len=min_len,
                                                   length_norm=length_norm, rerank_weight=rerank_weight)

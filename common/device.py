@@ -6,6 +6,7 @@ import os
 
 import torch
 
+
 def resolve_device(name: str, option: str = "device") -> torch.device:
     """``name`` as a device: ``auto`` is this process's GPU when there is one, else the CPU; ``cuda`` without an
     index is this process's GPU too (``LOCAL_RANK`` under torchrun: each process its own); a GPU asked for where
